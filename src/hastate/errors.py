@@ -1,0 +1,86 @@
+"""Exceptions raised by hastate: one root, each subclass named for its condition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HAStateError(Exception):
+    """Root of every error hastate raises on purpose."""
+
+
+class ConfigError(HAStateError):
+    """Raised when a cluster file or constructor argument is invalid.
+
+    The message names the file (when there is one), the key, the bad value and the fix.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, value: Any = None,
+                 path: str | None = None) -> None:
+        prefix = f"{path}: " if path else ""
+        where = f"{field}: " if field else ""
+        super().__init__(f"{prefix}{where}{message}")
+        self.field = field
+        self.value = value
+        self.path = path
+
+
+class NotLeaderError(HAStateError):
+    """Raised when an operation needs the leader and none could be reached."""
+
+    def __init__(self, message: str, *, leader: str | None = None) -> None:
+        super().__init__(message if leader is None else f"{message} (last known leader: {leader})")
+        self.leader = leader
+
+
+class WriteError(HAStateError):
+    """Raised when a write did not complete.
+
+    ``outcome_unknown`` is True when the write may still have been (or may later be)
+    applied: the caller must read the state before retrying by hand.
+    """
+
+    def __init__(self, message: str, *, outcome_unknown: bool) -> None:
+        suffix = " (outcome unknown: the write may still be applied)" if outcome_unknown \
+            else " (not applied)"
+        super().__init__(message + suffix)
+        self.outcome_unknown = outcome_unknown
+
+
+class WriteTimeoutError(WriteError):
+    """Raised when a write was not confirmed within its timeout."""
+
+
+class NoQuorumError(WriteError):
+    """Raised when no leader with a quorum could take the write."""
+
+
+class ConflictError(HAStateError):
+    """Raised by compare-and-set when a key's revision is not the expected one."""
+
+    def __init__(self, key: str, expected: int, actual: int) -> None:
+        super().__init__(f"compare-and-set on {key!r} failed: expected revision {expected}, "
+                         f"found {actual}; re-read the key and retry")
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class ReadError(HAStateError):
+    """Raised when a linearizable read could not be confirmed through the leader."""
+
+
+class FailoverError(HAStateError):
+    """Raised when a requested leadership transfer did not complete."""
+
+
+class SnapshotError(HAStateError):
+    """Raised when a snapshot cannot be written, read or verified."""
+
+
+class SnapshotNotFoundError(SnapshotError):
+    """Raised when a snapshot store has no snapshot with the requested id."""
+
+
+class CorruptDataError(HAStateError):
+    """Raised when a file on disk fails its checksum, format or cluster check."""

@@ -1,0 +1,139 @@
+"""msgpack encoding of state values and state-machine commands.
+
+Values: everything msgpack carries (None, bool, int up to 64 bits, float, str, bytes, lists,
+dicts), plus timezone-aware ``datetime`` and ``decimal.Decimal``, both exact. Tuples come
+back as lists. A datetime's tzinfo comes back as a fixed-offset ``datetime.timezone`` with
+the same UTC offset (so the value compares equal and prints the same instant and offset).
+Naive datetimes are refused: three regions must not guess each other's local time.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+#: Version of the command envelope; bumped when the command layout changes.
+COMMAND_FORMAT_VERSION = 1
+
+_EXT_DATETIME = 1
+_EXT_DECIMAL = 2
+
+
+def _default(obj: Any) -> msgpack.ExtType:
+    if isinstance(obj, _dt.datetime):
+        if obj.tzinfo is None or obj.utcoffset() is None:
+            raise TypeError("naive datetime is not allowed: attach a timezone "
+                            "(e.g. datetime.now(timezone.utc))")
+        return msgpack.ExtType(_EXT_DATETIME, obj.isoformat().encode())
+    if isinstance(obj, decimal.Decimal):
+        return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
+    raise TypeError(f"cannot encode value of type {type(obj).__name__}")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_DATETIME:
+        return _dt.datetime.fromisoformat(data.decode())
+    if code == _EXT_DECIMAL:
+        return decimal.Decimal(data.decode())
+    return msgpack.ExtType(code, data)
+
+
+def packb(obj: Any) -> bytes:
+    """Encode ``obj`` with hastate's ext types; raises TypeError or OverflowError."""
+    return msgpack.packb(obj, default=_default, use_bin_type=True, strict_types=False)
+
+
+def unpackb(data: bytes) -> Any:
+    """Decode bytes written by :func:`packb`."""
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+
+
+def _locate(value: Any, path: str) -> tuple[str, str]:
+    """Find the innermost element of ``value`` that cannot be encoded: (path, reason)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int, bytes)):
+                return f"{path} (key {k!r})", f"dict key of type {type(k).__name__}"
+            try:
+                packb(v)
+            except (TypeError, OverflowError, ValueError):
+                return _locate(v, f"{path}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            try:
+                packb(v)
+            except (TypeError, OverflowError, ValueError):
+                return _locate(v, f"{path}[{i}]")
+    try:
+        packb(value)
+    except (TypeError, ValueError) as exc:
+        return path, f"{exc} (type {type(value).__name__})"
+    except OverflowError:
+        return path, f"integer {value!r} does not fit in 64 bits; store it as Decimal or str"
+    return path, "unknown"
+
+
+def encode_value(key: str, value: Any) -> bytes:
+    """Encode one top-level value; raise TypeError naming the key path and type on failure."""
+    try:
+        return packb(value)
+    except (TypeError, OverflowError, ValueError):
+        where, reason = _locate(value, repr(key))
+        raise TypeError(f"state value at {where} cannot be stored: {reason}. "
+                        "Supported: None, bool, int (64-bit), float, str, bytes, list, tuple, "
+                        "dict, timezone-aware datetime, Decimal") from None
+
+
+def decode_value(data: bytes) -> Any:
+    """Decode a value written by :func:`encode_value`."""
+    return unpackb(data)
+
+
+def check_key(key: Any) -> str:
+    """Return ``key`` if it is a valid top-level key, else raise TypeError/ValueError."""
+    if not isinstance(key, str):
+        raise TypeError(f"state keys must be str, got {type(key).__name__} ({key!r})")
+    if not key:
+        raise ValueError("state keys must not be empty")
+    return key
+
+
+@dataclass(frozen=True)
+class Command:
+    """One state-machine command, as proposed to the log.
+
+    ``op`` is one of ``update`` (merge ``values``), ``delete`` (remove ``keys``), ``cas``
+    (set ``values`` only if every key in ``expected`` has that revision; 0 = absent) and
+    ``barrier`` (changes nothing; used for linearizable reads). ``client``/``seq`` identify
+    the proposal so a retried proposal is applied once.
+    """
+
+    op: str
+    client: bytes = b""
+    seq: int = 0
+    values: dict[str, bytes] = field(default_factory=dict)
+    keys: tuple[str, ...] = ()
+    expected: dict[str, int] = field(default_factory=dict)
+
+    OPS = ("update", "delete", "cas", "barrier")
+
+    def encode(self) -> bytes:
+        """Serialize the command for the Raft log."""
+        return msgpack.packb([COMMAND_FORMAT_VERSION, self.op, self.client, self.seq,
+                              self.values, list(self.keys), self.expected], use_bin_type=True)
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Command":
+        """Parse a command from the Raft log; raise ValueError on an unknown format."""
+        fields = msgpack.unpackb(data, raw=False, use_list=True)
+        if not isinstance(fields, list) or not fields or fields[0] != COMMAND_FORMAT_VERSION:
+            raise ValueError(f"unsupported command format: {fields[:1] if isinstance(fields, list) else type(fields)}")
+        _, op, client, seq, values, keys, expected = fields
+        if op not in cls.OPS:
+            raise ValueError(f"unknown command op {op!r}")
+        return cls(op=op, client=client, seq=seq, values=values, keys=tuple(keys),
+                   expected=expected)
