@@ -1,0 +1,25 @@
+"""hastate: replicated, leader-safe, disaster-recoverable state for trading bots."""
+
+from hastate.config import ClusterConfig, load_config
+from hastate.errors import (ConfigError, ConflictError, CorruptDataError, FailoverError,
+                            HAStateError, NoQuorumError, NotLeaderError, ReadError,
+                            SnapshotError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
+from hastate.manager import StateManager
+
+__all__ = [
+    "ClusterConfig",
+    "ConfigError",
+    "ConflictError",
+    "CorruptDataError",
+    "FailoverError",
+    "HAStateError",
+    "NoQuorumError",
+    "NotLeaderError",
+    "ReadError",
+    "SnapshotError",
+    "SnapshotNotFoundError",
+    "StateManager",
+    "WriteError",
+    "WriteTimeoutError",
+    "load_config",
+]

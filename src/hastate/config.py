@@ -1,0 +1,252 @@
+"""Cluster files: TOML parsed with tomllib into a frozen, validated :class:`ClusterConfig`.
+
+Every error names the file, the key, the bad value and the fix, and is raised at load
+time, before any node touches its data directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from hastate.consensus.profiles import PROFILES
+from hastate.errors import ConfigError
+
+_CLUSTER_KEYS = {"name", "profile", "secret_env", "admin_token_env"}
+_NODE_KEYS = {"id", "region", "raft", "http", "data_dir"}
+_SNAPSHOT_KEYS = {"store", "interval", "keep", "ship_interval", "restore_if_empty"}
+_TOP_KEYS = {"cluster", "nodes", "snapshots"}
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One member of the cluster."""
+
+    id: str
+    region: str
+    raft: str               # "host:port" peers connect to
+    http: str | None        # "host:port" for health, status and metrics, or None
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    """Where and how often the leader uploads snapshots (disaster recovery)."""
+
+    store: str | None = None          # "file:///dir" or "gs://bucket/prefix"; None = off
+    interval: float = 300.0           # seconds between snapshots (skipped when unchanged)
+    keep: int = 24                    # snapshots retained
+    ship_interval: float = 1.0        # seconds between shipped log segments
+    restore_if_empty: bool = False    # a node with an empty data_dir restores itself
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A validated cluster file."""
+
+    name: str
+    profile: str
+    nodes: tuple[NodeConfig, ...]
+    secret_env: str | None = None
+    admin_token_env: str | None = None
+    snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    path: str | None = None
+
+    def node(self, node_id: str) -> NodeConfig:
+        """The node with ``node_id``; ConfigError lists the known ids otherwise."""
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise ConfigError(f"unknown node id {node_id!r}; this cluster has "
+                          f"{[n.id for n in self.nodes]} (check --id)",
+                          field="nodes.id", value=node_id, path=self.path)
+
+    @property
+    def all_loopback(self) -> bool:
+        """True when every raft address is on this machine (development clusters)."""
+        return all(_is_loopback(split_address(n.raft)[0]) for n in self.nodes)
+
+    def secret(self) -> str | None:
+        """The cluster secret from ``secret_env``; ConfigError when it must be set and is not."""
+        if self.secret_env is None:
+            return None
+        value = os.environ.get(self.secret_env)
+        if not value:
+            if self.all_loopback:
+                return None
+            raise ConfigError(f"environment variable {self.secret_env} is empty or not set; "
+                              f"export {self.secret_env}=<the cluster secret> on every node",
+                              field="cluster.secret_env", value=self.secret_env, path=self.path)
+        return value
+
+    def admin_token(self) -> str | None:
+        """The bearer token for admin HTTP actions, from ``admin_token_env`` (None = disabled)."""
+        return os.environ.get(self.admin_token_env) or None if self.admin_token_env else None
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split "host:port"; ValueError with the reason when malformed."""
+    if not isinstance(address, str) or ":" not in address:
+        raise ValueError("expected \"host:port\"")
+    host, _, port_s = address.rpartition(":")
+    host = host.strip("[]")
+    if not host:
+        raise ValueError("host is empty")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ValueError(f"port {port_s!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is outside 1-65535")
+    return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str, path: str | None) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown}; allowed keys are {sorted(allowed)}",
+                          field=where, value=unknown, path=path)
+
+
+def _require(table: Mapping[str, Any], key: str, kind: type, where: str, path: str | None) -> Any:
+    if key not in table:
+        raise ConfigError(f"missing required key {key!r}", field=f"{where}.{key}", path=path)
+    value = table[key]
+    if not isinstance(value, kind) or (kind is str and not value.strip()):
+        raise ConfigError(f"must be a non-empty {kind.__name__} (got {value!r})",
+                          field=f"{where}.{key}", value=value, path=path)
+    return value
+
+
+def _address(value: Any, where: str, path: str | None) -> str:
+    try:
+        split_address(value)
+    except ValueError as exc:
+        raise ConfigError(f"bad address {value!r}: {exc}; write it as \"host:port\"",
+                          field=where, value=value, path=path) from None
+    return value
+
+
+def _number(table: Mapping[str, Any], key: str, default: float, where: str,
+            path: str | None, *, minimum: float, integer: bool = False) -> Any:
+    value = table.get(key, default)
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"must be {kind} >= {minimum} (got {value!r})",
+                          field=f"{where}.{key}", value=value, path=path)
+    return value
+
+
+def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
+                 base_dir: Path | None = None) -> ClusterConfig:
+    """Validate a parsed TOML document; relative data_dirs resolve against ``base_dir``."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("the document must be a TOML table", path=path)
+    _check_keys(raw, _TOP_KEYS, "(top level)", path)
+    cluster = raw.get("cluster")
+    if not isinstance(cluster, Mapping):
+        raise ConfigError("missing [cluster] table with at least name = \"...\"",
+                          field="cluster", path=path)
+    _check_keys(cluster, _CLUSTER_KEYS, "cluster", path)
+    name = _require(cluster, "name", str, "cluster", path)
+    profile = cluster.get("profile", "lan")
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}",
+                          field="cluster.profile", value=profile, path=path)
+    secret_env = cluster.get("secret_env")
+    admin_token_env = cluster.get("admin_token_env")
+    for key, value in (("secret_env", secret_env), ("admin_token_env", admin_token_env)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"must be the name of an environment variable (got {value!r})",
+                              field=f"cluster.{key}", value=value, path=path)
+
+    nodes_raw = raw.get("nodes")
+    if not isinstance(nodes_raw, list) or not nodes_raw:
+        raise ConfigError("at least one [[nodes]] entry is required (three for failover)",
+                          field="nodes", path=path)
+    base = base_dir or Path.cwd()
+    nodes: list[NodeConfig] = []
+    seen: dict[str, dict[Any, str]] = {"id": {}, "raft": {}, "http": {}}
+    for i, node in enumerate(nodes_raw):
+        where = f"nodes[{i}]"
+        if not isinstance(node, Mapping):
+            raise ConfigError("each [[nodes]] entry must be a table", field=where, path=path)
+        _check_keys(node, _NODE_KEYS, where, path)
+        node_id = _require(node, "id", str, where, path)
+        raft = _address(_require(node, "raft", str, where, path), f"{where}.raft", path)
+        http = node.get("http")
+        if http is not None:
+            http = _address(http, f"{where}.http", path)
+        region = node.get("region", "local")
+        if not isinstance(region, str):
+            raise ConfigError(f"must be a string (got {region!r})", field=f"{where}.region",
+                              value=region, path=path)
+        data_dir = Path(_require(node, "data_dir", str, where, path))
+        if not data_dir.is_absolute():
+            data_dir = base / data_dir
+        for key, value in (("id", node_id), ("raft", raft), ("http", http)):
+            if value is None:
+                continue
+            if value in seen[key]:
+                raise ConfigError(f"duplicate {key} {value!r} (also used by "
+                                  f"{seen[key][value]}); every node needs its own",
+                                  field=f"{where}.{key}", value=value, path=path)
+            seen[key][value] = where
+        nodes.append(NodeConfig(id=node_id, region=region, raft=raft, http=http,
+                                data_dir=data_dir))
+
+    snaps = raw.get("snapshots", {})
+    if not isinstance(snaps, Mapping):
+        raise ConfigError("must be a table", field="snapshots", path=path)
+    _check_keys(snaps, _SNAPSHOT_KEYS, "snapshots", path)
+    store = snaps.get("store")
+    if store is not None and (not isinstance(store, str) or "://" not in store):
+        raise ConfigError(f"must be a URL like \"file:///var/lib/hastate/snapshots\" or "
+                          f"\"gs://bucket/prefix\" (got {store!r})", field="snapshots.store",
+                          value=store, path=path)
+    restore_if_empty = snaps.get("restore_if_empty", False)
+    if not isinstance(restore_if_empty, bool):
+        raise ConfigError(f"must be true or false (got {restore_if_empty!r})",
+                          field="snapshots.restore_if_empty", value=restore_if_empty, path=path)
+    snapshots = SnapshotConfig(
+        store=store,
+        interval=_number(snaps, "interval", 300.0, "snapshots", path, minimum=0.1),
+        keep=_number(snaps, "keep", 24, "snapshots", path, minimum=1, integer=True),
+        ship_interval=_number(snaps, "ship_interval", 1.0, "snapshots", path, minimum=0.05),
+        restore_if_empty=restore_if_empty)
+
+    config = ClusterConfig(name=name, profile=profile, nodes=tuple(nodes), secret_env=secret_env,
+                           admin_token_env=admin_token_env, snapshots=snapshots, path=path)
+    if not config.all_loopback and secret_env is None:
+        raise ConfigError("nodes are not all on loopback, so the cluster needs a secret: add "
+                          "secret_env = \"HASTATE_CLUSTER_SECRET\" to [cluster] and export it "
+                          "on every node", field="cluster.secret_env", path=path)
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> ClusterConfig:
+    """Read and validate a cluster file."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read cluster file: {exc.strerror}", path=str(file)) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=str(file)) from None
+    return parse_config(raw, path=str(file), base_dir=file.resolve().parent)

@@ -1,0 +1,101 @@
+"""Leader lease and leader stickiness, on the monotonic clock.
+
+A leader may act only while a majority acknowledged a lease ping it *sent* less than
+``duration`` ago; followers that answered refuse to vote for anyone else (and push back
+their own election timer) for the minimum election timeout after hearing from it. Since
+``duration`` < minimum election timeout, the old leader's lease ends before any new
+leader can be elected: no two nodes act as leader at the same time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Hashable
+
+Clock = Callable[[], float]
+
+
+class LeaderLease:
+    """Leader side: the majority-acknowledged lease for the current term."""
+
+    def __init__(self, duration: float, cluster_size: int, clock: Clock = time.monotonic) -> None:
+        self.duration = duration
+        self.cluster_size = cluster_size
+        self._clock = clock
+        self._term: int | None = None
+        self._acks: dict[Hashable, float] = {}
+        self._not_before = 0.0
+
+    def start(self, term: int) -> None:
+        """Begin collecting acknowledgements for ``term`` (this node just became leader)."""
+        self._term = term
+        self._acks = {}
+        self._not_before = 0.0
+
+    def end(self) -> None:
+        """Drop the lease at once (leadership lost)."""
+        self._term = None
+        self._acks = {}
+
+    def suspend(self) -> None:
+        """Give the lease up now and count only pings sent from now on (leadership transfer)."""
+        self._acks = {}
+        self._not_before = self._clock()
+
+    def on_ack(self, peer: Hashable, term: int, sent: float) -> None:
+        """Record that ``peer`` acknowledged the ping this node sent at ``sent`` in ``term``."""
+        if term != self._term or sent < self._not_before:
+            return
+        if sent > self._acks.get(peer, float("-inf")):
+            self._acks[peer] = sent
+
+    @property
+    def term(self) -> int | None:
+        """Term the lease is collected for, or None when this node is not leader."""
+        return self._term
+
+    def expires_at(self) -> float:
+        """Monotonic time at which the lease ends (-inf when no majority acknowledged)."""
+        if self._term is None:
+            return float("-inf")
+        needed = self.cluster_size // 2  # followers needed besides this node
+        if needed == 0:
+            return self._clock() + self.duration
+        sent = sorted(self._acks.values(), reverse=True)
+        if len(sent) < needed:
+            return float("-inf")
+        return sent[needed - 1] + self.duration
+
+    def holds(self) -> bool:
+        """True while this node may act as leader."""
+        return self.expires_at() > self._clock()
+
+    def remaining(self) -> float:
+        """Seconds of lease left (0 when not held)."""
+        return max(0.0, self.expires_at() - self._clock())
+
+
+class Stickiness:
+    """Follower side: refuse votes while a live leader was heard from recently."""
+
+    def __init__(self, min_timeout: float, clock: Clock = time.monotonic) -> None:
+        self.min_timeout = min_timeout
+        self._clock = clock
+        # A (re)started node may have acknowledged a lease just before it went down, so it
+        # treats its own start as contact with a leader and votes only after min_timeout.
+        self._heard_at = clock()
+        self._transfer: tuple[int, str] | None = None
+
+    def heard_from_leader(self) -> None:
+        """A message from the current leader arrived."""
+        self._heard_at = self._clock()
+
+    def allow_transfer(self, term: int, target: str) -> None:
+        """The leader announced a transfer to ``target``: its election at ``term`` + 1 is fine."""
+        self._transfer = (term + 1, target)
+
+    def may_vote(self, term: int, candidate: str) -> bool:
+        """Whether a vote request from ``candidate`` for ``term`` may be considered at all."""
+        if self._transfer == (term, candidate):
+            return True
+        return self._clock() - self._heard_at >= self.min_timeout

@@ -1,0 +1,254 @@
+"""PySyncObj's SyncObj, corrected where hastate needs it. The only module that subclasses it.
+
+Each override names the behaviour it adds or the PySyncObj 0.3.17 defect it corrects
+(docs/pysyncobj-defects.md). PySyncObj keeps its state in name-mangled attributes
+(``_SyncObj__x``); we read them through :meth:`_raft` accessors kept in this one file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from pysyncobj import SyncObj, SyncObjConf
+from pysyncobj.config import FAIL_REASON
+from pysyncobj.syncobj import _RAFT_STATE
+
+from hastate.consensus.lease import LeaderLease, Stickiness
+from hastate.consensus.profiles import TimingProfile
+
+logger = logging.getLogger(__name__)
+
+PING = "hastate_lease_ping"
+PONG = "hastate_lease_pong"
+TRANSFER = "hastate_transfer"
+TRANSFER_REQUEST = "hastate_transfer_request"
+HEALTH = "hastate_health"
+
+ROLE_NAMES = {_RAFT_STATE.FOLLOWER: "follower", _RAFT_STATE.CANDIDATE: "candidate",
+              _RAFT_STATE.LEADER: "leader"}
+
+
+class HastateSyncObj(SyncObj):
+    """SyncObj with adaptive batching, leader lease, stickiness and guarded transfers."""
+
+    def __init__(self, self_addr: str, peers: list[str], conf: SyncObjConf, consumers: list[Any],
+                 profile: TimingProfile, transport_class: Any = None,
+                 on_transfer_request: Callable[[str], None] | None = None,
+                 is_healthy: Callable[[], bool] = lambda: True) -> None:
+        self.lease = LeaderLease(profile.lease_duration, len(peers) + 1)
+        self.stickiness = Stickiness(profile.min_timeout)
+        self.paused = False  # leader: hold new proposals in the queue (leadership transfer)
+        self._profile = profile
+        self._on_transfer_request = on_transfer_request
+        self._is_healthy = is_healthy
+        self._last_ping = 0.0
+        self._sent_commit = 0
+        self.fatal_error: str | None = None
+        self.peer_health: dict[str, tuple[bool, int, float]] = {}  # addr -> (ok, applied, when)
+        kwargs = {"transportClass": transport_class} if transport_class is not None else {}
+        super().__init__(self_addr, peers, conf, consumers=consumers, **kwargs)
+
+    # -- accessors to PySyncObj's private state ---------------------------------------------
+    @property
+    def role(self) -> str:
+        """'leader', 'follower' or 'candidate' as Raft sees it (not lease-checked)."""
+        return ROLE_NAMES[self._SyncObj__raftState]
+
+    def last_log_index(self) -> int:
+        """Index of the last entry in this node's log."""
+        return self._SyncObj__raftLog[-1][1]
+
+    def match_index(self) -> dict[str, int]:
+        """Leader only: highest index known replicated on each peer."""
+        return {n.id: i for n, i in dict(self._SyncObj__raftMatchIndex).items()}
+
+    def last_contact(self) -> dict[str, float]:
+        """Leader only: monotonic time of each peer's last response."""
+        return {n.id: t for n, t in dict(self._SyncObj__lastResponseTime).items()}
+
+    def connected_peers(self) -> set[str]:
+        """Addresses of peers with an open connection."""
+        return {n.id for n in set(self._SyncObj__connectedNodes)}
+
+    def leader_address(self) -> str | None:
+        """Address of the last known leader."""
+        leader = self._getLeader()
+        return None if leader is None else leader.id
+
+    def caught_up_in_term(self) -> bool:
+        """Leader: its term's no-op and everything committed are applied (lease reads are safe)."""
+        noop = self._SyncObj__noopIDx
+        return noop is not None and self.raftLastApplied == self.raftCommitIndex >= noop
+
+    def log_length(self) -> int:
+        """Entries currently held in the journal (shrinks at compaction)."""
+        return len(self._SyncObj__raftLog)
+
+    def send(self, peer: str | None, message: dict[str, Any]) -> None:
+        """Send a hastate control message to the peer at ``peer``, or to all when None.
+
+        Tick thread only.
+        """
+        for node in self.otherNodes:
+            if peer is None or node.id == peer:
+                self._SyncObj__transport.send(node, message)
+
+    # -- adaptive batching ------------------------------------------------------------------
+    def _checkCommandsToApply(self) -> None:
+        """Drain the proposal queue, then send at once: one append_entries carries the batch.
+
+        PySyncObj batches by waiting for the next ``appendEntriesPeriod`` (~100 ms per write);
+        sending right after draining keeps an idle pipeline fast and a busy one batched.
+        """
+        if self.paused and self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            return
+        before = self.last_log_index()
+        super()._checkCommandsToApply()
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER and self.last_log_index() != before:
+            self._SyncObj__sendAppendEntries()
+
+    def _SyncObj__applyLogEntries(self) -> bool:
+        """Apply committed entries; tell followers about a new commit index without waiting."""
+        need_send = SyncObj._SyncObj__applyLogEntries(self)
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER and \
+                self._SyncObj__raftCommitIndex != self._sent_commit:
+            need_send = True
+        return need_send
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        self._sent_commit = self._SyncObj__raftCommitIndex
+        SyncObj._SyncObj__sendAppendEntries(self)
+
+    # -- leadership -------------------------------------------------------------------------
+    def _SyncObj__onBecomeLeader(self) -> None:
+        SyncObj._SyncObj__onBecomeLeader(self)
+        self.lease.start(self._SyncObj__raftCurrentTerm)
+        self.paused = False
+        self._last_ping = 0.0
+
+    def _SyncObj__setState(self, new_state: int) -> None:
+        if new_state != _RAFT_STATE.LEADER:
+            self.lease.end()
+            self.paused = False
+        SyncObj._SyncObj__setState(self, new_state)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        term = self._SyncObj__raftCurrentTerm
+        if kind == PING:
+            # Defect 5 (no lease): a follower confirms the leader's lease ping and treats it
+            # as a heartbeat, so its own election timer cannot fire inside the lease.
+            if message["term"] == term and node == self._getLeader():
+                self.stickiness.heard_from_leader()
+                self._SyncObj__raftElectionDeadline = time.monotonic() + \
+                    self._SyncObj__generateRaftTimeout()
+                self._SyncObj__transport.send(node, {"type": PONG, "term": term,
+                                                     "sent": message["sent"]})
+            return
+        if kind == PONG:
+            if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+                self.lease.on_ack(node.id, message["term"], message["sent"])
+            return
+        if kind == TRANSFER:
+            if message["term"] == term and node == self._getLeader():
+                self.stickiness.allow_transfer(term, message["target"])
+            return
+        if kind == HEALTH:
+            self.peer_health[node.id] = (bool(message["healthy"]), int(message["applied"]),
+                                         time.monotonic())
+            return
+        if kind == TRANSFER_REQUEST:
+            if self._on_transfer_request is not None:
+                self._on_transfer_request(message["target"])
+            return
+        if kind == "request_vote" and self._SyncObj__raftState != _RAFT_STATE.LEADER and \
+                not self.stickiness.may_vote(message["term"], node.id):
+            # Defect 5 (no stickiness): ignore a vote request, without adopting its term,
+            # while a live leader was heard from within the minimum election timeout.
+            return
+        if kind == "append_entries" and "prevLogIdx" in message and \
+                "transmission" not in message and message["term"] >= term:
+            self._append_entries(node, message)
+            return
+        if kind == "timeout_now" and not self._is_healthy():
+            logger.warning("refusing leadership transfer: this node fails its health check")
+            return
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+        if kind == "append_entries" and message["term"] >= term and node == self._getLeader():
+            self.stickiness.heard_from_leader()
+
+    def _append_entries(self, node: Any, message: dict[str, Any]) -> None:
+        """Follower side of append_entries, truncating only at a real conflict.
+
+        Defect 2/3: PySyncObj deletes every entry after ``prevLogIdx`` even when nothing
+        conflicts, so a duplicate or reordered batch rolls back acknowledged (even committed)
+        entries, and can leave an empty log that raises IndexError on every tick. Raft says:
+        keep matching entries, delete only from the first index whose term differs.
+        """
+        # Leader bookkeeping (term, leader, election timer) without touching the log.
+        SyncObj._SyncObj__onMessageReceived(self, node, {
+            "type": "append_entries", "term": message["term"],
+            "commit_index": self._SyncObj__raftCommitIndex})
+        self.stickiness.heard_from_leader()
+        prev_idx, prev_term = message["prevLogIdx"], message["prevLogTerm"]
+        prev = self._SyncObj__getEntries(prev_idx, 1)
+        if not prev:
+            self._SyncObj__sendNextNodeIdx(node, success=False, reset=True)
+            return
+        if prev[0][2] != prev_term:
+            self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=prev_idx, success=False, reset=True)
+            return
+        verified = prev_idx
+        entries = message.get("entries", [])
+        for pos, (command, idx, entry_term) in enumerate(entries):
+            have = self._SyncObj__getEntries(idx, 1)
+            if have and have[0][2] == entry_term:
+                verified = idx
+                continue
+            if have:
+                if idx <= self._SyncObj__raftCommitIndex:
+                    self.fatal_error = (f"leader {node.id} conflicts with committed entry {idx}; "
+                                        "refusing to truncate committed log")
+                    logger.critical(self.fatal_error)
+                    return
+                self._SyncObj__deleteEntriesFrom(idx)
+            for entry in entries[pos:]:
+                self._SyncObj__raftLog.add(*entry)
+            verified = entries[-1][1]
+            break
+        self.before_ack()
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=verified + 1, success=True)
+        leader_commit = message["commit_index"]
+        self._SyncObj__leaderCommitIndex = leader_commit
+        if leader_commit > self._SyncObj__raftCommitIndex:
+            self._SyncObj__raftCommitIndex = min(leader_commit, verified)
+            self._SyncObj__raftLog.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
+
+    def before_ack(self) -> None:
+        """Hook: make appended entries durable before they are acknowledged."""
+
+    # -- per-tick duties (called by the node's tick loop) ---------------------------------------
+    def after_tick(self) -> None:
+        """Send lease pings as leader; keep an unhealthy follower from standing for election."""
+        now = time.monotonic()
+        state = self._SyncObj__raftState
+        if state == _RAFT_STATE.LEADER and now - self._last_ping >= \
+                self._profile.append_entries_period / 2:
+            self._last_ping = now
+            self.send(None, {"type": PING, "term": self._SyncObj__raftCurrentTerm, "sent": now})
+        elif state == _RAFT_STATE.FOLLOWER and not self._is_healthy():
+            self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+
+    def announce_transfer(self, target: str) -> bool:
+        """Leader: if ``target`` has every entry, tell the others and send it timeout-now."""
+        if self._SyncObj__raftState != _RAFT_STATE.LEADER:
+            return False
+        if self.match_index().get(target) != self.last_log_index():
+            return False
+        self.send(None, {"type": TRANSFER, "term": self._SyncObj__raftCurrentTerm,
+                         "target": target})
+        result: list[int] = []
+        self.transferLeadership(target, callback=lambda _res, err: result.append(err))
+        return bool(result) and result[0] == FAIL_REASON.SUCCESS

@@ -1,0 +1,370 @@
+"""StateManager: the bot's front door to the replicated state.
+
+A write becomes one msgpack command with this manager's client id and a sequence number;
+it is retried with the same id until it is applied or the timeout ends, and the state
+machine applies each (client, seq) once, so a retry never applies a write twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Mapping
+
+from pysyncobj.config import FAIL_REASON
+
+from hastate.config import ClusterConfig, load_config
+from hastate.consensus.node import NodeSpec, RaftNode
+from hastate.consensus.profiles import get_profile
+from hastate.consensus.raft import HEALTH
+from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
+                            ReadError, WriteError, WriteTimeoutError)
+from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
+                                     default_health_check)
+from hastate.failover.watcher import BecomeLeader, LeaderWatcher, LoseLeadership
+from hastate.state.codec import Command, check_key, encode_value
+from hastate.state.machine import ReplicatedState
+
+logger = logging.getLogger(__name__)
+
+Consistency = Literal["linearizable", "local"]
+
+# Failures after which the command certainly never entered the log.
+_NOT_PROPOSED = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER,
+                 FAIL_REASON.REQUEST_DENIED}
+
+
+class StateManager:
+    """Embed a replica of the cluster's state in this process.
+
+    Example::
+
+        with StateManager.from_config("cluster/local.toml", instance_id="instance-1") as sm:
+            sm.save_state({"model_version": "v1.2.3"})
+            if sm.is_leader():
+                place_orders(sm.get_state())
+    """
+
+    config: ClusterConfig | None = None
+
+    def __init__(self, instance_id: str, peers: Mapping[str, str], *, region: str = "local",
+                 data_dir: str | os.PathLike[str] | None = None, profile: str = "lan",
+                 cluster_secret: str | None = None, cluster_name: str = "hastate",
+                 write_timeout: float = 10.0, transport_class: Any = None,
+                 log_compaction_entries: int = 5000) -> None:
+        if instance_id not in peers:
+            raise ConfigError(f"instance {instance_id!r} is not in peers {sorted(peers)}; "
+                              "peers must list every node, this one included",
+                              field="instance_id", value=instance_id)
+        try:
+            timing = get_profile(profile)
+        except KeyError as exc:
+            raise ConfigError(str(exc.args[0]), field="profile", value=profile) from None
+        self.instance_id = instance_id
+        self.region = region
+        self.write_timeout = write_timeout
+        data = Path(data_dir) if data_dir is not None else Path("hastate-data") / instance_id
+        self.spec = NodeSpec(node_id=instance_id, address=peers[instance_id],
+                             peers={k: v for k, v in peers.items() if k != instance_id},
+                             cluster=cluster_name, data_dir=data, profile=timing,
+                             password=cluster_secret,
+                             log_compaction_entries=log_compaction_entries)
+        self.machine = ReplicatedState()
+        self._health_ok = True
+        self.node = RaftNode(self.spec, self.machine, transport_class=transport_class,
+                             is_healthy=lambda: self._health_ok)
+        self._client_id = uuid.uuid4().bytes
+        self._seq = itertools.count(1)
+        self._seq_lock = threading.Lock()
+        self._recovery: Callable[[dict[str, Any]], None] | None = None
+        self._policy: FailoverPolicy | None = None
+        self.watcher = LeaderWatcher(self.node.is_leader, self.node.fencing_token,
+                                     on_transition=self._on_transition)
+        self.proposal_observers: list[Callable[[str, float], None]] = []
+        self._started = False
+
+    @classmethod
+    def from_config(cls, config: str | os.PathLike[str] | ClusterConfig, instance_id: str,
+                    **kwargs: Any) -> "StateManager":
+        """Build the manager for ``instance_id`` from a cluster file (or a loaded config)."""
+        cfg = config if isinstance(config, ClusterConfig) else load_config(config)
+        node = cfg.node(instance_id)
+        manager = cls(instance_id, {n.id: n.raft for n in cfg.nodes}, region=node.region,
+                      data_dir=node.data_dir, profile=cfg.profile,
+                      cluster_secret=cfg.secret(), cluster_name=cfg.name, **kwargs)
+        manager.config = cfg
+        return manager
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self, wait_ready: float | None = None) -> "StateManager":
+        """Start the Raft node; with ``wait_ready`` wait that long for a known leader."""
+        self.node.start()
+        self.watcher.start()
+        self._started = True
+        logger.info("state manager started", extra={"instance": self.instance_id,
+                                                    "region": self.region})
+        if wait_ready:
+            self.wait_ready(wait_ready)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until a leader is known and this node has applied up to the commit index."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready():
+                return
+            time.sleep(0.02)
+        raise NoQuorumError(f"no leader within {timeout:.1f}s (instance {self.instance_id}); "
+                            "are a majority of the nodes running and reachable?",
+                            outcome_unknown=False)
+
+    def ready(self) -> bool:
+        """A leader is known and this node has applied everything it knows is committed."""
+        so = self.node.syncobj
+        return self.node.running and so.leader_address() is not None and \
+            so.raftLastApplied >= so.raftCommitIndex
+
+    def stop(self) -> None:
+        """Stop health checks, leadership callbacks and the Raft node."""
+        if self._policy is not None:
+            self._policy.stop()
+        self.watcher.stop()
+        self.node.stop()
+        self._started = False
+
+    def __enter__(self) -> "StateManager":
+        return self.start() if not self._started else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- writes -------------------------------------------------------------------------------
+    def save_state(self, values: Mapping[str, Any], *, timeout: float | None = None) -> int:
+        """Merge ``values`` into the state atomically (one log entry).
+
+        Returns the log index the write was applied at, once it is committed and applied on
+        this node. Raises TypeError before proposing when a value cannot be stored, and
+        WriteError (``outcome_unknown`` says whether it may still apply) on timeout.
+        """
+        encoded = {check_key(k): encode_value(k, v) for k, v in values.items()}
+        if not encoded:
+            raise ValueError("save_state needs at least one key")
+        return self._write(Command(op="update", values=encoded), timeout)[1]
+
+    def delete(self, *keys: str, timeout: float | None = None) -> int:
+        """Remove ``keys`` atomically; missing keys are ignored. Returns the log index."""
+        if not keys:
+            raise ValueError("delete needs at least one key")
+        return self._write(Command(op="delete", keys=tuple(check_key(k) for k in keys)),
+                           timeout)[1]
+
+    def compare_and_set(self, key: str, value: Any, expected_revision: int, *,
+                        timeout: float | None = None) -> int:
+        """Set ``key`` only if its revision is ``expected_revision`` (0 = must not exist).
+
+        Returns the new revision; raises ConflictError naming the actual revision otherwise.
+        """
+        command = Command(op="cas", values={check_key(key): encode_value(key, value)},
+                          expected={key: int(expected_revision)})
+        result = self._write(command, timeout)
+        if result[0] == "conflict":
+            raise ConflictError(result[1], result[2], result[3])
+        return result[1]
+
+    def _write(self, command: Command, timeout: float | None) -> tuple:
+        with self._seq_lock:
+            seq = next(self._seq)
+        client = self._client_id if command.op != "barrier" else b""
+        raw = Command(op=command.op, client=client, seq=seq, values=command.values,
+                      keys=command.keys, expected=command.expected).encode()
+        started = time.monotonic()
+        result = self._propose_until_applied(raw, timeout if timeout is not None
+                                             else self.write_timeout)
+        for observe in self.proposal_observers:
+            observe(command.op, time.monotonic() - started)
+        return result
+
+    def _propose_until_applied(self, raw: bytes, timeout: float) -> tuple:
+        deadline = time.monotonic() + timeout
+        attempt_timeout = 2 * self.spec.profile.max_timeout
+        maybe_applied = False
+        backoff = 0.01
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            done = threading.Event()
+            box: list[tuple[Any, int]] = []
+
+            def callback(result: Any, error: int, box: list = box, done: threading.Event = done) -> None:
+                box.append((result, error))
+                done.set()
+
+            self.node.propose(raw, callback)
+            if not done.wait(min(remaining, attempt_timeout)):
+                maybe_applied = True
+                continue
+            result, error = box[0]
+            if error == FAIL_REASON.SUCCESS:
+                if result[0] == "expired":
+                    raise WriteError("write was retried after its dedup entry expired",
+                                     outcome_unknown=True)
+                return result
+            if error not in _NOT_PROPOSED:
+                maybe_applied = True
+            time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+            backoff = min(backoff * 2, 0.2)
+        if self.node.leader_id() is None:
+            raise NoQuorumError(f"no leader with a quorum within {timeout:.1f}s; are a majority "
+                                "of the nodes running and reachable?", outcome_unknown=maybe_applied)
+        raise WriteTimeoutError(f"write not confirmed within {timeout:.1f}s",
+                                outcome_unknown=maybe_applied)
+
+    # -- reads --------------------------------------------------------------------------------
+    def get_state(self, consistency: Consistency = "linearizable", *,
+                  keys: Iterable[str] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """A copy of the state (or of ``keys``).
+
+        ``linearizable`` (default) reflects every write acknowledged anywhere before the
+        call: a leader holding its lease reads locally, any other node first passes a barrier
+        through the log. ``local`` reads this replica without a round trip (may be stale).
+        """
+        if consistency == "linearizable":
+            if not self._lease_read_ok():
+                try:
+                    self._write(Command(op="barrier"), timeout)
+                except WriteError as exc:
+                    raise ReadError(f"linearizable read failed: {exc}") from None
+        elif consistency != "local":
+            raise ValueError(f"consistency must be 'linearizable' or 'local', not {consistency!r}")
+        return self.machine.snapshot(keys)
+
+    def _lease_read_ok(self) -> bool:
+        return self.node.is_leader() and self.node.syncobj.caught_up_in_term()
+
+    def revisions(self) -> dict[str, int]:
+        """Log index of the last change of every key (for compare_and_set)."""
+        return self.machine.revisions()
+
+    # -- leadership ---------------------------------------------------------------------------
+    def is_leader(self) -> bool:
+        """True only while this node leads *and* holds its lease: safe to act on now."""
+        return self.node.is_leader()
+
+    def fencing_token(self) -> int | None:
+        """A number that grows with every leadership change; None when not leading."""
+        return self.node.fencing_token()
+
+    def leader(self) -> str | None:
+        """Instance id of the last known leader."""
+        return self.node.leader_id()
+
+    def watch_leader(self, on_become_leader: BecomeLeader | None = None,
+                     on_lose_leadership: LoseLeadership | None = None) -> None:
+        """Call ``on_become_leader([fencing_token])`` / ``on_lose_leadership()`` on transitions.
+
+        Callbacks run on hastate's watcher thread, once per transition, never on Raft's.
+        """
+        self.watcher.subscribe(on_become_leader, on_lose_leadership)
+
+    def _on_transition(self, leading: bool, _token: int | None) -> None:
+        if leading and self._recovery is not None:
+            state = self.get_state("linearizable")
+            self._recovery(state)
+
+    def configure_failover(self, health_check_interval: float = 5.0,
+                           failover_timeout: float = 15.0,
+                           recovery_callback: Callable[[dict[str, Any]], None] | None = None,
+                           health_check: HealthCheck | None = None) -> None:
+        """Enable health-driven failover and a recovery hook for new leaders."""
+        if health_check_interval <= 0 or failover_timeout < 0:
+            raise ConfigError("health_check_interval must be > 0 and failover_timeout >= 0",
+                              field="configure_failover",
+                              value=(health_check_interval, failover_timeout))
+        self._recovery = recovery_callback
+        check = health_check or default_health_check(lambda: self.node.running,
+                                                     self.spec.data_dir)
+        if self._policy is not None:
+            self._policy.stop()
+        self._policy = FailoverPolicy(FailoverSettings(health_check_interval, failover_timeout),
+                                      check, is_leader=self.is_leader,
+                                      publish=self._publish_health,
+                                      pick_target=self._pick_failover_target,
+                                      transfer=self.trigger_failover)
+        self._policy.start()
+
+    def _publish_health(self, ok: bool) -> None:
+        self._health_ok = ok
+        message = {"type": HEALTH, "healthy": ok, "applied": self.machine.applied_index}
+        self.node.call_soon(lambda: self.node.syncobj.send(None, message))
+
+    def _pick_failover_target(self) -> str | None:
+        so = self.node.syncobj
+        fresh = time.monotonic() - 3 * self._policy.settings.health_check_interval
+        match = so.match_index()
+        candidates = [(match.get(addr, 0), self.spec.id_of(addr))
+                      for addr, (ok, _applied, when) in dict(so.peer_health).items()
+                      if ok and when >= fresh and addr in so.connected_peers()]
+        return max(candidates)[1] if candidates else None
+
+    def trigger_failover(self, target_instance: str | None = None, *,
+                         timeout: float | None = None) -> float:
+        """Move leadership to ``target_instance`` (or the most caught-up healthy peer).
+
+        Works from any node, under write load; returns the seconds it took.
+        """
+        if target_instance is None:
+            if not self.is_leader():
+                raise NotLeaderError("trigger_failover without a target must run on the leader",
+                                     leader=self.leader())
+            target_instance = self._pick_failover_target() if self._policy else None
+            if target_instance is None:
+                match = self.node.syncobj.match_index()
+                if not match:
+                    raise NotLeaderError("no peer to hand leadership to")
+                target_instance = self.spec.id_of(max(match, key=match.get))
+        return self.node.transfer_leadership(target_instance, timeout)
+
+    # -- status -------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What operators ask first: who leads, how far each node got, who is connected."""
+        so = self.node.syncobj
+        now = time.monotonic()
+        leading = self.node.is_leader()
+        match = so.match_index() if so.role == "leader" else {}
+        contact = so.last_contact() if so.role == "leader" else {}
+        connected = so.connected_peers()
+        peers = {}
+        for peer_id, addr in self.spec.peers.items():
+            peers[peer_id] = {
+                "address": addr,
+                "connected": addr in connected,
+                "match_index": match.get(addr),
+                "last_contact_age": round(now - contact[addr], 3) if addr in contact else None,
+            }
+        return {
+            "id": self.instance_id,
+            "region": self.region,
+            "cluster": self.spec.cluster,
+            "role": so.role if so.role != "leader" or leading else "leader-without-lease",
+            "is_leader": leading,
+            "term": so.raftCurrentTerm,
+            "leader": self.node.leader_id(),
+            "fencing_token": self.node.fencing_token(),
+            "lease_remaining": round(so.lease.remaining(), 3),
+            "commit_index": so.raftCommitIndex,
+            "applied_index": so.raftLastApplied,
+            "last_log_index": so.last_log_index(),
+            "log_entries": so.log_length(),
+            "keys": len(self.machine),
+            "leader_changes": self.node.leader_changes,
+            "healthy": self._health_ok,
+            "ready": self.ready(),
+            "fatal_error": self.node.fatal_error,
+            "peers": peers,
+        }

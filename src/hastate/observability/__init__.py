@@ -1,0 +1,1 @@
+"""Health, status and Prometheus metrics for a running node."""

@@ -1,0 +1,118 @@
+"""The node's HTTP endpoints: /healthz, /readyz, /status, /metrics and token-guarded admin."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from hastate.config import split_address
+from hastate.errors import HAStateError
+from hastate.observability.metrics import NodeMetrics
+
+if TYPE_CHECKING:
+    from hastate.manager import StateManager
+
+logger = logging.getLogger(__name__)
+
+
+class NodeHTTPServer:
+    """Serves one node's health, status and metrics on its configured ``http`` address."""
+
+    def __init__(self, manager: "StateManager", address: str, *,
+                 admin_token: str | None = None) -> None:
+        self.manager = manager
+        self.metrics = NodeMetrics(manager)
+        self.admin_token = admin_token
+        host, port = split_address(address)
+        handler = type("Handler", (_Handler,), {"node_server": self})
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="hastate-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when configured as 0)."""
+        return self._server.server_address[1]
+
+    def start(self) -> "NodeHTTPServer":
+        """Serve in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    node_server: NodeHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        logger.debug("http " + fmt, *args)
+
+    def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, code: int, obj: Any) -> None:
+        self._send(code, json.dumps(obj, default=str).encode())
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        manager = self.node_server.manager
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
+            ok = manager.node.running and manager.node.fatal_error is None
+            self._json(200 if ok else 503, {"ok": ok, "error": manager.node.fatal_error})
+        elif path == "/readyz":
+            ready = manager.ready()
+            self._json(200 if ready else 503, {"ready": ready, "leader": manager.leader()})
+        elif path == "/status":
+            self._json(200, manager.status())
+        elif path == "/metrics":
+            self._send(200, self.node_server.metrics.render(), CONTENT_TYPE_LATEST)
+        else:
+            self._json(404, {"error": f"no such endpoint {path}; try /status"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        if not self._authorized():
+            self._json(401, {"error": "missing or wrong bearer token (admin_token_env)"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            self._json(400, {"error": "body must be JSON"})
+            return
+        manager = self.node_server.manager
+        try:
+            if path == "/admin/transfer-leadership":
+                target = body.get("to")
+                if not isinstance(target, str):
+                    self._json(400, {"error": "body must be {\"to\": \"<instance id>\"}"})
+                    return
+                seconds = manager.trigger_failover(target)
+                self._json(200, {"leader": target, "seconds": round(seconds, 3)})
+            else:
+                self._json(404, {"error": f"no such admin action {path}"})
+        except HAStateError as exc:
+            self._json(409, {"error": str(exc)})
+
+    def _authorized(self) -> bool:
+        token = self.node_server.admin_token
+        if not token:
+            return False
+        given = self.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())

@@ -1,0 +1,131 @@
+"""The byte-level contract every snapshot backend implements, and ``open_store(url)``.
+
+A store holds named objects (``snapshots/…``, ``manifest.json``) under one location. Every
+object has a *generation*: a positive integer that changes on each write and is never
+reused for that name, so ``write(..., if_generation_match=g)`` is a compare-and-set
+(``0`` means "must not exist yet"). Multi-step logic (manifest, verification, retention)
+lives in :mod:`hastate.snapshots.format` as functions over this Protocol.
+
+Backends live in ``hastate.snapshots.<module>`` and expose ``from_url(url, **options)``;
+the module is the URL scheme (``file://``, ``memory://``) except for the aliases in
+``_SCHEME_MODULES`` (``gs://`` is ``gcs.py``). Adding ``s3://`` means adding ``s3.py``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from hastate.errors import SnapshotError
+
+#: URL schemes whose backend module is not named after the scheme.
+_SCHEME_MODULES = {"gs": "gcs"}
+_SCHEME_RE = re.compile(r"^[a-z][a-z0-9]*$")
+#: Longest object name GCS accepts (bytes of UTF-8); applied to every backend alike.
+MAX_NAME_BYTES = 1024
+
+
+class PreconditionFailed(SnapshotError):
+    """Raised when a write's ``if_generation_match`` does not match the object's generation."""
+
+    def __init__(self, location: str, expected: int) -> None:
+        wanted = "to not exist yet" if expected == 0 else f"to be at generation {expected}"
+        super().__init__(f"{location}: precondition failed: expected the object {wanted}, "
+                         "but another writer changed it first; re-read it and retry")
+        self.location = location
+        self.expected = expected
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a listing says about one object, without downloading it."""
+
+    name: str
+    size: int
+    generation: int
+    updated_at: float
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    """**Protocol:** a flat namespace of byte objects with generation preconditions.
+
+    Implementations are safe to call from several threads, create their location lazily
+    on first use, raise SnapshotNotFoundError for a missing object, PreconditionFailed for
+    a failed generation precondition, and SnapshotError (naming the location and what to
+    do) for anything else. ``str(store)`` is the store's URL, used in messages.
+    """
+
+    @property
+    def type(self) -> str:
+        """Short backend name for logs and metrics labels (``file``, ``gs``, ``memory``)."""
+        ...
+
+    def init(self) -> None:
+        """Check (or create) the store's location; idempotent, called lazily by every op."""
+        ...
+
+    def write(self, name: str, data: bytes, *, if_generation_match: int | None = None) -> int:
+        """Replace object ``name`` atomically and return its new generation."""
+        ...
+
+    def read(self, name: str) -> bytes:
+        """Return the whole content of object ``name``."""
+        ...
+
+    def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
+        """Return the objects whose name starts with ``prefix``, sorted by name."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Remove object ``name``."""
+        ...
+
+
+def check_name(name: str) -> str:
+    """Refuse object names that could escape the store or that some backend cannot hold."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"object name must be a non-empty string, got {name!r}")
+    parts = name.split("/")
+    if (len(name.encode()) > MAX_NAME_BYTES or any(p == "" or p.startswith(".") for p in parts)
+            or name.endswith(".tmp") or any(c in name for c in "\0\\\r\n")):
+        raise ValueError(f"invalid object name {name!r}: use '/'-separated, non-empty parts "
+                         "that do not start with '.', no '.tmp' suffix (both are reserved "
+                         f"for temporaries), at most {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def location(store: SnapshotStore, name: str) -> str:
+    """Full, human-readable address of an object, for error messages and logs."""
+    return f"{str(store).rstrip('/')}/{name}"
+
+
+def open_store(url: str, **options: Any) -> SnapshotStore:
+    """Open the backend for ``url`` (``file:///abs/dir``, ``gs://bucket/prefix``, ``memory://name``).
+
+    ``options`` go to the backend's ``from_url`` (e.g. ``timeout=`` for ``gs``). Nothing is
+    contacted until the first operation.
+    """
+    scheme = urlsplit(url).scheme
+    if not _SCHEME_RE.match(scheme):
+        raise SnapshotError(f"snapshot store URL {url!r} has no scheme; use file:///abs/dir, "
+                            "gs://bucket/prefix or memory://name")
+    module_name = f"hastate.snapshots.{_SCHEME_MODULES.get(scheme, scheme)}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise SnapshotError(f"{url}: the {scheme!r} backend needs {exc.name!r}, which is "
+                                f"not installed; install it (e.g. pip install 'hastate[gcs]' "
+                                "for gs://)") from exc
+        module = None
+    from_url = getattr(module, "from_url", None)
+    if from_url is None:
+        raise SnapshotError(f"{url}: unknown snapshot store scheme {scheme!r}; "
+                            "use file://, gs:// or memory://")
+    store: SnapshotStore = from_url(url, **options)
+    return store
