@@ -80,6 +80,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200 if ready else 503, {"ready": ready, "leader": manager.leader()})
         elif path == "/status":
             self._json(200, manager.status())
+        elif path == "/state":
+            if not self._authorized():
+                self._json(401, {"error": "missing or wrong bearer token (admin_token_env)"})
+                return
+            consistency = "local" if "consistency=local" in self.path else "linearizable"
+            try:
+                state = manager.get_state(consistency)
+            except HAStateError as exc:
+                self._json(503, {"error": str(exc)})
+                return
+            self._json(200, {"applied_index": manager.machine.applied_index,
+                             "state_hash": manager.machine.state_hash(), "state": state})
         elif path == "/metrics":
             self._send(200, self.node_server.metrics.render(), CONTENT_TYPE_LATEST)
         else:

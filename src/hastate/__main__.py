@@ -1,0 +1,5 @@
+"""``python -m hastate`` runs the CLI."""
+
+from hastate.cli import main
+
+main()

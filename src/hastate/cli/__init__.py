@@ -1,0 +1,42 @@
+"""The ``hastate`` command line: one module per command, each only parses and calls the API."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from hastate.cli.demo import demo
+from hastate.cli.node import node
+from hastate.cli.status import status
+from hastate.errors import HAStateError
+
+
+@click.group()
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Log level for hastate's own structured logs (to stderr).")
+def cli(log_level: str) -> None:
+    """hastate: replicated, leader-safe state for trading bots."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+cli.add_command(node)
+cli.add_command(status)
+cli.add_command(demo)
+
+
+def main() -> None:
+    """Console entry point: HAStateError becomes a one-line message and exit code 2."""
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except HAStateError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,177 @@
+"""A local cluster of real node processes on loopback: free ports, temp data dirs, cleanup.
+
+Each node is its own OS process (``python -m hastate ...``) talking real TCP; the class
+only writes the cluster file, starts and signals processes, and reads their HTTP endpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Sequence
+
+REGIONS = ("asia-northeast1", "us-central1", "europe-west1", "southamerica-east1",
+           "australia-southeast1")
+ADMIN_TOKEN_ENV = "HASTATE_ADMIN_TOKEN"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    """Writes ``cluster.toml`` under ``workdir`` and runs one process per node."""
+
+    def __init__(self, workdir: str | os.PathLike[str], size: int = 3, *, name: str = "demo",
+                 profile: str = "lan", snapshot_store: str | None = None,
+                 snapshot_interval: float = 2.0, extra_toml: str = "") -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ids = [f"instance-{i + 1}" for i in range(size)]
+        self.raft = {i: f"127.0.0.1:{free_port()}" for i in self.ids}
+        self.http = {i: f"127.0.0.1:{free_port()}" for i in self.ids}
+        self.admin_token = os.urandom(12).hex()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.config_path = self.workdir / "cluster.toml"
+        lines = ["[cluster]", f'name = "{name}"', f'profile = "{profile}"',
+                 f'admin_token_env = "{ADMIN_TOKEN_ENV}"', ""]
+        if snapshot_store:
+            lines += ["[snapshots]", f'store = "{snapshot_store}"',
+                      f"interval = {snapshot_interval}", "keep = 5", ""]
+        for n, node_id in enumerate(self.ids):
+            lines += ["[[nodes]]", f'id = "{node_id}"', f'region = "{REGIONS[n % len(REGIONS)]}"',
+                      f'raft = "{self.raft[node_id]}"', f'http = "{self.http[node_id]}"',
+                      f'data_dir = "{self.workdir / "data" / node_id}"', ""]
+        self.config_path.write_text("\n".join(lines) + extra_toml)
+
+    # -- processes ----------------------------------------------------------------------------
+    def start(self, node_id: str, args: Sequence[str] | None = None) -> None:
+        """Start ``node_id`` (``hastate node run`` unless other CLI ``args`` are given)."""
+        argv = list(args) if args is not None else ["node", "run"]
+        log = open(self.workdir / f"{node_id}.log", "ab")
+        env = dict(os.environ, **{ADMIN_TOKEN_ENV: self.admin_token})
+        self.procs[node_id] = subprocess.Popen(
+            [sys.executable, "-m", "hastate", "--log-level", "INFO", *argv,
+             "--config", str(self.config_path), "--id", node_id],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.close()
+
+    def start_all(self, args: Sequence[str] | None = None) -> None:
+        """Start every node."""
+        for node_id in self.ids:
+            self.start(node_id, args)
+
+    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the node; for SIGKILL/SIGTERM also reap it."""
+        proc = self.procs[node_id]
+        proc.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            del self.procs[node_id]
+
+    def stop_all(self) -> None:
+        """Terminate every node (SIGTERM, then SIGKILL after 5 s) and reap them."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                proc.terminate()
+        deadline = time.monotonic() + 5
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.procs.clear()
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+    def log(self, node_id: str) -> str:
+        """The node's captured stdout/stderr."""
+        path = self.workdir / f"{node_id}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def get(self, node_id: str, path: str, timeout: float = 2.0) -> Any:
+        """GET a JSON endpoint of ``node_id`` (with the admin token); None when unreachable."""
+        req = urllib.request.Request(f"http://{self.http[node_id]}{path}",
+                                     headers={"Authorization": f"Bearer {self.admin_token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:
+            return json.load(exc) if exc.code in (409, 503) else None
+        except (OSError, ValueError):
+            return None
+
+    def post(self, node_id: str, path: str, body: dict[str, Any], token: str | None = None,
+             timeout: float = 30.0) -> tuple[int, Any]:
+        """POST JSON to ``node_id``; returns (status code, decoded body)."""
+        req = urllib.request.Request(
+            f"http://{self.http[node_id]}{path}", data=json.dumps(body).encode(), method="POST",
+            headers={"Authorization": f"Bearer {token if token is not None else self.admin_token}",
+                     "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    def status(self, node_id: str) -> dict[str, Any] | None:
+        """The node's /status, or None when it does not answer."""
+        return self.get(node_id, "/status")
+
+    def leader(self, among: Sequence[str] | None = None) -> str | None:
+        """The node that reports holding the leader lease, if exactly one answers so."""
+        leaders = [i for i in (among or list(self.procs)) if (self.status(i) or {}).get("is_leader")]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def wait_leader(self, timeout: float = 15.0, among: Sequence[str] | None = None) -> str:
+        """Wait for a single lease-holding leader among ``among`` (default: running nodes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader(among)
+            if leader is not None:
+                return leader
+            time.sleep(0.02)
+        raise TimeoutError(f"no leader within {timeout}s; logs:\n" +
+                           "\n".join(f"--- {i}\n{self.log(i)[-2000:]}" for i in self.ids))
+
+    def wait_ready(self, node_ids: Sequence[str] | None = None, timeout: float = 15.0) -> None:
+        """Wait until every given node answers /readyz with 200."""
+        deadline = time.monotonic() + timeout
+        pending = set(node_ids or self.ids)
+        while pending and time.monotonic() < deadline:
+            for node_id in list(pending):
+                st = self.status(node_id)
+                if st and st.get("ready"):
+                    pending.discard(node_id)
+            time.sleep(0.02)
+        if pending:
+            raise TimeoutError(f"nodes {sorted(pending)} not ready within {timeout}s")
+
+    def state(self, node_id: str, consistency: str = "linearizable") -> dict[str, Any] | None:
+        """/state of ``node_id``: applied_index, state_hash and the decoded-as-JSON state."""
+        return self.get(node_id, f"/state?consistency={consistency}", timeout=15)
