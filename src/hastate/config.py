@@ -198,11 +198,17 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
         data_dir = Path(_require(node, "data_dir", str, where, path))
         if not data_dir.is_absolute():
             data_dir = base / data_dir
-        for key, value in (("id", node_id), ("raft", raft), ("http", http)):
+        # A loopback http address belongs to one machine (the raft host): it may repeat
+        # across machines, not on one.
+        raft_host = split_address(raft)[0]
+        http_key = None if http is None else \
+            (raft_host, http) if _is_loopback(split_address(http)[0]) else http
+        for key, value in (("id", node_id), ("raft", raft), ("http", http_key)):
             if value is None:
                 continue
             if value in seen[key]:
-                raise ConfigError(f"duplicate {key} {value!r} (also used by "
+                shown = value[-1] if isinstance(value, tuple) else value
+                raise ConfigError(f"duplicate {key} {shown!r} (also used by "
                                   f"{seen[key][value]}); every node needs its own",
                                   field=f"{where}.{key}", value=value, path=path)
             seen[key][value] = where

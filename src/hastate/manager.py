@@ -105,6 +105,9 @@ class StateManager:
         """Start the Raft node; with ``wait_ready`` wait that long for a known leader."""
         self.node.start()
         self.watcher.start()
+        # Health is always checked and told to peers (they pick failover targets with it);
+        # handing leadership over on failure starts only with configure_failover().
+        self._install_policy(FailoverSettings(1.0, float("inf")), None)
         self._started = True
         logger.info("state manager started", extra={"instance": self.instance_id,
                                                     "region": self.region})
@@ -287,12 +290,14 @@ class StateManager:
                               field="configure_failover",
                               value=(health_check_interval, failover_timeout))
         self._recovery = recovery_callback
-        check = health_check or default_health_check(lambda: self.node.running,
-                                                     self.spec.data_dir)
+        self._install_policy(FailoverSettings(health_check_interval, failover_timeout),
+                             health_check)
+
+    def _install_policy(self, settings: FailoverSettings, check: HealthCheck | None) -> None:
         if self._policy is not None:
             self._policy.stop()
-        self._policy = FailoverPolicy(FailoverSettings(health_check_interval, failover_timeout),
-                                      check, is_leader=self.is_leader,
+        check = check or default_health_check(lambda: self.node.running, self.spec.data_dir)
+        self._policy = FailoverPolicy(settings, check, is_leader=self.is_leader,
                                       publish=self._publish_health,
                                       pick_target=self._pick_failover_target,
                                       transfer=self.trigger_failover)
@@ -322,7 +327,7 @@ class StateManager:
             if not self.is_leader():
                 raise NotLeaderError("trigger_failover without a target must run on the leader",
                                      leader=self.leader())
-            target_instance = self._pick_failover_target() if self._policy else None
+            target_instance = self._pick_failover_target()
             if target_instance is None:
                 match = self.node.syncobj.match_index()
                 if not match:

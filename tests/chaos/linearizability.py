@@ -5,7 +5,9 @@ linearizability", 2017): the history becomes a list of call and return entries s
 time; the search repeatedly linearizes a pending call whose model step is legal, and
 backtracks when it meets the return of an operation it has not linearized yet. A cache of
 (linearized-set bitmask, model state) pairs prunes configurations already explored, which
-is what keeps real histories tractable.
+is what keeps real histories tractable. The cache also treats a configuration as explored
+when one with the same state and fewer *unknown-outcome* operations was (those may still
+take effect later), which keeps the search from doubling per unobserved unknown write.
 
 Each key is an independent register, so the history is partitioned per key (locality of
 linearizability) and every key is searched on its own, with its own time budget: a key
@@ -182,7 +184,12 @@ def _search(steps: list[_Step], initial: Any, deadline: float) -> tuple[bool, in
         if nxt[pos] != -1:
             prv[nxt[pos]] = pos
 
-    cache: set[tuple[int, Any]] = set()
+    # Lowe's cache, strengthened for optional operations: a configuration (linearized set,
+    # state) is subsumed by an explored one with the same state whose set differs only by
+    # *missing* optional operations (those may still be linearized later, or never), so
+    # it is keyed by (required part of the set, state) -> optional parts explored.
+    optional_mask = sum(1 << i for i, s in enumerate(steps) if s.optional)
+    cache: dict[tuple[int, Any], list[int]] = {}
     stack: list[tuple[int, Any]] = []
     linearized = 0
     state = initial
@@ -197,11 +204,13 @@ def _search(steps: list[_Step], initial: Any, deadline: float) -> tuple[bool, in
         if not is_return[entry]:
             legal, new_state = _apply(state, steps[i])
             if legal:
-                key = (linearized | (1 << i), new_state)
-                if key not in cache:
-                    cache.add(key)
+                new_linearized = linearized | (1 << i)
+                new_optional = new_linearized & optional_mask
+                explored = cache.setdefault((new_linearized & ~optional_mask, new_state), [])
+                if not any(seen & ~new_optional == 0 for seen in explored):
+                    explored.append(new_optional)
                     stack.append((i, state))
-                    state, linearized = new_state, key[0]
+                    state, linearized = new_state, new_linearized
                     unlink(call_at[i])
                     unlink(ret_at[i])
                     entry = nxt[0]

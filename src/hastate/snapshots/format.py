@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +131,7 @@ def decode_manifest(data: bytes, *, source: str) -> Manifest:
                                "or was written by another program") from None
     if not isinstance(doc, dict):
         raise CorruptDataError(f"{source}: manifest is not a JSON object")
-    version = doc.get("format_version")
+    version = _checked(doc, "format_version", int, source)
     if version != MANIFEST_FORMAT_VERSION:
         raise CorruptDataError(f"{source}: manifest format version {version!r} is not "
                                f"supported (this hastate reads {MANIFEST_FORMAT_VERSION}); "
@@ -221,9 +221,9 @@ def _read_own_manifest(store: SnapshotStore, cluster: str) -> tuple[Manifest | N
     return manifest, generation
 
 
-def _listed(manifest: Manifest, name: str) -> SnapshotMeta | None:
+def _listed(snapshots: Iterable[SnapshotMeta], name: str) -> SnapshotMeta | None:
     """The manifest entry named ``name``, if any."""
-    return next((s for s in manifest.snapshots if s.name == name), None)
+    return next((s for s in snapshots if s.name == name), None)
 
 
 def _refuse_stale(manifest: Manifest, name: str, index: int) -> None:
@@ -236,7 +236,7 @@ def _refuse_stale(manifest: Manifest, name: str, index: int) -> None:
 def _add_entry(meta: SnapshotMeta) -> Callable[[Manifest], Manifest]:
     """Manifest change that lists ``meta`` first (no-op if listed, refused if stale)."""
     def change(manifest: Manifest) -> Manifest:
-        if _listed(manifest, meta.name) is not None:
+        if _listed(manifest.snapshots, meta.name) is not None:
             return manifest
         _refuse_stale(manifest, meta.name, meta.index)
         return dataclasses.replace(manifest, snapshots=(meta, *manifest.snapshots))
@@ -266,7 +266,7 @@ def write_snapshot(store: SnapshotStore, body: dict[str, Any], *, cluster: str, 
     where = location(store, name)
     manifest, _ = _read_own_manifest(store, cluster)
     if manifest is not None:
-        listed = _listed(manifest, name)
+        listed = _listed(manifest.snapshots, name)
         if listed is not None:
             logger.info("%s is already uploaded and listed", where)
             return listed
@@ -321,7 +321,7 @@ def load(store: SnapshotStore, *, cluster: str,
     if name is None:
         entry = latest(store)
     else:
-        found = _listed(Manifest(cluster=cluster, snapshots=tuple(list_snapshots(store))), name)
+        found = _listed(list_snapshots(store), name)
         if found is None:
             raise SnapshotNotFoundError(f"{location(store, name)}: not listed in "
                                         f"{MANIFEST_NAME}; list the snapshots and pick one")

@@ -153,7 +153,7 @@ class GCSStore:
     def _error(self, exc: Exception, op: str, name: str,
                if_generation_match: int | None = None) -> SnapshotError:
         """Map a client exception to a hastate error naming the bucket, object and the fix."""
-        where = self._where(name)
+        where = self._where(name) if name else str(self)
         if isinstance(exc, gexc.PreconditionFailed) and if_generation_match is not None:
             return PreconditionFailed(where, if_generation_match)
         if isinstance(exc, gexc.NotFound):

@@ -31,6 +31,8 @@ def _default(obj: Any) -> msgpack.ExtType:
         return msgpack.ExtType(_EXT_DATETIME, obj.isoformat().encode())
     if isinstance(obj, decimal.Decimal):
         return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
+    if isinstance(obj, int):
+        raise TypeError(f"integer {obj} does not fit in 64 bits; store it as Decimal or str")
     raise TypeError(f"cannot encode value of type {type(obj).__name__}")
 
 
@@ -71,7 +73,7 @@ def _locate(value: Any, path: str) -> tuple[str, str]:
     try:
         packb(value)
     except (TypeError, ValueError) as exc:
-        return path, f"{exc} (type {type(value).__name__})"
+        return path, str(exc)
     except OverflowError:
         return path, f"integer {value!r} does not fit in 64 bits; store it as Decimal or str"
     return path, "unknown"

@@ -1,0 +1,49 @@
+"""Off-cluster snapshots: stores (file, gs, memory), the manifest, verification, retention.
+
+Backends are imported on demand by :func:`open_store`, so ``gs://`` support (and its
+google-cloud-storage dependency) is only loaded when a ``gs://`` URL is opened.
+"""
+
+from hastate.snapshots.format import (
+    MANIFEST_NAME,
+    Manifest,
+    SnapshotMeta,
+    StaleSnapshotError,
+    latest,
+    list_snapshots,
+    load,
+    prune,
+    prune_segments,
+    read_manifest,
+    segment_name,
+    snapshot_name,
+    update_manifest,
+    verify,
+    write_snapshot,
+)
+from hastate.snapshots.store import ObjectInfo, PreconditionFailed, SnapshotStore, open_store
+from hastate.snapshots.uploader import SnapshotUploader, UploaderStatus
+
+__all__ = [
+    "MANIFEST_NAME",
+    "Manifest",
+    "ObjectInfo",
+    "PreconditionFailed",
+    "SnapshotMeta",
+    "SnapshotStore",
+    "SnapshotUploader",
+    "StaleSnapshotError",
+    "UploaderStatus",
+    "latest",
+    "list_snapshots",
+    "load",
+    "open_store",
+    "prune",
+    "prune_segments",
+    "read_manifest",
+    "segment_name",
+    "snapshot_name",
+    "update_manifest",
+    "verify",
+    "write_snapshot",
+]

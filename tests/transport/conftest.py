@@ -1,0 +1,207 @@
+"""Fixtures for transport tests: a throw-away PKI and real PySyncObj nodes in subprocesses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from hastate.consensus import tls
+
+NODE_MAIN = Path(__file__).with_name("node_main.py")
+#: Fast Raft timing so elections and failover fit in the test budget.
+FAST_CONF = {"raftMinTimeout": 0.3, "raftMaxTimeout": 0.6, "appendEntriesPeriod": 0.03,
+             "connectionTimeout": 1.0, "connectionRetryTime": 0.2, "autoTickPeriod": 0.02}
+PSK = "8f" * 32
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Certificates in ``root``: the cluster CA, one cert per node id, and bad ones."""
+
+    root: Path
+
+    def ca(self) -> str:
+        return str(self.root / "ca.pem")
+
+    def node(self, name: str) -> dict[str, str]:
+        """TransportSecurity fields for the cert/key pair named ``name``."""
+        return {"ca": self.ca(), "cert": str(self.root / f"{name}.pem"),
+                "key": str(self.root / f"{name}.key")}
+
+
+def _write_pair(root: Path, name: str, issued: tls.Issued) -> None:
+    (root / f"{name}.pem").write_bytes(issued.cert_pem)
+    tls.write_private(root / f"{name}.key", issued.key_pem)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """CA + n1..n3 (members), n9 (same CA, not a member), rogue-n1 (other CA),
+    expired-n1 (cluster CA, expired yesterday)."""
+    root = tmp_path_factory.mktemp("pki")
+    ca = tls.create_ca()
+    (root / "ca.pem").write_bytes(ca.cert_pem)
+    for node_id in ("n1", "n2", "n3", "n9"):
+        _write_pair(root, node_id, tls.issue_node_cert(ca, node_id))
+    _write_pair(root, "rogue-n1", tls.issue_node_cert(tls.create_ca("rogue CA"), "n1"))
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)
+    _write_pair(root, "expired-n1", tls.issue_node_cert(ca, "n1", days=1, not_before=past))
+    return Pki(root)
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free TCP ports on 127.0.0.1 (bound and released together)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+class NodeProcess:
+    """One ``node_main.py`` subprocess; :meth:`call` sends a request and waits for the answer."""
+
+    def __init__(self, spec: dict[str, Any], log_path: Path) -> None:
+        self.address: str = spec["self"]
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, str(NODE_MAIN), json.dumps(spec)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._log, text=True, bufsize=1)
+        self._answers: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        started = self._next(20.0)
+        assert started == {"started": True}, started
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._answers.put(line)
+
+    def _next(self, timeout: float) -> dict[str, Any]:
+        try:
+            return json.loads(self._answers.get(timeout=timeout))
+        except queue.Empty:
+            raise AssertionError(f"node {self.address} did not answer; log:\n"
+                                 f"{self.log_path.read_text()[-3000:]}") from None
+
+    def call(self, op: str, timeout: float = 15.0, **kwargs: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
+        self.proc.stdin.flush()
+        return self._next(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def kill(self) -> None:
+        if self.alive:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._log.close()
+
+
+class Cluster:
+    """Nodes started together; helpers to find the leader and wait for agreement."""
+
+    def __init__(self, nodes: list[NodeProcess]) -> None:
+        self.nodes = nodes
+
+    @property
+    def alive(self) -> list[NodeProcess]:
+        return [node for node in self.nodes if node.alive]
+
+    def leader(self, timeout: float = 15.0) -> NodeProcess:
+        """The node that every live node agrees is leader (waits for it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            statuses = [(node, node.call("status")) for node in self.alive]
+            leaders = {status["leader"] for _, status in statuses}
+            if len(leaders) == 1 and None not in leaders:
+                for node, status in statuses:
+                    if status["is_leader"]:
+                        return node
+            time.sleep(0.1)
+        raise AssertionError(f"no agreed leader within {timeout}s: "
+                             f"{[node.call('status') for node in self.alive]}")
+
+    def wait_value(self, value: int, timeout: float = 10.0) -> None:
+        """Wait until every live node has applied the counter up to ``value``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(node.call("status")["value"] == value for node in self.alive):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"values never converged on {value}: "
+                             f"{[node.call('status')['value'] for node in self.alive]}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+ClusterFactory = Callable[..., Cluster]
+
+
+def node_ids(addresses: list[str]) -> dict[str, str]:
+    return {address: f"n{i + 1}" for i, address in enumerate(addresses)}
+
+
+def security_spec(mode: str, pki: Pki | None, name: str, addresses: list[str],
+                  **extra: Any) -> dict[str, Any]:
+    """JSON-able TransportSecurity fields for node ``name`` in ``mode``."""
+    if mode == "tls":
+        assert pki is not None
+        return {"mode": "tls", **pki.node(name), "node_ids": node_ids(addresses), **extra}
+    if mode == "psk":
+        return {"mode": "psk", "psk_hex": PSK, **extra}
+    return {"mode": "plaintext", **extra}
+
+
+@pytest.fixture
+def start_cluster(tmp_path: Path, pki: Pki) -> Iterator[ClusterFactory]:
+    """``start_cluster(mode, size=3, conf=None, addresses=None)``; all stopped at teardown."""
+    clusters: list[Cluster] = []
+
+    def start(mode: str, size: int = 3, conf: dict[str, Any] | None = None,
+              addresses: list[str] | None = None) -> Cluster:
+        addresses = addresses or [f"127.0.0.1:{port}" for port in free_ports(size)]
+        nodes = []
+        for i, address in enumerate(addresses):
+            spec = {"self": address, "others": [a for a in addresses if a != address],
+                    "security": security_spec(mode, pki, f"n{i + 1}", addresses),
+                    "conf": {**FAST_CONF, **(conf or {})}}
+            nodes.append(NodeProcess(spec, tmp_path / f"{mode}-n{i + 1}-{len(clusters)}.log"))
+        cluster = Cluster(nodes)
+        clusters.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in clusters:
+        cluster.stop()
+

@@ -1,0 +1,80 @@
+"""Value and command codec: exact round trips, clear refusals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+
+import pytest
+from hypothesis import given, strategies as st
+
+from hastate.state.codec import Command, check_key, decode_value, encode_value
+
+aware = st.datetimes(timezones=st.sampled_from(
+    [dt.timezone.utc, dt.timezone(dt.timedelta(hours=9)), dt.timezone(dt.timedelta(hours=-5, minutes=-30))]))
+decimals = st.decimals(allow_nan=False, allow_infinity=True)
+scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) |
+           st.floats(allow_nan=False) | st.text() | st.binary() | aware | decimals)
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) |
+                      st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+
+
+class TestValues:
+    @given(values)
+    def test_round_trip_is_exact(self, value: object) -> None:
+        assert decode_value(encode_value("k", value)) == value
+
+    @given(aware)
+    def test_datetime_keeps_instant_and_offset(self, value: dt.datetime) -> None:
+        back = decode_value(encode_value("ts", value))
+        assert back == value and back.utcoffset() == value.utcoffset()
+
+    @given(decimals)
+    def test_decimal_keeps_every_digit(self, value: decimal.Decimal) -> None:
+        back = decode_value(encode_value("price", value))
+        assert str(back) == str(value)
+
+    def test_tuples_come_back_as_lists(self) -> None:
+        assert decode_value(encode_value("t", (1, (2, 3)))) == [1, [2, 3]]
+
+    def test_naive_datetime_is_refused_with_the_key(self) -> None:
+        with pytest.raises(TypeError, match=r"'ts'.*naive datetime"):
+            encode_value("ts", dt.datetime(2026, 1, 1))
+
+    def test_unencodable_value_names_the_path_and_type(self) -> None:
+        with pytest.raises(TypeError, match=r"'positions'\[1\]\['qty'\].*set"):
+            encode_value("positions", [{"qty": 1}, {"qty": {1, 2}}])
+
+    def test_too_large_int_names_the_fix(self) -> None:
+        with pytest.raises(TypeError, match="64 bits.*Decimal"):
+            encode_value("n", 2**70)
+
+    @pytest.mark.parametrize("key", [1, b"x", None])
+    def test_non_str_keys_refused(self, key: object) -> None:
+        with pytest.raises(TypeError, match="keys must be str"):
+            check_key(key)
+
+    def test_empty_key_refused(self) -> None:
+        with pytest.raises(ValueError):
+            check_key("")
+
+
+class TestCommand:
+    @given(st.sampled_from(Command.OPS), st.binary(max_size=16), st.integers(0, 2**63),
+           st.dictionaries(st.text(min_size=1), st.binary(), max_size=3),
+           st.lists(st.text(min_size=1), max_size=3),
+           st.dictionaries(st.text(min_size=1), st.integers(0, 2**40), max_size=3))
+    def test_round_trip(self, op, client, seq, vals, keys, expected) -> None:
+        cmd = Command(op=op, client=client, seq=seq, values=vals, keys=tuple(keys),
+                      expected=expected)
+        assert Command.decode(cmd.encode()) == cmd
+
+    def test_unknown_version_refused(self) -> None:
+        import msgpack
+        with pytest.raises(ValueError, match="unsupported command format"):
+            Command.decode(msgpack.packb([99, "update"]))
+
+    def test_unknown_op_refused(self) -> None:
+        import msgpack
+        with pytest.raises(ValueError, match="unknown command op"):
+            Command.decode(msgpack.packb([1, "drop_table", b"", 0, {}, [], {}]))

@@ -1,0 +1,48 @@
+"""The dump container refuses corrupt, truncated and foreign files, naming the check."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from hastate.errors import CorruptDataError
+from hastate.state.dump import decode_dump, encode_dump
+
+
+def _blob(cluster: str = "c1") -> bytes:
+    return encode_dump({"data": {"a": [b"\x01", 3]}}, cluster=cluster, index=3, term=1, keys=1)[1]
+
+
+def test_round_trip() -> None:
+    header, body = decode_dump(_blob(), source="x", cluster="c1")
+    assert (header.index, header.term, header.keys) == (3, 1, 1)
+    assert body == {"data": {"a": [b"\x01", 3]}}
+
+
+def test_wrong_cluster_refused() -> None:
+    with pytest.raises(CorruptDataError, match="belongs to cluster 'c1', not 'c2'"):
+        decode_dump(_blob(), source="snap-1", cluster="c2")
+
+
+@given(st.integers(min_value=0))
+def test_every_truncation_refused(cut: int) -> None:
+    blob = _blob()
+    cut = cut % len(blob)
+    with pytest.raises(CorruptDataError):
+        decode_dump(blob[:cut], source="t")
+
+
+@given(st.integers(min_value=0), st.integers(1, 255))
+def test_every_single_byte_corruption_refused(pos: int, flip: int) -> None:
+    blob = bytearray(_blob())
+    pos = pos % len(blob)
+    blob[pos] ^= flip
+    with pytest.raises(CorruptDataError):
+        decode_dump(bytes(blob), source="c")
+
+
+def test_message_names_the_failed_check() -> None:
+    blob = bytearray(_blob())
+    blob[-1] ^= 0xFF
+    with pytest.raises(CorruptDataError, match="obj-7: SHA-256 mismatch"):
+        decode_dump(bytes(blob), source="obj-7")

@@ -1,0 +1,76 @@
+"""Leader lease and stickiness on a fake clock."""
+
+from __future__ import annotations
+
+from hastate.consensus.lease import LeaderLease, Stickiness
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, s: float) -> None:
+        self.now += s
+
+
+def test_lease_needs_a_majority_and_counts_from_send_time() -> None:
+    clock = Clock()
+    lease = LeaderLease(0.5, 3, clock)
+    lease.start(term=4)
+    assert not lease.holds()                     # no follower answered yet
+    lease.on_ack("b", 4, sent=clock.now - 0.1)   # ping sent 100 ms ago
+    assert lease.holds()
+    assert abs(lease.remaining() - 0.4) < 1e-9   # counted from the send time, not the ack
+    clock.advance(0.41)
+    assert not lease.holds()
+
+
+def test_five_nodes_need_two_followers_and_take_the_older_ack() -> None:
+    clock = Clock()
+    lease = LeaderLease(1.0, 5, clock)
+    lease.start(term=1)
+    lease.on_ack("b", 1, clock.now)
+    assert not lease.holds()
+    lease.on_ack("c", 1, clock.now - 0.5)
+    assert abs(lease.remaining() - 0.5) < 1e-9
+
+
+def test_acks_from_other_terms_and_before_suspension_do_not_count() -> None:
+    clock = Clock()
+    lease = LeaderLease(1.0, 3, clock)
+    lease.start(term=2)
+    lease.on_ack("b", 1, clock.now)
+    assert not lease.holds()
+    lease.on_ack("b", 2, clock.now)
+    assert lease.holds()
+    lease.suspend()
+    assert not lease.holds()
+    lease.on_ack("b", 2, clock.now - 0.01)       # ping sent before suspending
+    assert not lease.holds()
+    clock.advance(0.1)
+    lease.on_ack("b", 2, clock.now)
+    assert lease.holds()
+    lease.end()
+    assert not lease.holds() and lease.term is None
+
+
+def test_single_node_always_holds_while_leader() -> None:
+    lease = LeaderLease(1.0, 1, Clock())
+    lease.start(1)
+    assert lease.holds()
+
+
+def test_stickiness_refuses_votes_within_min_timeout_except_announced_transfer() -> None:
+    clock = Clock()
+    sticky = Stickiness(1.0, clock)
+    assert not sticky.may_vote(5, "x")           # just started: may have promised a lease
+    clock.advance(1.0)
+    assert sticky.may_vote(5, "x")
+    sticky.heard_from_leader()
+    clock.advance(0.5)
+    assert not sticky.may_vote(6, "x")
+    sticky.allow_transfer(term=5, target="y")
+    assert sticky.may_vote(6, "y") and not sticky.may_vote(6, "x")
