@@ -106,7 +106,7 @@ def test_submit_never_blocks_and_full_queue_drops_oldest(controlled: ControlledS
         accepted = [up.submit({"i": i}, i, 1, 1) for i in (2, 3, 4)]
         elapsed = time.monotonic() - started
         assert accepted == [True, True, True]
-        assert elapsed < 0.1
+        assert elapsed < 0.5  # the store is held indefinitely: a blocking submit never returns
         assert (up.status().dropped_total, up.status().pending) == (1, 2)
         controlled.gate.set()
         assert up.flush(10)
@@ -200,7 +200,7 @@ def test_uploader_rides_out_an_emulator_outage(restartable_gcs: FakeGcsServer) -
     """Kill the emulator mid-run: submits stay instant, failures are counted, and uploads
     resume when it comes back on the same port."""
     bucket = restartable_gcs.create_bucket()
-    store = open_store(f"gs://{bucket}/prod", retry_deadline=0.3, timeout=(0.2, 1.0))
+    store = open_store(f"gs://{bucket}/prod", retry_deadline=1.0, timeout=(0.2, 1.0))
     with SnapshotUploader(store, cluster="prod", backoff_initial=0.05, backoff_max=0.2) as up:
         up.submit({"v": 1}, 1, 1, 1)
         assert up.flush(10)
@@ -210,7 +210,7 @@ def test_uploader_rides_out_an_emulator_outage(restartable_gcs: FakeGcsServer) -
             started = time.monotonic()
             assert up.submit({"v": index}, index, 1, 1)
             slowest = max(slowest, time.monotonic() - started)
-        assert slowest < 0.05
+        assert slowest < 0.25  # a failing store call takes about 1 s (its retry deadline)
         _wait_until(lambda: up.status().dropped_total == 5 and up.status().failures_total >= 2)
         status = up.status()
         assert status.uploads_total == 1

@@ -332,11 +332,13 @@ class SecureConnection:
 
     def _close(self, reason: str, refused: bool = False) -> None:
         if refused:
-            logger.warning("closing Raft connection with %s (node id %s, %s): %s",
-                           self.peer, self.peer_id, self._phase.value, reason)
+            level = logging.WARNING
+        elif self._phase is _Phase.CONNECTING:  # a reconnect attempt to a down node
+            level = logging.DEBUG
         else:
-            logger.info("closing Raft connection with %s (node id %s): %s",
-                        self.peer, self.peer_id, reason)
+            level = logging.INFO
+        logger.log(level, "closing Raft connection with %s (node id %s, %s): %s",
+                   self.peer, self.peer_id, self._phase.value, reason)
         self.disconnect()
 
     def _begin_security(self) -> None:
