@@ -224,6 +224,8 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
         raise ConfigError(f"must be a URL like \"file:///var/lib/hastate/snapshots\" or "
                           f"\"gs://bucket/prefix\" (got {store!r})", field="snapshots.store",
                           value=store, path=path)
+    if store is not None and store.startswith("file://") and not store.startswith("file:///"):
+        store = "file://" + str((base / store[len("file://"):]).resolve())  # relative to file
     restore_if_empty = snaps.get("restore_if_empty", False)
     if not isinstance(restore_if_empty, bool):
         raise ConfigError(f"must be true or false (got {restore_if_empty!r})",

@@ -18,16 +18,18 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 
 from pysyncobj.config import FAIL_REASON
 
-from hastate.config import ClusterConfig, load_config
+from hastate.config import ClusterConfig, SnapshotConfig, load_config
 from hastate.consensus.node import NodeSpec, RaftNode
 from hastate.consensus.profiles import get_profile
+from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.raft import HEALTH
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
-                            ReadError, WriteError, WriteTimeoutError)
+                            ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)
 from hastate.failover.watcher import BecomeLeader, LeaderWatcher, LoseLeadership
 from hastate.state.codec import Command, check_key, encode_value
+from hastate.snapshots.service import SnapshotService
 from hastate.state.machine import ReplicatedState
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ class StateManager:
                  data_dir: str | os.PathLike[str] | None = None, profile: str = "lan",
                  cluster_secret: str | None = None, cluster_name: str = "hastate",
                  write_timeout: float = 10.0, transport_class: Any = None,
-                 log_compaction_entries: int = 5000) -> None:
+                 log_compaction_entries: int = 5000,
+                 snapshots: SnapshotConfig | None = None) -> None:
         if instance_id not in peers:
             raise ConfigError(f"instance {instance_id!r} is not in peers {sorted(peers)}; "
                               "peers must list every node, this one included",
@@ -85,7 +88,12 @@ class StateManager:
         self._policy: FailoverPolicy | None = None
         self.watcher = LeaderWatcher(self.node.is_leader, self.node.fencing_token,
                                      on_transition=self._on_transition)
-        self.proposal_observers: list[Callable[[str, float], None]] = []
+        # observe(op, seconds, outcome); outcome: ok, conflict, no_quorum, timeout, error.
+        self.proposal_observers: list[Callable[[str, float, str], None]] = []
+        self.failovers_total = {"manual": 0, "health": 0}   # completed transfers started here
+        self.health_check_failures = 0
+        self.snapshot_settings = snapshots if snapshots is not None and snapshots.store else None
+        self.snapshots: SnapshotService | None = None
         self._started = False
 
     @classmethod
@@ -96,14 +104,23 @@ class StateManager:
         node = cfg.node(instance_id)
         manager = cls(instance_id, {n.id: n.raft for n in cfg.nodes}, region=node.region,
                       data_dir=node.data_dir, profile=cfg.profile,
-                      cluster_secret=cfg.secret(), cluster_name=cfg.name, **kwargs)
+                      cluster_secret=cfg.secret(), cluster_name=cfg.name,
+                      snapshots=cfg.snapshots, **kwargs)
         manager.config = cfg
         return manager
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, wait_ready: float | None = None) -> "StateManager":
         """Start the Raft node; with ``wait_ready`` wait that long for a known leader."""
+        if self.snapshot_settings is not None:
+            if self.snapshot_settings.restore_if_empty:
+                self._restore_if_empty()
+            self.snapshots = SnapshotService(
+                self.snapshot_settings, cluster=self.spec.cluster, machine=self.machine,
+                is_leader=self.is_leader, term=lambda: self.node.syncobj.raftCurrentTerm)
         self.node.start()
+        if self.snapshots is not None:
+            self.snapshots.start()
         self.watcher.start()
         # Health is always checked and told to peers (they pick failover targets with it);
         # handing leadership over on failure starts only with configure_failover().
@@ -114,6 +131,23 @@ class StateManager:
         if wait_ready:
             self.wait_ready(wait_ready)
         return self
+
+    def _restore_if_empty(self) -> None:
+        """A node starting with an empty data_dir seeds it from the newest snapshot + log."""
+        if not is_empty(self.spec.data_dir):
+            return
+        from hastate.snapshots.restore import rebuild
+        from hastate.snapshots.store import open_store
+        try:
+            result = rebuild(open_store(self.snapshot_settings.store), self.spec.cluster)
+        except SnapshotNotFoundError:
+            logger.info("restore_if_empty: no snapshot in the store; starting empty")
+            return
+        seed_data_dir(self.spec.data_dir, cluster=self.spec.cluster, node_id=self.instance_id,
+                      state_body=result.machine.to_body(), index=result.index,
+                      term=result.term, members=[self.spec.address, *self.spec.peers.values()])
+        logger.warning("restore_if_empty: seeded %s from %s at index %d", self.spec.data_dir,
+                       result.snapshot.name, result.index)
 
     def wait_ready(self, timeout: float) -> None:
         """Block until a leader is known and this node has applied up to the commit index."""
@@ -136,6 +170,8 @@ class StateManager:
         """Stop health checks, leadership callbacks and the Raft node."""
         if self._policy is not None:
             self._policy.stop()
+        if self.snapshots is not None:
+            self.snapshots.stop()
         self.watcher.stop()
         self.node.stop()
         self._started = False
@@ -186,11 +222,22 @@ class StateManager:
         raw = Command(op=command.op, client=client, seq=seq, values=command.values,
                       keys=command.keys, expected=command.expected).encode()
         started = time.monotonic()
-        result = self._propose_until_applied(raw, timeout if timeout is not None
-                                             else self.write_timeout)
-        for observe in self.proposal_observers:
-            observe(command.op, time.monotonic() - started)
-        return result
+        outcome = "error"
+        try:
+            result = self._propose_until_applied(raw, timeout if timeout is not None
+                                                 else self.write_timeout)
+            outcome = "conflict" if result[0] == "conflict" else "ok"
+            return result
+        except NoQuorumError:
+            outcome = "no_quorum"
+            raise
+        except WriteTimeoutError:
+            outcome = "timeout"
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            for observe in self.proposal_observers:
+                observe(command.op, elapsed, outcome)
 
     def _propose_until_applied(self, raw: bytes, timeout: float) -> tuple:
         deadline = time.monotonic() + timeout
@@ -300,11 +347,14 @@ class StateManager:
         self._policy = FailoverPolicy(settings, check, is_leader=self.is_leader,
                                       publish=self._publish_health,
                                       pick_target=self._pick_failover_target,
-                                      transfer=self.trigger_failover)
+                                      transfer=lambda target: self.trigger_failover(
+                                          target, reason="health"))
         self._policy.start()
 
     def _publish_health(self, ok: bool) -> None:
         self._health_ok = ok
+        if not ok:
+            self.health_check_failures += 1
         message = {"type": HEALTH, "healthy": ok, "applied": self.machine.applied_index}
         self.node.call_soon(lambda: self.node.syncobj.send(None, message))
 
@@ -318,10 +368,11 @@ class StateManager:
         return max(candidates)[1] if candidates else None
 
     def trigger_failover(self, target_instance: str | None = None, *,
-                         timeout: float | None = None) -> float:
+                         timeout: float | None = None, reason: str = "manual") -> float:
         """Move leadership to ``target_instance`` (or the most caught-up healthy peer).
 
-        Works from any node, under write load; returns the seconds it took.
+        Works from any node, under write load; returns the seconds it took. ``reason``
+        ("manual" or "health") labels the completed transfer in ``status()["failovers"]``.
         """
         if target_instance is None:
             if not self.is_leader():
@@ -333,7 +384,9 @@ class StateManager:
                 if not match:
                     raise NotLeaderError("no peer to hand leadership to")
                 target_instance = self.spec.id_of(max(match, key=match.get))
-        return self.node.transfer_leadership(target_instance, timeout)
+        seconds = self.node.transfer_leadership(target_instance, timeout)
+        self.failovers_total[reason] = self.failovers_total.get(reason, 0) + 1
+        return seconds
 
     # -- status -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -345,11 +398,13 @@ class StateManager:
         contact = so.last_contact() if so.role == "leader" else {}
         connected = so.connected_peers()
         peers = {}
+        last_index = so.last_log_index()
         for peer_id, addr in self.spec.peers.items():
             peers[peer_id] = {
                 "address": addr,
                 "connected": addr in connected,
                 "match_index": match.get(addr),
+                "lag": last_index - match[addr] if addr in match else None,
                 "last_contact_age": round(now - contact[addr], 3) if addr in contact else None,
             }
         return {
@@ -364,12 +419,16 @@ class StateManager:
             "lease_remaining": round(so.lease.remaining(), 3),
             "commit_index": so.raftCommitIndex,
             "applied_index": so.raftLastApplied,
-            "last_log_index": so.last_log_index(),
+            "last_log_index": last_index,
             "log_entries": so.log_length(),
             "keys": len(self.machine),
             "leader_changes": self.node.leader_changes,
             "healthy": self._health_ok,
+            "health_check_failures": self.health_check_failures,
+            "failovers": dict(self.failovers_total),
+            "profile": self.spec.profile.name,
             "ready": self.ready(),
             "fatal_error": self.node.fatal_error,
+            "snapshots": self.snapshots.status() if self.snapshots is not None else None,
             "peers": peers,
         }

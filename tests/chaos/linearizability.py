@@ -133,7 +133,25 @@ def _prepare(ops: Iterable[Operation]) -> list[_Step]:
                                op.outcome is Outcome.UNKNOWN))
         else:
             steps.append(_Step(op, op.f, freeze(op.value), None, op.outcome is Outcome.UNKNOWN))
-    return steps
+    return _drop_unobserved(steps)
+
+
+def _drop_unobserved(steps: list[_Step]) -> list[_Step]:
+    """Remove optional writes/cas whose written value no remaining operation observes.
+
+    Sound and complete: if such an operation took effect, no read or cas could tell
+    before the next write, so a linearization with it stays legal without it (and it may
+    be left out anyway). Repeated to a fixpoint because dropping an optional cas removes
+    its observation of ``expected``. This is what keeps writes that timed out and never
+    applied from multiplying the search space.
+    """
+    while True:
+        observed = {s.arg for s in steps if s.f is not F.WRITE}
+        kept = [s for s in steps
+                if not s.optional or (s.new if s.f is F.CAS else s.arg) in observed]
+        if len(kept) == len(steps):
+            return kept
+        steps = kept
 
 
 def _apply(state: Any, step: _Step) -> tuple[bool, Any]:
@@ -199,7 +217,7 @@ def _search(steps: list[_Step], initial: Any, deadline: float) -> tuple[bool, in
             i = step_of[pos]
             if is_return[pos]:
                 return (None if steps[i].optional else (required + optional, i))
-            (optional if steps[i].optional else required).append(i)
+            required.append(i)
             pos = nxt[pos]
         return None
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +14,7 @@ import pytest
 
 from hastate.errors import SnapshotError, SnapshotNotFoundError
 from hastate.snapshots.file import FileStore
+from hastate.snapshots.format import load, write_snapshot
 from hastate.snapshots.store import PreconditionFailed, open_store
 
 if TYPE_CHECKING:
@@ -46,6 +51,21 @@ class TestFileStore:
         with pytest.raises(PreconditionFailed):
             first.write("m", b"stale", if_generation_match=generation)
         assert first.read("m") == b"v2"
+
+    def test_copy_without_bookkeeping_is_readable_when_it_cannot_be_added(
+            self, tmp_path: Path) -> None:
+        """A store copied where .hastate cannot be created (read-only) still restores."""
+        source = FileStore(tmp_path / "live")
+        meta = write_snapshot(source, {"k": 1}, cluster="alpha", index=3, term=1, keys=1)
+        copy = tmp_path / "copy"
+        for info in source.list():
+            (copy / info.name).parent.mkdir(parents=True, exist_ok=True)
+            (copy / info.name).write_bytes(source.read(info.name))
+        (copy / ".hastate").write_bytes(b"")  # blocks the bookkeeping dir, even for root
+        restored = FileStore(copy)
+        assert load(restored, cluster="alpha") == (meta, {"k": 1})
+        with pytest.raises(SnapshotError, match="cannot create the snapshot directory"):
+            restored.write("x", b"x")
 
     def test_relative_root_is_refused(self) -> None:
         """A relative root would depend on the working directory: refused."""
@@ -93,8 +113,63 @@ class TestGCSStore:
         restartable_gcs.start()
         assert store.read("snapshots/x") == b"x"
 
+    def test_bucket_deleted_after_first_use_is_reported_on_write(
+            self, gcs_server: FakeGcsServer) -> None:
+        """A write into a bucket that disappeared names the object and the missing bucket."""
+        bucket = gcs_server.create_bucket()
+        store = open_store(f"gs://{bucket}/p", retry_deadline=1.0)
+        store.init()
+        request = urllib.request.Request(f"{gcs_server.url}/storage/v1/b/{bucket}",
+                                         method="DELETE")
+        urllib.request.urlopen(request, timeout=5).close()
+        with pytest.raises(SnapshotError, match=rf"gs://{bucket}/p/manifest\.json: write failed: "
+                                                rf"bucket '{bucket}' does not exist"):
+            store.write("manifest.json", b"x")
+
+    def test_permission_denied_says_which_role_to_grant(self, forbidding_server: str) -> None:
+        """A 403 from the service becomes a message naming the bucket and the IAM role."""
+        store = open_store("gs://locked-bucket/prod", retry_deadline=1.0)
+        with pytest.raises(SnapshotError, match=r"gs://locked-bucket/prod: init failed: "
+                                                r"permission denied .*roles/storage\.objectAdmin "
+                                                r"on gs://locked-bucket"):
+            store.init()
+
     def test_missing_object_is_not_found(self, gcs_bucket: str) -> None:
         """404 on an object read maps to SnapshotNotFoundError with the full address."""
         store = open_store(f"gs://{gcs_bucket}/p", retry_deadline=1.0)
         with pytest.raises(SnapshotNotFoundError, match=rf"gs://{gcs_bucket}/p/nothing"):
             store.read("nothing")
+
+
+class _Forbidden(BaseHTTPRequestHandler):
+    """Answers every request like GCS does for a caller without IAM permission."""
+
+    def _deny(self) -> None:
+        """Reply 403 with a GCS-style JSON error."""
+        body = b'{"error": {"code": 403, "message": "caller does not have storage.objects.list"}}'
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = _deny
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep test output quiet."""
+
+
+@pytest.fixture
+def forbidding_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An HTTP endpoint that denies every call (the emulator has no IAM to test 403 with)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

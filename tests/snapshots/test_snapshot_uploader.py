@@ -166,9 +166,9 @@ def test_unencodable_body_fails_once_and_uploader_keeps_working(
     assert uploader.status().uploads_total == 1
 
 
-def test_retain_prunes_after_each_upload(controlled: ControlledStore) -> None:
-    """With retain=2 only the two newest snapshots stay listed and stored."""
-    with SnapshotUploader(controlled, cluster="alpha", retain=2) as up:
+def test_keep_prunes_after_each_upload(controlled: ControlledStore) -> None:
+    """With keep=2 only the two newest snapshots stay listed and stored."""
+    with SnapshotUploader(controlled, cluster="alpha", keep=2) as up:
         for index in (1, 2, 3, 4):
             up.submit({"i": index}, index, 1, 1)
             assert up.flush(10)
@@ -181,7 +181,9 @@ def test_stop_discards_pending_and_ends_the_thread(controlled: ControlledStore) 
     """stop() returns after the current attempt; queued snapshots are not uploaded."""
     up = SnapshotUploader(controlled, cluster="alpha")
     controlled.gate.clear()
+    before = set(threading.enumerate())
     up.start()
+    [thread] = set(threading.enumerate()) - before
     with pytest.raises(RuntimeError, match="twice"):
         up.start()
     up.submit({"i": 1}, 1, 1, 1)
@@ -189,8 +191,7 @@ def test_stop_discards_pending_and_ends_the_thread(controlled: ControlledStore) 
     up.submit({"i": 2}, 2, 1, 1)
     threading.Timer(0.05, controlled.gate.set).start()
     up.stop(timeout=10)
-    assert not any(t.name.startswith("hastate-snapshot-uploader") and t.is_alive()
-                   for t in threading.enumerate())
+    assert not thread.is_alive()
     assert [s.index for s in list_snapshots(controlled)] == [1]
     assert up.status().pending == 0
 

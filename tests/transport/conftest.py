@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -45,11 +45,9 @@ def _write_pair(root: Path, name: str, issued: tls.Issued) -> None:
     tls.write_private(root / f"{name}.key", issued.key_pem)
 
 
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+def make_pki(root: Path) -> Pki:
     """CA + n1..n3 (members), n9 (same CA, not a member), rogue-n1 (other CA),
-    expired-n1 (cluster CA, expired yesterday)."""
-    root = tmp_path_factory.mktemp("pki")
+    expired-n1 (cluster CA, expired two days ago), all under ``root``."""
     ca = tls.create_ca()
     (root / "ca.pem").write_bytes(ca.cert_pem)
     for node_id in ("n1", "n2", "n3", "n9"):
@@ -58,6 +56,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)
     _write_pair(root, "expired-n1", tls.issue_node_cert(ca, "n1", days=1, not_before=past))
     return Pki(root)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """One throw-away PKI for the whole session (see :func:`make_pki`)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def free_ports(count: int) -> list[int]:
@@ -160,48 +164,56 @@ class Cluster:
         raise AssertionError(f"values never converged on {value}: "
                              f"{[node.call('status')['value'] for node in self.alive]}")
 
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.kill()
-
-
-ClusterFactory = Callable[..., Cluster]
-
 
 def node_ids(addresses: list[str]) -> dict[str, str]:
+    """n1, n2, ... in address order."""
     return {address: f"n{i + 1}" for i, address in enumerate(addresses)}
 
 
-def security_spec(mode: str, pki: Pki | None, name: str, addresses: list[str],
-                  **extra: Any) -> dict[str, Any]:
+def security_spec(mode: str, pki: Pki, name: str, addresses: list[str]) -> dict[str, Any]:
     """JSON-able TransportSecurity fields for node ``name`` in ``mode``."""
     if mode == "tls":
-        assert pki is not None
-        return {"mode": "tls", **pki.node(name), "node_ids": node_ids(addresses), **extra}
+        return {"mode": "tls", **pki.node(name), "node_ids": node_ids(addresses)}
     if mode == "psk":
-        return {"mode": "psk", "psk_hex": PSK, **extra}
-    return {"mode": "plaintext", **extra}
+        return {"mode": "psk", "psk_hex": PSK}
+    return {"mode": mode}  # plaintext, or "upstream" (PySyncObj's transport, benchmarks only)
+
+
+def loopback_addresses(count: int) -> list[str]:
+    """Free 127.0.0.1 addresses sorted as PySyncObj compares them (the later one dials)."""
+    return sorted(f"127.0.0.1:{port}" for port in free_ports(count))
+
+
+class Launcher:
+    """Starts nodes and clusters with logs under ``root``; :meth:`stop_all` kills them all."""
+
+    def __init__(self, root: Path, pki: Pki) -> None:
+        self.root = root
+        self.pki = pki
+        self._nodes: list[NodeProcess] = []
+
+    def node(self, mode: str, address: str, addresses: list[str], name: str,
+             conf: dict[str, Any] | None = None) -> NodeProcess:
+        spec = {"self": address, "others": [a for a in addresses if a != address],
+                "security": security_spec(mode, self.pki, name, addresses),
+                "conf": {**FAST_CONF, **(conf or {})}}
+        node = NodeProcess(spec, self.root / f"{mode}-{name}-{len(self._nodes)}.log")
+        self._nodes.append(node)
+        return node
+
+    def cluster(self, mode: str, size: int = 3, conf: dict[str, Any] | None = None) -> Cluster:
+        addresses = loopback_addresses(size)
+        return Cluster([self.node(mode, address, addresses, f"n{i + 1}", conf)
+                        for i, address in enumerate(addresses)])
+
+    def stop_all(self) -> None:
+        for node in self._nodes:
+            node.kill()
 
 
 @pytest.fixture
-def start_cluster(tmp_path: Path, pki: Pki) -> Iterator[ClusterFactory]:
-    """``start_cluster(mode, size=3, conf=None, addresses=None)``; all stopped at teardown."""
-    clusters: list[Cluster] = []
-
-    def start(mode: str, size: int = 3, conf: dict[str, Any] | None = None,
-              addresses: list[str] | None = None) -> Cluster:
-        addresses = addresses or [f"127.0.0.1:{port}" for port in free_ports(size)]
-        nodes = []
-        for i, address in enumerate(addresses):
-            spec = {"self": address, "others": [a for a in addresses if a != address],
-                    "security": security_spec(mode, pki, f"n{i + 1}", addresses),
-                    "conf": {**FAST_CONF, **(conf or {})}}
-            nodes.append(NodeProcess(spec, tmp_path / f"{mode}-n{i + 1}-{len(clusters)}.log"))
-        cluster = Cluster(nodes)
-        clusters.append(cluster)
-        return cluster
-
-    yield start
-    for cluster in clusters:
-        cluster.stop()
-
+def launcher(tmp_path: Path, pki: Pki) -> Iterator[Launcher]:
+    """A :class:`Launcher` whose nodes are killed when the test ends."""
+    launched = Launcher(tmp_path, pki)
+    yield launched
+    launched.stop_all()

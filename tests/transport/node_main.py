@@ -17,6 +17,7 @@ from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
+from pysyncobj.transport import TCPTransport
 
 from hastate.consensus.transport import TransportSecurity, make_transport_class
 
@@ -48,10 +49,13 @@ class Driver:
         sec = dict(spec["security"])
         if "psk_hex" in sec:
             sec["psk"] = bytes.fromhex(sec.pop("psk_hex"))
-        self.security = TransportSecurity(**sec)
         self.received: list[dict[str, Any]] = []
         self.outbox: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
-        self.transport_class = make_transport_class(self.security, self.on_extension)
+        if sec["mode"] == "upstream":  # PySyncObj's own pickle transport, for benchmarks
+            self.transport_class: type = TCPTransport
+        else:
+            self.transport_class = make_transport_class(TransportSecurity(**sec),
+                                                        self.on_extension)
         conf = SyncObjConf(**spec.get("conf", {}))
         self.node = Counter(spec["self"], spec["others"], conf, self.transport_class)
         self.node.addOnTickCallback(self.flush_outbox)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import struct
 from pathlib import Path
@@ -15,6 +14,8 @@ from pysyncobj.node import TCPNode
 
 from hastate.consensus import wire
 from hastate.consensus.wire import WireError
+
+from .peers import Touch
 
 
 def command(*call: Any) -> bytes:
@@ -123,18 +124,8 @@ def test_garbage_and_unknown_messages_are_refused(body: bytes) -> None:
         wire.decode_message(body)
 
 
-class _Touch:
-    """Unpickling this creates ``path``: the canary for code execution on decode."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (os.system, (f"touch {self.path}",))
-
-
 def _evil_pickles(path: Path) -> dict[str, bytes]:
-    touch = _Touch(path)
+    touch = Touch(path)
     return {
         "reduce-p2": pickle.dumps((0, (touch,)), 2),
         "reduce-p4": pickle.dumps((0, (touch,)), 4),   # STACK_GLOBAL

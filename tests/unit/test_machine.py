@@ -106,8 +106,11 @@ def test_listener_errors_do_not_break_apply() -> None:
     m = make()
     seen = []
     m.add_listener(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
-    m.add_listener(lambda i, c, r: seen.append(i))
-    assert apply(m, upd(a=1)) == ("ok", 1) and seen == [1]
+    m.add_listener(lambda i, prev, c, r: seen.append((i, prev)))
+    assert apply(m, upd(a=1)) == ("ok", 1) and seen == [(1, 0)]
+    m._syncObj.raftLastApplied += 3             # three Raft no-ops in between
+    apply(m, upd(a=2))
+    assert seen[-1] == (5, 1)
 
 
 @pytest.mark.parametrize("op", ["update", "cas"])

@@ -7,8 +7,13 @@ import sys
 
 import click
 
+from hastate.cli.check_config import check_config
 from hastate.cli.demo import demo
+from hastate.cli.failover import failover
+from hastate.cli.members import members
 from hastate.cli.node import node
+from hastate.cli.restore import restore
+from hastate.cli.snapshot import snapshot
 from hastate.cli.status import status
 from hastate.errors import HAStateError
 
@@ -26,6 +31,11 @@ def cli(log_level: str) -> None:
 cli.add_command(node)
 cli.add_command(status)
 cli.add_command(demo)
+cli.add_command(failover)
+cli.add_command(members)
+cli.add_command(check_config)
+cli.add_command(snapshot)
+cli.add_command(restore)
 
 
 def main() -> None:

@@ -1,7 +1,13 @@
-"""``hastate status``: ask every node's /status and print one row per node."""
+"""``hastate status``: ask every node's /status and print one row per node.
+
+Exit codes (docs/operations.md): 0 one leader and every node reachable and ready;
+1 no leader (the cluster cannot take writes); 3 a leader, but some node is unreachable,
+not ready or unhealthy (the cluster works with less margin); 2 bad config or usage.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import urllib.error
@@ -11,6 +17,10 @@ from typing import Any
 import click
 
 from hastate.config import ClusterConfig, load_config
+
+EXIT_OK = 0
+EXIT_NO_LEADER = 1
+EXIT_DEGRADED = 3
 
 
 def fetch_status(config: ClusterConfig, timeout: float = 1.0) -> list[dict[str, Any]]:
@@ -25,36 +35,108 @@ def fetch_status(config: ClusterConfig, timeout: float = 1.0) -> list[dict[str, 
                     row["reachable"] = True
             except (OSError, urllib.error.URLError, ValueError) as exc:
                 row["error"] = str(getattr(exc, "reason", exc))
+        else:
+            row["error"] = "no http address in the cluster file"
         rows.append(row)
+    return enrich(rows)
+
+
+def enrich(rows: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
+    """Add the leader's view of each node (lag, last_contact) and the snapshot age."""
+    now = time.time() if now is None else now
+    leaders = [r for r in rows if r.get("is_leader")]
+    view = leaders[0].get("peers", {}) if len(leaders) == 1 else {}
+    for row in rows:
+        if row.get("is_leader"):
+            row["lag"], row["last_contact"] = 0, None
+        else:
+            peer = view.get(row["id"], {})
+            row["lag"] = peer.get("lag")
+            row["last_contact"] = peer.get("last_contact_age")
+        snap = row.get("snapshot") or {}
+        if not snap.get("enabled"):
+            row["snapshot_age"] = None
+        elif snap.get("last_success_at"):
+            row["snapshot_age"] = round(now - snap["last_success_at"], 1)
+        else:
+            row["snapshot_age"] = "never"
     return rows
 
 
-_COLUMNS = ("id", "region", "role", "term", "leader", "commit_index", "applied_index",
-            "lease_remaining", "reachable")
+def classify(rows: list[dict[str, Any]]) -> tuple[int, str]:
+    """Exit code and a one-line verdict for a set of status rows."""
+    leaders = [r["id"] for r in rows if r.get("is_leader")]
+    down = [r["id"] for r in rows if not r.get("reachable")]
+    if len(leaders) != 1:
+        what = "no node holds the leader lease" if not leaders else \
+            f"several nodes claim the lease: {leaders}"
+        hint = f"; unreachable: {down}" if down else ""
+        return EXIT_NO_LEADER, (f"NO LEADER: {what}{hint}. A majority of nodes must run and "
+                                "reach each other; start the stopped nodes (see "
+                                "docs/operations.md).")
+    sick = [r["id"] for r in rows if r.get("reachable") and
+            (not r.get("ready") or not r.get("healthy", True) or r.get("fatal_error"))]
+    if down or sick:
+        parts = ([f"unreachable: {down}"] if down else []) + \
+                ([f"not ready or unhealthy: {sick}"] if sick else [])
+        return EXIT_DEGRADED, (f"DEGRADED: leader {leaders[0]}, " + "; ".join(parts) +
+                               ". Writes still work while a majority is up; restore the "
+                               "missing node(s).")
+    return EXIT_OK, f"OK: leader {leaders[0]}, all {len(rows)} nodes reachable and ready"
+
+
+_COLUMNS = ("id", "region", "role", "term", "leader", "commit_index", "applied_index", "lag",
+            "last_contact", "snapshot_age", "lease_remaining", "reachable")
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    value = row.get(column)
+    if column == "role" and not row.get("reachable"):
+        return "down"
+    if value is None:
+        return "-"
+    if column == "last_contact":
+        return f"{value:.2f}s"
+    if column == "snapshot_age" and isinstance(value, (int, float)):
+        return f"{value:.0f}s"
+    return str(value)
 
 
 def render_table(rows: list[dict[str, Any]]) -> str:
     """Fixed-width table of the status rows."""
-    table = [[str(c) for c in _COLUMNS]] + \
-        [[("-" if row.get(c) is None else str(row.get(c))) for c in _COLUMNS] for row in rows]
+    table = [[str(c) for c in _COLUMNS]] + [[_cell(row, c) for c in _COLUMNS] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(_COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in table)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
+                     for r in table)
 
 
 @click.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Cluster file (TOML).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--watch", type=float, default=None, help="Refresh every N seconds.")
-def status(config_path: str, as_json: bool, watch: float | None) -> None:
-    """Show every node's role, term, leader and progress. Exit 1 when no node leads."""
+@click.option("--watch", type=click.FloatRange(min=0.1), default=None,
+              help="Refresh every N seconds until Ctrl-C.")
+@click.option("--timeout", type=float, default=1.0, show_default=True,
+              help="Seconds to wait for each node's answer.")
+def status(config_path: str, as_json: bool, watch: float | None, timeout: float) -> None:
+    """Show every node's role, term, progress, lag and snapshot age.
+
+    Exit 0 when one node leads and all are reachable, 1 when no node leads, 3 when a
+    leader exists but some node is down, not ready or unhealthy.
+    """
     config = load_config(config_path)
     while True:
-        rows = fetch_status(config)
-        click.echo(json.dumps(rows, indent=2) if as_json else render_table(rows))
+        rows = fetch_status(config, timeout)
+        code, verdict = classify(rows)
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+        else:
+            if watch is not None:
+                click.echo(dt.datetime.now().strftime("%H:%M:%S"))
+            click.echo(render_table(rows))
+            click.echo(verdict, err=code != EXIT_OK)
         if watch is None:
             break
         time.sleep(watch)
         click.echo()
-    if not any(row.get("is_leader") for row in rows):
-        raise SystemExit(1)
+    raise SystemExit(code)

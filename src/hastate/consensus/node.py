@@ -21,6 +21,7 @@ from pysyncobj import SyncObjConf
 from pysyncobj.poller import POLL_EVENT_TYPE
 
 from hastate._fsutil import atomic_write
+from hastate.consensus.journal import DurableJournal
 from hastate.consensus.profiles import TimingProfile
 from hastate.consensus.raft import TRANSFER_REQUEST, HastateSyncObj
 from hastate.errors import ConfigError, CorruptDataError, FailoverError, HAStateError
@@ -87,6 +88,34 @@ class _Waker:
         os.close(self._w)
 
 
+class _LeaseTrace:
+    """Test instrumentation (issue 4): with HASTATE_LEASE_TRACE=<file>, append one JSON line
+    per lease change: ``{"node", "term", "from", "until"}`` on time.monotonic(), where
+    ``from`` is the start of the tick in which the lease was extended (a lower bound of
+    when is_leader() could first be True) and ``until`` the expiry it promised. One
+    machine shares one monotonic clock, so tests check that no two nodes' intervals
+    overlap (tests/consensus/test_lease_sigstop.py).
+    """
+
+    def __init__(self, path: str, node_id: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._node = node_id
+        self._until = float("-inf")
+
+    @classmethod
+    def from_env(cls, node_id: str) -> "_LeaseTrace | None":
+        path = os.environ.get("HASTATE_LEASE_TRACE")
+        return cls(path, node_id) if path else None
+
+    def record(self, tick_start: float, syncobj: HastateSyncObj) -> None:
+        until = syncobj.lease.expires_at()
+        if until != self._until and until > tick_start:
+            line = {"node": self._node, "term": syncobj.lease.term, "from": tick_start,
+                    "until": until}
+            os.write(self._fd, (json.dumps(line) + "\n").encode())
+        self._until = until
+
+
 class RaftNode:
     """A running Raft replica of a :class:`ReplicatedState`."""
 
@@ -107,6 +136,7 @@ class RaftNode:
         self.leader_changes = 0
         self._last_leader: str | None = None
         self._transfer: tuple[str, float] | None = None
+        self._journal: DurableJournal | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -114,6 +144,10 @@ class RaftNode:
         self.spec.data_dir.mkdir(parents=True, exist_ok=True)
         self._check_identity()
         self._check_dump()
+        # Issue 4: our fsync'ed journal, opened here so a torn, corrupt or foreign journal
+        # fails start() with a message naming the file (HastateSyncObj installs it).
+        self._journal = DurableJournal(self.spec.data_dir / JOURNAL, cluster=self.spec.cluster,
+                                       node_id=self.spec.node_id)
         self._thread = threading.Thread(target=self._run, name=f"hastate-raft-{self.spec.node_id}",
                                         daemon=True)
         self._thread.start()
@@ -171,7 +205,7 @@ class RaftNode:
             maxBindRetries=10,
             bindRetryTime=0.2,
             password=self.spec.password,
-            journalFile=str(self.spec.data_dir / JOURNAL),
+            journalFile=None,  # issue 4: HastateSyncObj installs our DurableJournal instead
             fullDumpFile=str(self.spec.data_dir / DUMP),
             serializer=self._serialize,
             deserializer=self._deserialize,
@@ -184,9 +218,16 @@ class RaftNode:
             self._syncobj = HastateSyncObj(
                 self.spec.address, list(self.spec.peers.values()), self._conf(), [self.machine],
                 self.spec.profile, transport_class=self._transport_class,
-                on_transfer_request=self._on_transfer_request, is_healthy=self._is_healthy)
+                on_transfer_request=self._on_transfer_request, is_healthy=self._is_healthy,
+                journal=self._journal)
             self._waker = _Waker(self._syncobj._poller)
+        except HAStateError as exc:  # issue 4: journal/dump refused; its message says why
+            self._journal.close()
+            self._start_error = exc
+            self._started.set()
+            return
         except Exception as exc:  # bind failure and the like: report to start()
+            self._journal.close()
             self._start_error = HAStateError(
                 f"node {self.spec.node_id} could not start on {self.spec.address}: {exc!r}; "
                 "is another process using the port?")
@@ -196,10 +237,14 @@ class RaftNode:
         logger.info("raft node started", extra={"node": self.spec.node_id,
                                                  "address": self.spec.address})
         syncobj = self._syncobj
+        trace = _LeaseTrace.from_env(self.spec.node_id)  # issue 4 tests; None in production
         try:
             while not self._stopping.is_set() and self.fatal_error is None:
+                tick_start = time.monotonic()
                 syncobj.doTick(self.spec.profile.append_entries_period / 2)
                 syncobj.after_tick()
+                if trace is not None:
+                    trace.record(tick_start, syncobj)
                 self._track_leader()
                 self._run_tasks()
                 self._drive_transfer()

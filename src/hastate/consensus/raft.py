@@ -8,6 +8,7 @@ Each override names the behaviour it adds or the PySyncObj 0.3.17 defect it corr
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Callable
 
@@ -15,8 +16,10 @@ from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import _RAFT_STATE
 
+from hastate.consensus.journal import DurableJournal, DurableSerializer
 from hastate.consensus.lease import LeaderLease, Stickiness
 from hastate.consensus.profiles import TimingProfile
+from hastate.errors import CorruptDataError
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ class HastateSyncObj(SyncObj):
     def __init__(self, self_addr: str, peers: list[str], conf: SyncObjConf, consumers: list[Any],
                  profile: TimingProfile, transport_class: Any = None,
                  on_transfer_request: Callable[[str], None] | None = None,
-                 is_healthy: Callable[[], bool] = lambda: True) -> None:
+                 is_healthy: Callable[[], bool] = lambda: True,
+                 journal: DurableJournal | None = None) -> None:
         self.lease = LeaderLease(profile.lease_duration, len(peers) + 1)
         self.stickiness = Stickiness(profile.min_timeout)
         self.paused = False  # leader: hold new proposals in the queue (leadership transfer)
@@ -49,6 +53,8 @@ class HastateSyncObj(SyncObj):
         self.peer_health: dict[str, tuple[bool, int, float]] = {}  # addr -> (ok, applied, when)
         kwargs = {"transportClass": transport_class} if transport_class is not None else {}
         super().__init__(self_addr, peers, conf, consumers=consumers, **kwargs)
+        if journal is not None:
+            self._install_durable_storage(journal)
 
     # -- accessors to PySyncObj's private state ---------------------------------------------
     @property
@@ -107,6 +113,9 @@ class HastateSyncObj(SyncObj):
         before = self.last_log_index()
         super()._checkCommandsToApply()
         if self._SyncObj__raftState == _RAFT_STATE.LEADER and self.last_log_index() != before:
+            # Issue 4: the leader's own copy is durable (one fsync for the whole drained
+            # batch) before the entries are sent, so before they can count toward commit.
+            self.flush_journal()
             self._SyncObj__sendAppendEntries()
 
     def _SyncObj__applyLogEntries(self) -> bool:
@@ -124,6 +133,7 @@ class HastateSyncObj(SyncObj):
     # -- leadership -------------------------------------------------------------------------
     def _SyncObj__onBecomeLeader(self) -> None:
         SyncObj._SyncObj__onBecomeLeader(self)
+        self.flush_journal()  # issue 4: the term's no-op is durable before it can commit
         self.lease.start(self._SyncObj__raftCurrentTerm)
         self.paused = False
         self._last_ping = 0.0
@@ -227,7 +237,82 @@ class HastateSyncObj(SyncObj):
             self._SyncObj__raftLog.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
 
     def before_ack(self) -> None:
-        """Hook: make appended entries durable before they are acknowledged."""
+        """Make appended entries durable before they are acknowledged (one fsync per batch)."""
+        self.flush_journal()
+
+    # -- durable storage (issue 4; defects 1 and 4; see consensus/journal.py) -------------------
+    # PySyncObj builds its journal inside SyncObj.__init__ from conf.journalFile, with no hook.
+    # RaftNode therefore passes journalFile=None (PySyncObj makes a throwaway MemoryJournal)
+    # and hands us a DurableJournal, which replaces it right after SyncObj.__init__, before
+    # the first tick: no message has been read and nothing applied yet. Term, vote and commit
+    # index are then re-read from it exactly as SyncObj.__init__ reads them, the dump writer
+    # is replaced by one that syncs its renames, and the dump is loaded at once (so a journal
+    # that does not fit the dump stops start() instead of the first tick).
+    def _install_durable_storage(self, journal: DurableJournal) -> None:
+        self._SyncObj__raftLog._destroy()
+        self._SyncObj__raftLog = journal
+        if len(journal) == 0:
+            journal.add(b"\x01", 1, 0)  # PySyncObj's first entry: a no-op at index 1, term 0
+        self._SyncObj__raftCurrentTerm = max(journal.getCurrentTerm(), journal[-1][2])
+        self._SyncObj__votedForNodeId = journal.getVotedForNodeId()
+        self._SyncObj__raftCommitIndex = journal.getRaftCommitIndex()
+        conf = self.conf
+        self._SyncObj__serializer = DurableSerializer(
+            conf.fullDumpFile, conf.logCompactionBatchSize, conf.useFork, conf.serializer,
+            conf.deserializer, conf.serializeChecker)
+        # Safety net for paths that append and reply inside PySyncObj (e.g. an entry larger
+        # than appendEntriesBatchSizeBytes arrives as a 'transmission'): no message leaves
+        # this node while it has unsynced entries. A no-op when nothing is pending.
+        transport = self._SyncObj__transport
+        raw_send = transport.send
+
+        def send_after_sync(node: Any, message: Any) -> Any:
+            journal.flush()
+            return raw_send(node, message)
+
+        transport.send = send_after_sync
+        if conf.fullDumpFile is not None and os.path.isfile(conf.fullDumpFile):
+            self._SyncObj__loadDumpFile(False)
+        self._SyncObj__needLoadDumpFile = False
+
+    def flush_journal(self) -> int:
+        """Group commit: make every appended entry durable; returns how many were synced."""
+        log = self._SyncObj__raftLog
+        return log.flush() if isinstance(log, DurableJournal) else 0
+
+    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:  # noqa: N803
+        """Load the full dump, keeping the journal entries after it (defect 1).
+
+        PySyncObj clears the whole journal unless its first two entries equal the dump's
+        last two, so a crash between the dump's rename and the journal's compaction lost
+        every entry after the dump, acknowledged ones included. Errors stop the node
+        (PySyncObj logs them and runs on with an empty state).
+        """
+        log = self._SyncObj__raftLog
+        if not isinstance(log, DurableJournal) or self.conf.serializer is None:
+            SyncObj._SyncObj__loadDumpFile(self, clearJournal)
+            return
+        try:
+            _, last, prev, _cluster = self._SyncObj__serializer.deserialize()
+            if clearJournal:  # a dump installed from the leader replaces this log
+                log.reset([prev, last])
+                kept = 0
+            else:
+                kept = log.adopt_dump(last, prev)
+        except Exception as exc:
+            self.fatal_error = f"cannot load the full dump with the journal: {exc}"
+            logger.critical(self.fatal_error)
+            if isinstance(exc, CorruptDataError):
+                raise
+            raise CorruptDataError(self.fatal_error) from exc
+        self._SyncObj__raftLastApplied = last[1]
+        # Everything in the dump was applied, hence committed; never past the log's end.
+        commit = min(max(self._SyncObj__raftCommitIndex, last[1]), self.last_log_index())
+        self._SyncObj__raftCommitIndex = commit
+        log.setRaftCommitIndex(commit)
+        self._SyncObj__onSetCodeVersion(0)
+        if kept:
+            logger.info("kept %d journal entries after the dump at index %d", kept, last[1])
 
     # -- per-tick duties (called by the node's tick loop) ---------------------------------------
     def after_tick(self) -> None:

@@ -697,13 +697,13 @@ class SecureTransport(TCPTransport):
         if node is None:
             conn.refuse(f"claims unknown address {address}")
             return
-        if self._shouldConnect(node):
-            conn.refuse(f"{address} must wait for this node to connect to it "
-                        "(do both nodes list the same addresses?)")
-            return
         if self._security.mode == "tls" and conn.peer_id != self._security.node_id(address):
             conn.refuse(f"certificate for {conn.peer_id!r} cannot speak as {address} "
                         f"(node {self._security.node_id(address)!r})")
+            return
+        if self._shouldConnect(node):
+            conn.refuse(f"{address} must wait for this node to connect to it "
+                        "(do both nodes list the same addresses?)")
             return
         self._unknownConnections.discard(conn)
         previous = self._connections.get(node)
@@ -799,6 +799,8 @@ class SecureTransport(TCPTransport):
             wire.check_pickle(bytes(buffer))
             entry = pysyncobj.pickle.loads(bytes(buffer))  # our own log entry, checked above
         except Exception:
+            logger.debug("entry for %s incomplete after %d bytes; waiting for the next chunk",
+                         node, len(buffer))
             return None
         del self._outgoing_transmissions[node]
         collapsed = {key: value for key, value in message.items()

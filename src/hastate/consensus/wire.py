@@ -308,8 +308,20 @@ def validate_message(message: Any) -> dict[str, Any]:
 
 
 def encode_message(message: Mapping[str, Any]) -> bytes:
-    """Validate and msgpack-encode one message (the frame body, before any encryption)."""
-    return msgpack.packb(validate_message(dict(message)), use_bin_type=True)
+    """Msgpack-encode one message (the frame body, before any encryption).
+
+    Messages built by hastate (``hello`` and ``hastate_*``) are validated here so a bug
+    surfaces at its source. PySyncObj's own messages are validated by the receiver only:
+    checking every entry's command again on the leader, once per follower, would halve the
+    leader's pipelined throughput and protect nobody.
+    """
+    message_type = message.get("type")
+    if message_type == "hello" or (isinstance(message_type, str) and is_extension(message_type)):
+        message = validate_message(dict(message))
+    try:
+        return msgpack.packb(message, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise WireError(f"cannot encode {message_type!r} message: {exc}") from None
 
 
 def decode_message(body: bytes) -> dict[str, Any]:

@@ -1,4 +1,14 @@
-"""The node's HTTP endpoints: /healthz, /readyz, /status, /metrics and token-guarded admin."""
+"""The node's HTTP endpoints: /healthz, /readyz, /status, /metrics and token-guarded admin.
+
+Admin actions (``POST /admin/*``) and ``GET /state`` need ``Authorization: Bearer <token>``
+with the token from the environment variable named by ``admin_token_env``; without a
+configured token they are disabled. A missing or wrong token gets 401 and nothing is done.
+
+* ``POST /admin/transfer-leadership {"to": ID}``: 200 ``{"leader", "seconds"}`` once ID
+  leads; 409 when it did not move in time.
+* ``POST /admin/snapshot``: 200 with the snapshot provider's answer; 501 while no snapshot
+  provider is registered on this node (see :mod:`hastate.observability.stats`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from hastate.config import split_address
 from hastate.errors import HAStateError
+from hastate.observability import stats as stats_mod
 from hastate.observability.metrics import NodeMetrics
 
 if TYPE_CHECKING:
@@ -79,10 +90,11 @@ class _Handler(BaseHTTPRequestHandler):
             ready = manager.ready()
             self._json(200 if ready else 503, {"ready": ready, "leader": manager.leader()})
         elif path == "/status":
-            self._json(200, manager.status())
+            status = manager.status()
+            status.update(stats_mod.for_node(manager.instance_id).as_dict())
+            self._json(200, status)
         elif path == "/state":
-            if not self._authorized():
-                self._json(401, {"error": "missing or wrong bearer token (admin_token_env)"})
+            if not self._check_token():
                 return
             consistency = "local" if "consistency=local" in self.path else "linearizable"
             try:
@@ -99,14 +111,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
-        if not self._authorized():
-            self._json(401, {"error": "missing or wrong bearer token (admin_token_env)"})
-            return
-        length = int(self.headers.get("Content-Length") or 0)
         try:
-            body = json.loads(self.rfile.read(length) or b"{}")
+            length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
-            self._json(400, {"error": "body must be JSON"})
+            length = -1
+        if not 0 <= length <= 1 << 20:
+            self.close_connection = True
+            self._json(400, {"error": "Content-Length must be a number up to 1 MiB"})
+            return
+        raw = self.rfile.read(length)   # read even when refusing, to keep the connection sane
+        if not self._check_token():
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            self._json(400, {"error": "body must be a JSON object"})
             return
         manager = self.node_server.manager
         try:
@@ -117,14 +138,35 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 seconds = manager.trigger_failover(target)
                 self._json(200, {"leader": target, "seconds": round(seconds, 3)})
+            elif path == "/admin/snapshot":
+                trigger = stats_mod.for_node(manager.instance_id).snapshot_trigger
+                if trigger is None:
+                    self._json(501, {"error": "snapshots are not available on this node: no "
+                                     "snapshot provider is registered (is [snapshots] store set "
+                                     "and snapshot support wired in this build?); nothing was "
+                                     "done"})
+                    return
+                self._json(200, {"snapshot": trigger()})
             else:
                 self._json(404, {"error": f"no such admin action {path}"})
         except HAStateError as exc:
             self._json(409, {"error": str(exc)})
+        except Exception as exc:  # a provider bug: say so instead of dropping the connection
+            logger.exception("admin action %s failed", path)
+            self._json(500, {"error": f"{path} failed: {exc!r}; see the node's log"})
 
-    def _authorized(self) -> bool:
+    def _check_token(self) -> bool:
+        """True when the request carries the admin token; otherwise answer 401 and say why."""
         token = self.node_server.admin_token
         if not token:
+            self._json(401, {"error": "admin endpoints are disabled on this node: set "
+                             "admin_token_env in [cluster] and export that variable before "
+                             "starting the node"})
             return False
         given = self.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            self._json(401, {"error": "missing or wrong bearer token: send 'Authorization: "
+                             "Bearer <token>' with the value of the environment variable "
+                             "named by admin_token_env"})
+            return False
+        return True

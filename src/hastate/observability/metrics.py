@@ -1,39 +1,72 @@
 """Prometheus metrics for one node, all collectors in one place, names prefixed ``hastate_``.
 
-Gauges are read from ``StateManager.status()`` when Prometheus scrapes, so the write path
-pays only for one histogram observation per proposal.
+Gauges and counters owned by other layers are read when Prometheus scrapes (from
+``StateManager.status()`` and :mod:`hastate.observability.stats`), so the write path pays
+only for one histogram observation and one counter increment per proposal. Every metric is
+documented in docs/metrics.md; a test checks the dashboards and alert rules against a real
+scrape, so rename nothing without updating them.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import (CollectorRegistry, Counter, Histogram, PlatformCollector,
+                               ProcessCollector)
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily, Metric)
 from prometheus_client.exposition import generate_latest
+
+from hastate.observability import stats as stats_mod
 
 if TYPE_CHECKING:
     from hastate.manager import StateManager
 
 ROLES = ("leader", "leader-without-lease", "follower", "candidate")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+#: ``result`` label values of hastate_proposals_total (see StateManager.proposal_observers).
+PROPOSAL_RESULTS = ("ok", "conflict", "no_quorum", "timeout", "error")
+FAILOVER_REASONS = ("manual", "health")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("hastate")
+    except Exception:
+        return "unknown"
 
 
 class _StatusCollector:
-    """Turns status() into gauges at scrape time."""
+    """Turns status() and the node's stats into metric families at scrape time."""
 
     def __init__(self, manager: "StateManager") -> None:
         self._manager = manager
+        self._version = _version()
 
     def collect(self) -> Iterator[Metric]:
-        st = self._manager.status()
+        manager = self._manager
+        if not manager.node.running:
+            return  # stopped or not started: only process metrics
+        st = manager.status()
         node = st["id"]
+        stats = stats_mod.attach(manager) or stats_mod.for_node(node)
 
-        def gauge(name: str, doc: str, value: float | None, **labels: str) -> Metric:
-            g = GaugeMetricFamily(name, doc, labels=["node", *labels])
-            g.add_metric([node, *labels.values()], float(value if value is not None else 0))
+        def gauge(name: str, doc: str, value: float | None) -> Metric:
+            g = GaugeMetricFamily(name, doc, labels=["node"])
+            g.add_metric([node], float(value if value is not None else 0))
             return g
 
+        def counter(name: str, doc: str, value: float) -> Metric:
+            c = CounterMetricFamily(name, doc, labels=["node"])
+            c.add_metric([node], float(value))
+            return c
+
+        info = GaugeMetricFamily("hastate_info", "Always 1; labels identify the node",
+                                 labels=["node", "region", "cluster", "profile", "version"])
+        info.add_metric([node, st["region"], st["cluster"], st.get("profile", ""),
+                         self._version], 1.0)
+        yield info
         role = GaugeMetricFamily("hastate_role", "1 for the role this node is in",
                                  labels=["node", "region", "role"])
         for r in ROLES:
@@ -46,17 +79,41 @@ class _StatusCollector:
                     st["commit_index"])
         yield gauge("hastate_applied_index", "Highest log index applied to the state",
                     st["applied_index"])
+        yield gauge("hastate_last_log_index", "Index of the last entry in this node's log",
+                    st["last_log_index"])
         yield gauge("hastate_log_entries", "Entries held in the Raft journal", st["log_entries"])
         yield gauge("hastate_keys", "Top-level keys in the replicated state", st["keys"])
         yield gauge("hastate_lease_remaining_seconds", "Leader lease time left",
                     st["lease_remaining"])
         yield gauge("hastate_healthy", "1 when the last health check passed", st["healthy"])
-        changes = CounterMetricFamily("hastate_leader_changes", "Leader changes seen",
-                                      labels=["node"])
-        changes.add_metric([node], st["leader_changes"])
-        yield changes
+        yield gauge("hastate_ready", "1 when a leader is known and this node applied all "
+                    "it knows committed", st["ready"])
+        yield counter("hastate_leader_changes", "Leader changes seen by this node",
+                      st["leader_changes"])
+        yield counter("hastate_elections_started", "Elections this node started (as candidate)",
+                      stats.elections_started)
+        yield counter("hastate_log_compactions", "Times this node compacted its Raft log",
+                      stats.log_compactions)
+        yield counter("hastate_health_check_failures", "Failed health checks on this node",
+                      st.get("health_check_failures", 0))
+        failovers = CounterMetricFamily("hastate_failovers",
+                                        "Completed leadership transfers started on this node",
+                                        labels=["node", "reason"])
+        counts = st.get("failovers", {})
+        for reason in sorted(set(FAILOVER_REASONS) | set(counts)):
+            failovers.add_metric([node, reason], float(counts.get(reason, 0)))
+        yield failovers
+        yield from self._peers(node, st)
+        yield from self._journal(node, stats)
+        yield from self._snapshots(node, stats)
+
+    @staticmethod
+    def _peers(node: str, st: dict) -> Iterator[Metric]:
         connected = GaugeMetricFamily("hastate_peer_connected", "1 when the peer is connected",
                                       labels=["node", "peer"])
+        match = GaugeMetricFamily("hastate_peer_match_index",
+                                  "Leader only: highest log index known replicated on the peer",
+                                  labels=["node", "peer"])
         lag = GaugeMetricFamily("hastate_peer_lag_entries",
                                 "Leader only: entries the peer is behind the leader's log",
                                 labels=["node", "peer"])
@@ -66,31 +123,82 @@ class _StatusCollector:
         for peer, info in st["peers"].items():
             connected.add_metric([node, peer], 1.0 if info["connected"] else 0.0)
             if info["match_index"] is not None:
+                match.add_metric([node, peer], info["match_index"])
                 lag.add_metric([node, peer], st["last_log_index"] - info["match_index"])
             if info["last_contact_age"] is not None:
                 contact.add_metric([node, peer], info["last_contact_age"])
         yield connected
+        yield match
         yield lag
         yield contact
 
+    @staticmethod
+    def _journal(node: str, stats: stats_mod.NodeStats) -> Iterator[Metric]:
+        buckets, total = stats.journal.fsync.snapshot()
+        fsync = HistogramMetricFamily("hastate_journal_fsync_seconds",
+                                      "Duration of each fsync of the Raft journal",
+                                      labels=["node"])
+        fsync.add_metric([node], buckets, total)
+        yield fsync
+        if stats.journal.bytes is not None:
+            size = GaugeMetricFamily("hastate_journal_bytes", "Size of the Raft journal on disk",
+                                     labels=["node"])
+            size.add_metric([node], stats.journal.bytes)
+            yield size
+
+    @staticmethod
+    def _snapshots(node: str, stats: stats_mod.NodeStats) -> Iterator[Metric]:
+        snap = stats.snapshot_info()
+
+        def gauge(name: str, doc: str, value: float | None) -> Metric:
+            g = GaugeMetricFamily(name, doc, labels=["node"])
+            g.add_metric([node], float(value or 0))
+            return g
+
+        yield gauge("hastate_snapshot_enabled", "1 when this node runs a snapshot uploader",
+                    snap.enabled)
+        yield gauge("hastate_snapshot_last_success_timestamp_seconds",
+                    "Unix time of this node's last successful snapshot upload (0 = none)",
+                    snap.last_success_at)
+        yield gauge("hastate_snapshot_last_size_bytes", "Size of the last uploaded snapshot",
+                    snap.last_size_bytes)
+        yield gauge("hastate_snapshot_last_duration_seconds",
+                    "Time the last successful snapshot upload took", snap.last_duration_s)
+        yield gauge("hastate_snapshot_pending", "Snapshots queued, not yet uploaded",
+                    snap.pending)
+        uploads = CounterMetricFamily("hastate_snapshot_uploads",
+                                      "Successful snapshot uploads", labels=["node"])
+        uploads.add_metric([node], snap.uploads_total)
+        yield uploads
+        failures = CounterMetricFamily("hastate_snapshot_failures",
+                                       "Failed snapshot upload attempts", labels=["node"])
+        failures.add_metric([node], snap.failures_total)
+        yield failures
+
 
 class NodeMetrics:
-    """The registry for one node: scrape-time gauges plus proposal counters."""
+    """The registry for one node: scrape-time families, proposal metrics, process info."""
 
     def __init__(self, manager: "StateManager") -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StatusCollector(manager))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.proposal_seconds = Histogram(
             "hastate_proposal_seconds", "Time from proposal to applied on this node",
             ["op"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.proposals = Counter("hastate_proposals", "Proposals by operation",
-                                 ["op"], registry=self.registry)
+        self.proposals = Counter("hastate_proposals", "Proposals by operation and result",
+                                 ["op", "result"], registry=self.registry)
+        for result in PROPOSAL_RESULTS:   # export zeros so rate() and alerts see the series
+            self.proposals.labels("update", result)
         manager.proposal_observers.append(self.observe)
+        stats_mod.attach(manager)
 
-    def observe(self, op: str, seconds: float) -> None:
-        """Record one completed proposal."""
-        self.proposal_seconds.labels(op).observe(seconds)
-        self.proposals.labels(op).inc()
+    def observe(self, op: str, seconds: float, outcome: str = "ok") -> None:
+        """Record one completed proposal (the latency histogram counts successes only)."""
+        if outcome in ("ok", "conflict"):
+            self.proposal_seconds.labels(op).observe(seconds)
+        self.proposals.labels(op, outcome).inc()
 
     def render(self) -> bytes:
         """Prometheus text exposition of every metric."""

@@ -53,8 +53,9 @@ class FileStore:
         if self._ready:
             return
         try:
-            (self._meta / "gen").mkdir(parents=True, exist_ok=True)
-            (self._meta / "lock").touch(exist_ok=True)
+            if not (self._meta / "lock").is_file():
+                (self._meta / "gen").mkdir(parents=True, exist_ok=True)
+                (self._meta / "lock").touch()
         except OSError as exc:
             raise SnapshotError(f"{self}: cannot create the snapshot directory: {exc}; check "
                                 "that the path is right and writable by this user") from exc
@@ -118,11 +119,28 @@ class FileStore:
 
     @contextmanager
     def _locked(self, mode: int) -> Iterator[None]:
-        """Hold the store-wide flock (shared for readers, exclusive for writers)."""
-        self.init()
+        """Hold the store-wide flock (shared for readers, exclusive for writers).
+
+        Readers of a directory whose bookkeeping cannot be created (a read-only copy of a
+        store, e.g. a bucket downloaded for a restore) read unlocked: nobody writes there.
+        """
+        if not self._lockable(mode):
+            yield
+            return
         with open(self._meta / "lock", "rb") as f:
             fcntl.flock(f.fileno(), mode)
             yield
+
+    def _lockable(self, mode: int) -> bool:
+        """Initialise the store; False when only a reader can go on, without the lock."""
+        try:
+            self.init()
+        except SnapshotError as exc:
+            if mode != fcntl.LOCK_SH or not self.root.is_dir():
+                raise
+            logger.debug("reading %s without a lock: %s", self, exc)
+            return False
+        return True
 
     def _generation(self, name: str) -> int:
         """Current generation of ``name``, 0 when it does not exist; caller holds the lock."""
@@ -148,8 +166,10 @@ class FileStore:
         """Return a small bookkeeping file's content, or '' when it does not exist."""
         try:
             return path.read_text().strip()
-        except FileNotFoundError:
-            return ""
+        except OSError as exc:
+            if exc.errno in _MISSING:
+                return ""
+            raise
 
     def _error(self, name: str, op: str, exc: OSError) -> SnapshotError:
         """Map an OSError to SnapshotNotFoundError or a SnapshotError naming the object."""

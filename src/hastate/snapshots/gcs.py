@@ -71,23 +71,27 @@ class GCSStore:
 
     def init(self) -> None:
         """Create the client and check that the bucket exists and can be listed."""
+        self._connect()
+
+    def _connect(self) -> storage.Bucket:
+        """The bucket handle; the first call creates the client and lists one object."""
         with self._init_lock:
-            if self._bucket is not None:
-                return
-            try:
-                client = self._client or storage.Client(project=self._project)
-                bucket = client.bucket(self.bucket_name)
-                list(client.list_blobs(bucket, prefix=self._key(""), max_results=1,
-                                       retry=self._retry, timeout=self.timeout))
-            except google.auth.exceptions.DefaultCredentialsError as exc:
-                raise SnapshotError(
-                    f"{self}: no Google credentials found ({exc}); set "
-                    "GOOGLE_APPLICATION_CREDENTIALS, run on a VM or pod with a service "
-                    "account, or set STORAGE_EMULATOR_HOST for an emulator") from exc
-            except _CLIENT_ERRORS as exc:
-                raise self._error(exc, "init", "") from exc
-            self._client, self._bucket = client, bucket
-            logger.debug("connected to %s", self)
+            if self._bucket is None:
+                try:
+                    client = self._client or storage.Client(project=self._project)
+                    bucket = client.bucket(self.bucket_name)
+                    list(bucket.list_blobs(prefix=self._key(""), max_results=1,
+                                           retry=self._retry, timeout=self.timeout))
+                except google.auth.exceptions.DefaultCredentialsError as exc:
+                    raise SnapshotError(
+                        f"{self}: no Google credentials found ({exc}); set "
+                        "GOOGLE_APPLICATION_CREDENTIALS, run on a VM or pod with a service "
+                        "account, or set STORAGE_EMULATOR_HOST for an emulator") from exc
+                except _CLIENT_ERRORS as exc:
+                    raise self._error(exc, "init", "") from exc
+                self._bucket = bucket
+                logger.debug("connected to %s", self)
+            return self._bucket
 
     def write(self, name: str, data: bytes, *, if_generation_match: int | None = None) -> int:
         """Upload ``name`` if the precondition holds; return the new generation."""
@@ -113,13 +117,11 @@ class GCSStore:
 
     def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         """List the objects whose name (below the store prefix) starts with ``prefix``."""
-        self.init()
-        assert self._client is not None
+        bucket = self._connect()
         strip = len(self._key(""))
         try:
-            blobs = builtins.list(self._client.list_blobs(
-                self.bucket_name, prefix=self._key(prefix), retry=self._retry,
-                timeout=self.timeout))
+            blobs = builtins.list(bucket.list_blobs(prefix=self._key(prefix), retry=self._retry,
+                                                    timeout=self.timeout))
         except _CLIENT_ERRORS as exc:
             raise self._error(exc, "list", prefix) from exc
         return sorted((ObjectInfo(name=b.name[strip:], size=int(b.size),
@@ -145,10 +147,8 @@ class GCSStore:
 
     def _blob(self, name: str) -> storage.Blob:
         """Blob handle for a validated name, initialising the store on first use."""
-        check_name(name)
-        self.init()
-        assert self._bucket is not None
-        return self._bucket.blob(self._key(name))
+        key = self._key(check_name(name))
+        return self._connect().blob(key)
 
     def _error(self, exc: Exception, op: str, name: str,
                if_generation_match: int | None = None) -> SnapshotError:
@@ -174,8 +174,8 @@ class GCSStore:
             cause = getattr(exc, "cause", None) or exc
             return SnapshotError(
                 f"{where}: {op} failed: store unreachable (gave up after "
-                f"{self.retry_deadline:g}s: {cause}); check network, DNS and "
-                "STORAGE_EMULATOR_HOST if set; snapshots are retried and local state is intact")
+                f"{self.retry_deadline:g}s: {cause}); check the network, DNS and, if set, "
+                "STORAGE_EMULATOR_HOST, then retry")
         if isinstance(exc, google.auth.exceptions.GoogleAuthError):
             return SnapshotError(f"{where}: {op} failed: cannot obtain credentials ({exc}); "
                                  "check GOOGLE_APPLICATION_CREDENTIALS or the service account")

@@ -105,7 +105,7 @@ def location(store: SnapshotStore, name: str) -> str:
 
 
 def open_store(url: str, **options: Any) -> SnapshotStore:
-    """Open the backend for ``url`` (``file:///abs/dir``, ``gs://bucket/prefix``, ``memory://name``).
+    """Open the store at ``url``: ``file:///abs/dir``, ``gs://bucket/prefix`` or ``memory://name``.
 
     ``options`` go to the backend's ``from_url`` (e.g. ``timeout=`` for ``gs``). Nothing is
     contacted until the first operation.

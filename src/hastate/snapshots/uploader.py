@@ -9,7 +9,7 @@ stops. Counters and the last outcome are exposed by :meth:`SnapshotUploader.stat
 
 Usage::
 
-    uploader = SnapshotUploader(open_store("gs://bucket/prod"), cluster="prod", retain=48)
+    uploader = SnapshotUploader(open_store("gs://bucket/prod"), cluster="prod", keep=48)
     uploader.start()
     uploader.submit(state_copy, index=applied_index, term=applied_term, keys=len(state_copy))
     ...
@@ -82,27 +82,27 @@ class SnapshotUploader:
         queue_size: snapshots kept waiting before the oldest is dropped.
         backoff_initial: first retry delay in seconds; doubles per failure.
         backoff_max: longest retry delay in seconds.
-        retain: if set, prune to this many snapshots after each successful upload.
+        keep: if set, prune to this many snapshots after each successful upload.
         clock: wall clock for ``last_success_at`` (a seam for tests).
     """
 
     def __init__(self, store: SnapshotStore, *, cluster: str,
                  queue_size: int = DEFAULT_QUEUE_SIZE,
                  backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
-                 backoff_max: float = DEFAULT_BACKOFF_MAX, retain: int | None = None,
+                 backoff_max: float = DEFAULT_BACKOFF_MAX, keep: int | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         if not 0 < backoff_initial <= backoff_max:
             raise ValueError(f"need 0 < backoff_initial <= backoff_max, got {backoff_initial} "
                              f"and {backoff_max}")
-        if retain is not None and retain < 1:
-            raise ValueError(f"retain must be >= 1 or None, got {retain}")
+        if keep is not None and keep < 1:
+            raise ValueError(f"keep must be >= 1 or None, got {keep}")
         self.store = store
         self.cluster = cluster
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
-        self.retain = retain
+        self.keep = keep
         self._clock = clock
         self._cond = threading.Condition()
         self._pending: collections.deque[_Job] = collections.deque()
@@ -268,10 +268,10 @@ class SnapshotUploader:
 
     def _prune(self) -> None:
         """Apply retention after a successful upload; a failure only delays it."""
-        if self.retain is None:
+        if self.keep is None:
             return
         try:
-            prune(self.store, self.retain)
+            prune(self.store, self.keep)
         except _RETRYABLE as exc:
             logger.warning("pruning %s to %d snapshots failed, will retry after the next "
-                           "upload: %s", self.store, self.retain, exc)
+                           "upload: %s", self.store, self.keep, exc)

@@ -25,7 +25,8 @@ DEDUP_WINDOW = 1024
 DEDUP_CLIENTS = 4096
 
 Result = tuple  # ("ok", index) | ("conflict", key, expected, actual) | ("expired",)
-ApplyListener = Callable[[int, Command, Result], None]
+# listener(index, previous command's index, command, result)
+ApplyListener = Callable[[int, int, Command, Result], None]
 
 
 class ReplicatedState(SyncObjConsumer):
@@ -44,9 +45,13 @@ class ReplicatedState(SyncObjConsumer):
     @replicated
     def apply(self, raw: bytes) -> Result:
         """Apply one encoded :class:`Command` at the next log index; return its result."""
-        index = self._syncObj.raftLastApplied + 1
+        return self.apply_at(self._syncObj.raftLastApplied + 1, raw)
+
+    def apply_at(self, index: int, raw: bytes) -> Result:
+        """Apply an encoded command at log ``index`` (Raft thread, or restore's replay)."""
         command = Command.decode(raw)
         with self._lock:
+            previous = self._applied_index
             result = self._dedup_lookup(command)
             if result is None:
                 result = self._execute(command, index)
@@ -54,7 +59,7 @@ class ReplicatedState(SyncObjConsumer):
             self._applied_index = index
         for listener in self._listeners:
             try:
-                listener(index, command, result)
+                listener(index, previous, command, result)
             except Exception:  # a listener must never break apply
                 logger.exception("apply listener failed", extra={"index": index})
         return result
@@ -133,18 +138,27 @@ class ReplicatedState(SyncObjConsumer):
 
     # -- listeners ------------------------------------------------------------------------
     def add_listener(self, listener: ApplyListener) -> None:
-        """Call ``listener(index, command, result)`` on the Raft thread after each apply."""
+        """Call ``listener(index, previous, command, result)`` on the Raft thread after each apply.
+
+        ``previous`` is the index of the command applied before this one, so a consumer can
+        tell a gap (commands it never saw) from indexes that held no command (Raft no-ops).
+        """
         self._listeners.append(listener)
 
     # -- dump -----------------------------------------------------------------------------
+    def capture(self) -> "Capture":
+        """A consistent point-in-time copy, cheap enough for the Raft thread.
+
+        Values are immutable bytes, so a shallow copy of the dict suffices; encoding the
+        copy (:meth:`Capture.body`) can then run on another thread without blocking apply.
+        """
+        with self._lock:
+            return Capture(dict(self._data), self._applied_index,
+                           [(c, h, dict(r)) for c, (h, r) in self._sessions.items()])
+
     def to_body(self) -> dict[str, Any]:
         """The state as plain msgpack types, for dumps and snapshots."""
-        with self._lock:
-            return {
-                "data": {k: [v, rev] for k, (v, rev) in self._data.items()},
-                "applied_index": self._applied_index,
-                "sessions": [[c, h, list(r.items())] for c, (h, r) in self._sessions.items()],
-            }
+        return self.capture().body()
 
     def load_body(self, body: dict[str, Any]) -> None:
         """Replace the whole state with ``body`` (from :meth:`to_body`)."""
@@ -153,3 +167,24 @@ class ReplicatedState(SyncObjConsumer):
             self._applied_index = body["applied_index"]
             self._sessions = OrderedDict(
                 (c, (h, {seq: tuple(res) for seq, res in r})) for c, h, r in body["sessions"])
+
+
+class Capture:
+    """A copy of the state at ``applied_index``, taken by :meth:`ReplicatedState.capture`."""
+
+    def __init__(self, data: dict[str, tuple[bytes, int]], applied_index: int,
+                 sessions: list[tuple[bytes, int, dict[int, Result]]]) -> None:
+        self.data = data
+        self.applied_index = applied_index
+        self.sessions = sessions
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def body(self) -> dict[str, Any]:
+        """Plain msgpack types: {"data", "applied_index", "sessions"}."""
+        return {
+            "data": {k: [v, rev] for k, (v, rev) in self.data.items()},
+            "applied_index": self.applied_index,
+            "sessions": [[c, h, list(r.items())] for c, h, r in self.sessions],
+        }
