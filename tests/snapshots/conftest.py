@@ -128,3 +128,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> SnapshotStore:
         return open_store(f"file://{tmp_path}/store")
     bucket = request.getfixturevalue("gcs_bucket")
     return open_store(f"gs://{bucket}/cluster-a", **GCS_OPTIONS)
+
+
+@pytest.fixture
+def open_test_store():
+    """open_store with the tests' short GCS retry/timeouts for gs:// URLs."""
+    def opener(url: str) -> SnapshotStore:
+        return open_store(url, **GCS_OPTIONS) if url.startswith("gs://") else open_store(url)
+    return opener

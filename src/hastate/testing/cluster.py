@@ -35,7 +35,8 @@ class LocalCluster:
 
     def __init__(self, workdir: str | os.PathLike[str], size: int = 3, *, name: str = "demo",
                  profile: str = "lan", snapshot_store: str | None = None,
-                 snapshot_interval: float = 2.0, extra_toml: str = "") -> None:
+                 snapshot_interval: float = 2.0, snapshot_keep: int = 5,
+                 ship_interval: float = 1.0) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ids = [f"instance-{i + 1}" for i in range(size)]
@@ -48,12 +49,13 @@ class LocalCluster:
                  f'admin_token_env = "{ADMIN_TOKEN_ENV}"', ""]
         if snapshot_store:
             lines += ["[snapshots]", f'store = "{snapshot_store}"',
-                      f"interval = {snapshot_interval}", "keep = 5", ""]
+                      f"interval = {snapshot_interval}", f"keep = {snapshot_keep}",
+                      f"ship_interval = {ship_interval}", ""]
         for n, node_id in enumerate(self.ids):
             lines += ["[[nodes]]", f'id = "{node_id}"', f'region = "{REGIONS[n % len(REGIONS)]}"',
                       f'raft = "{self.raft[node_id]}"', f'http = "{self.http[node_id]}"',
                       f'data_dir = "{self.workdir / "data" / node_id}"', ""]
-        self.config_path.write_text("\n".join(lines) + extra_toml)
+        self.config_path.write_text("\n".join(lines))
 
     # -- processes ----------------------------------------------------------------------------
     def start(self, node_id: str, args: Sequence[str] | None = None) -> None:
