@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import json
 import math
+import queue
 import os
 import shutil
 import signal
@@ -249,3 +250,93 @@ def machine_info() -> dict[str, Any]:
 
 def dump_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, default=str))
+
+
+# -- child processes ---------------------------------------------------------------------------
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Child:
+    """A :mod:`benchmarks.node` member process with a JSON-lines control channel on stdio."""
+
+    def __init__(self, argv: Sequence[str], log_path: Path) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._lines: "queue.Queue[bytes]" = queue.Queue()
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, ready_timeout: float = 30.0) -> "Child":
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH"))
+                                            if p)
+        with open(self.log_path, "ab") as logf:
+            self.proc = CLEANUP.proc(subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.node", *self.argv], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=logf, env=env, cwd=str(REPO_ROOT),
+                start_new_session=True))
+        self._lines = queue.Queue()
+        threading.Thread(target=self._reader, args=(self.proc, self._lines), daemon=True,
+                         name=f"child-{self.proc.pid}").start()
+        reply = self._read(ready_timeout)
+        if not reply.get("ready"):
+            raise RuntimeError(f"member did not start: {reply}; log: {self.tail_log()}")
+        return self
+
+    @staticmethod
+    def _reader(proc: subprocess.Popen[bytes], lines: "queue.Queue[bytes]") -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(b"")
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no answer from member pid {self.pid} within {timeout}s") from None
+        if not line:
+            raise RuntimeError(f"member pid {self.pid} exited; log: {self.tail_log()}")
+        return json.loads(line)
+
+    def request(self, cmd: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        with self._lock:
+            assert self.proc is not None and self.proc.stdin is not None
+            self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+            self.proc.stdin.flush()
+            return self._read(timeout)
+
+    def kill9(self) -> None:
+        """SIGKILL now (the failover trigger); reaped by :meth:`reap`."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+
+    def reap(self) -> None:
+        if self.proc is not None:
+            kill_proc(self.proc)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close stdin (the member exits), SIGKILL after ``timeout``."""
+        if self.proc is None:
+            return
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        kill_proc(self.proc)
+
+    def tail_log(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""

@@ -16,10 +16,12 @@ from typing import Any, Mapping
 from hastate.consensus.profiles import PROFILES
 from hastate.errors import ConfigError
 
-_CLUSTER_KEYS = {"name", "profile", "secret_env", "admin_token_env"}
+_CLUSTER_KEYS = {"name", "profile", "secret_env", "admin_token_env", "transport"}
+_TLS_KEYS = {"ca", "cert", "key"}
+TRANSPORTS = ("tls", "psk", "plaintext")
 _NODE_KEYS = {"id", "region", "raft", "http", "data_dir"}
 _SNAPSHOT_KEYS = {"store", "interval", "keep", "ship_interval", "restore_if_empty"}
-_TOP_KEYS = {"cluster", "nodes", "snapshots"}
+_TOP_KEYS = {"cluster", "nodes", "snapshots", "tls"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,19 @@ class SnapshotConfig:
 
 
 @dataclass(frozen=True)
+class TLSConfig:
+    """PEM paths for mutual TLS between nodes; ``{id}`` in a path is the node id."""
+
+    ca: str
+    cert: str
+    key: str
+
+    def for_node(self, node_id: str) -> tuple[str, str, str]:
+        """(ca, cert, key) paths of ``node_id``."""
+        return self.ca, self.cert.replace("{id}", node_id), self.key.replace("{id}", node_id)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """A validated cluster file."""
 
@@ -54,6 +69,8 @@ class ClusterConfig:
     secret_env: str | None = None
     admin_token_env: str | None = None
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    transport: str = "plaintext"   # "tls", "psk" (secret_env) or "plaintext" (loopback only)
+    tls: TLSConfig | None = None
     path: str | None = None
 
     def node(self, node_id: str) -> NodeConfig:
@@ -71,13 +88,11 @@ class ClusterConfig:
         return all(_is_loopback(split_address(n.raft)[0]) for n in self.nodes)
 
     def secret(self) -> str | None:
-        """The cluster secret from ``secret_env``; ConfigError when it must be set and is not."""
-        if self.secret_env is None:
+        """The cluster secret from ``secret_env`` (None when unused); ConfigError when missing."""
+        if self.secret_env is None or self.transport != "psk":
             return None
         value = os.environ.get(self.secret_env)
         if not value:
-            if self.all_loopback:
-                return None
             raise ConfigError(f"environment variable {self.secret_env} is empty or not set; "
                               f"export {self.secret_env}=<the cluster secret> on every node",
                               field="cluster.secret_env", value=self.secret_env, path=self.path)
@@ -237,13 +252,35 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
         ship_interval=_number(snaps, "ship_interval", 1.0, "snapshots", path, minimum=0.05),
         restore_if_empty=restore_if_empty)
 
-    config = ClusterConfig(name=name, profile=profile, nodes=tuple(nodes), secret_env=secret_env,
-                           admin_token_env=admin_token_env, snapshots=snapshots, path=path)
-    if not config.all_loopback and secret_env is None:
-        raise ConfigError("nodes are not all on loopback, so the cluster needs a secret: add "
-                          "secret_env = \"HASTATE_CLUSTER_SECRET\" to [cluster] and export it "
-                          "on every node", field="cluster.secret_env", path=path)
-    return config
+    tls_raw = raw.get("tls")
+    tls = None
+    if tls_raw is not None:
+        if not isinstance(tls_raw, Mapping):
+            raise ConfigError("must be a table", field="tls", path=path)
+        _check_keys(tls_raw, _TLS_KEYS, "tls", path)
+        paths = {k: _require(tls_raw, k, str, "tls", path) for k in sorted(_TLS_KEYS)}
+        tls = TLSConfig(**{k: str(base / v) for k, v in paths.items()})
+    loopback = all(_is_loopback(split_address(n.raft)[0]) for n in nodes)
+    transport = cluster.get("transport", "plaintext" if loopback else "tls")
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"unknown transport {transport!r}; choose one of {list(TRANSPORTS)}",
+                          field="cluster.transport", value=transport, path=path)
+    if transport == "plaintext" and not loopback:
+        raise ConfigError("plaintext Raft traffic is allowed only when every node is on "
+                          "loopback; use transport = \"tls\" with a [tls] table (create the "
+                          "files with `hastate certs init`) or \"psk\" with secret_env",
+                          field="cluster.transport", value=transport, path=path)
+    if transport == "tls" and tls is None:
+        raise ConfigError("transport \"tls\" needs a [tls] table with ca, cert and key (PEM "
+                          "paths; {id} stands for the node id); create them with `hastate "
+                          "certs init --config FILE --out DIR`", field="tls", path=path)
+    if transport == "psk" and secret_env is None:
+        raise ConfigError("transport \"psk\" needs secret_env = \"HASTATE_CLUSTER_SECRET\" in "
+                          "[cluster], exported on every node (64 hex chars: openssl rand -hex "
+                          "32)", field="cluster.secret_env", path=path)
+    return ClusterConfig(name=name, profile=profile, nodes=tuple(nodes), secret_env=secret_env,
+                         admin_token_env=admin_token_env, snapshots=snapshots,
+                         transport=transport, tls=tls, path=path)
 
 
 def load_config(path: str | os.PathLike[str]) -> ClusterConfig:

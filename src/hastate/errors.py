@@ -84,3 +84,7 @@ class SnapshotNotFoundError(SnapshotError):
 
 class CorruptDataError(HAStateError):
     """Raised when a file on disk fails its checksum, format or cluster check."""
+
+
+class ForeignDataError(CorruptDataError):
+    """Raised when intact data belongs to another cluster: the wrong store or data_dir."""

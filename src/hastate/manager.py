@@ -22,6 +22,7 @@ from hastate.config import ClusterConfig, SnapshotConfig, load_config
 from hastate.consensus.node import NodeSpec, RaftNode
 from hastate.consensus.profiles import get_profile
 from hastate.consensus.seed import is_empty, seed_data_dir
+from hastate.consensus.transport import TransportSecurity, check_mode, make_transport_class
 from hastate.consensus.raft import HEALTH
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
                             ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
@@ -57,7 +58,7 @@ class StateManager:
     def __init__(self, instance_id: str, peers: Mapping[str, str], *, region: str = "local",
                  data_dir: str | os.PathLike[str] | None = None, profile: str = "lan",
                  cluster_secret: str | None = None, cluster_name: str = "hastate",
-                 write_timeout: float = 10.0, transport_class: Any = None,
+                 write_timeout: float = 10.0, transport: TransportSecurity | None = None,
                  log_compaction_entries: int = 5000,
                  snapshots: SnapshotConfig | None = None) -> None:
         if instance_id not in peers:
@@ -75,11 +76,16 @@ class StateManager:
         self.spec = NodeSpec(node_id=instance_id, address=peers[instance_id],
                              peers={k: v for k, v in peers.items() if k != instance_id},
                              cluster=cluster_name, data_dir=data, profile=timing,
-                             password=cluster_secret,
                              log_compaction_entries=log_compaction_entries)
         self.machine = ReplicatedState()
         self._health_ok = True
-        self.node = RaftNode(self.spec, self.machine, transport_class=transport_class,
+        if transport is None:
+            transport = TransportSecurity(mode="psk", psk=cluster_secret.encode()) \
+                if cluster_secret else TransportSecurity(mode="plaintext")
+        check_mode(transport.mode, peers.values())
+        self.transport = transport
+        self.node = RaftNode(self.spec, self.machine,
+                             transport_class=make_transport_class(transport),
                              is_healthy=lambda: self._health_ok)
         self._client_id = uuid.uuid4().bytes
         self._seq = itertools.count(1)
@@ -102,9 +108,17 @@ class StateManager:
         """Build the manager for ``instance_id`` from a cluster file (or a loaded config)."""
         cfg = config if isinstance(config, ClusterConfig) else load_config(config)
         node = cfg.node(instance_id)
+        ids = {n.raft: n.id for n in cfg.nodes}
+        if cfg.transport == "tls":
+            ca, cert, key = cfg.tls.for_node(instance_id)
+            security = TransportSecurity(mode="tls", ca=ca, cert=cert, key=key, node_ids=ids)
+        elif cfg.transport == "psk":
+            security = TransportSecurity(mode="psk", psk=cfg.secret().encode(), node_ids=ids)
+        else:
+            security = TransportSecurity(mode="plaintext", node_ids=ids)
         manager = cls(instance_id, {n.id: n.raft for n in cfg.nodes}, region=node.region,
-                      data_dir=node.data_dir, profile=cfg.profile,
-                      cluster_secret=cfg.secret(), cluster_name=cfg.name,
+                      data_dir=node.data_dir, profile=cfg.profile, transport=security,
+                      cluster_name=cfg.name,
                       snapshots=cfg.snapshots, **kwargs)
         manager.config = cfg
         return manager

@@ -65,7 +65,9 @@ def _written_value(op: Operation) -> Any:
 
 def _can_be_last(op: Operation, acked: Sequence[Operation]) -> bool:
     """False when an acknowledged write started after ``op`` completed (and so overwrote it)."""
-    end = math.inf if op.outcome is Outcome.UNKNOWN else op.complete_ns
+    end: float = math.inf
+    if op.outcome is not Outcome.UNKNOWN and op.complete_ns is not None:
+        end = op.complete_ns
     return not any(other.invoke_ns > end for other in acked)
 
 

@@ -5,9 +5,10 @@ linearizability", 2017): the history becomes a list of call and return entries s
 time; the search repeatedly linearizes a pending call whose model step is legal, and
 backtracks when it meets the return of an operation it has not linearized yet. A cache of
 (linearized-set bitmask, model state) pairs prunes configurations already explored, which
-is what keeps real histories tractable. The cache also treats a configuration as explored
-when one with the same state and fewer *unknown-outcome* operations was (those may still
-take effect later), which keeps the search from doubling per unobserved unknown write.
+is what keeps real histories tractable. Before searching, unknown-outcome writes whose
+value no operation ever observed are dropped (see :func:`_drop_unobserved`): each would
+otherwise double the configurations to explore. Campaigns should write unique values
+(e.g. ``f"{process}-{seq}"``) so that this pruning and the explanations are sharp.
 
 Each key is an independent register, so the history is partitioned per key (locality of
 linearizability) and every key is searched on its own, with its own time budget: a key
@@ -99,12 +100,22 @@ class CheckResult:
         return "\n".join(f"{r.key!r}: {r.verdict.value}: {r.explanation}" for r in bad)
 
 
+@dataclass(frozen=True, slots=True)
+class _FrozenDict:
+    """Hashable stand-in for a dict: items sorted by repr, so equal dicts freeze (and
+    print, see :func:`.checkers.state_digest`) identically, and never equal a list."""
+
+    items: tuple[tuple[Any, Any], ...]
+
+
 def freeze(value: Any) -> Any:
-    """Turn lists/tuples/dicts into hashable tuples so values can be compared and cached."""
+    """Turn lists/tuples and dicts into hashable equivalents so values can be compared
+    and cached; a list and the tuple with the same items freeze equal (JSON round trip)."""
     if isinstance(value, (list, tuple)):
         return tuple(freeze(v) for v in value)
     if isinstance(value, dict):
-        return tuple(sorted(((freeze(k), freeze(v)) for k, v in value.items()), key=repr))
+        return _FrozenDict(tuple(sorted(((freeze(k), freeze(v)) for k, v in value.items()),
+                                        key=repr)))
     return value
 
 
@@ -173,11 +184,6 @@ def _search(steps: list[_Step], initial: Any, deadline: float) -> tuple[bool, in
     Returns (linearizable, index of the blocking step, possible states before it). The
     entry list is a doubly linked list over arrays (index 0 is the head sentinel, -1 the
     end) so lifting and unlifting an operation is O(1) and undone in LIFO order.
-
-    At each configuration the candidates are the calls before the first pending finite
-    return (the *window*); required operations are tried before optional ones so that the
-    subsumption rule of the cache (see below) prunes the "unknown write took effect"
-    branches that lead nowhere new.
     """
     n = len(steps)
     # Entries: (time, 0=call/1=return, step index); calls sort before returns at equal times
@@ -207,73 +213,47 @@ def _search(steps: list[_Step], initial: Any, deadline: float) -> tuple[bool, in
         if nxt[pos] != -1:
             prv[nxt[pos]] = pos
 
-    def window() -> tuple[list[int], int] | None:
-        """(candidate steps, step whose return closes the window), or None when every
-        operation left is optional (returns at +inf sort last), i.e. success."""
-        required: list[int] = []
-        optional: list[int] = []
-        pos = nxt[0]
-        while pos != -1:
-            i = step_of[pos]
-            if is_return[pos]:
-                return (None if steps[i].optional else (required + optional, i))
-            required.append(i)
-            pos = nxt[pos]
-        return None
-
-    # Lowe's cache, strengthened for optional operations: a configuration (linearized set,
-    # state) is subsumed by an explored one with the same state whose set lacks only some
-    # optional operations (those may still be linearized later, or never), so entries are
-    # keyed by (required part of the set, state) -> optional parts explored.
-    optional_mask = sum(1 << i for i, s in enumerate(steps) if s.optional)
-    cache: dict[tuple[int, Any], list[int]] = {}
+    cache: set[tuple[int, Any]] = set()
+    stack: list[tuple[int, Any]] = []
     linearized = 0
     state = initial
-    done: list[tuple[int, Any]] = []          # (step linearized, state before it)
-    first = window()
-    if first is None:
-        return True, -1, set()
-    frames: list[tuple[list[int], int, int]] = [(first[0], 0, first[1])]
     deepest, blocking, blocking_states = -1, 0, set()
+    entry = nxt[0]
     steps_taken = 0
-    while frames:
-        candidates, tried, closer = frames.pop()
-        while tried < len(candidates):
-            steps_taken += 1
-            if steps_taken % _CLOCK_EVERY == 0 and time.monotonic() > deadline:
-                raise _BudgetExceeded
-            i = candidates[tried]
-            tried += 1
+    while entry != -1:
+        steps_taken += 1
+        if steps_taken % _CLOCK_EVERY == 0 and time.monotonic() > deadline:
+            raise _BudgetExceeded
+        i = step_of[entry]
+        if not is_return[entry]:
             legal, new_state = _apply(state, steps[i])
-            if not legal:
-                continue
-            new_linearized = linearized | (1 << i)
-            new_optional = new_linearized & optional_mask
-            explored = cache.setdefault((new_linearized & ~optional_mask, new_state), [])
-            if any(seen & ~new_optional == 0 for seen in explored):
-                continue
-            explored.append(new_optional)
-            frames.append((candidates, tried, closer))
-            done.append((i, state))
-            state, linearized = new_state, new_linearized
-            unlink(call_at[i])
-            unlink(ret_at[i])
-            nxt_window = window()
-            if nxt_window is None:
-                return True, -1, set()
-            candidates, tried, closer = nxt_window[0], 0, nxt_window[1]
-        # Every candidate failed: ``closer`` cannot be linearized from here; backtrack.
-        if len(done) > deepest:
-            deepest, blocking, blocking_states = len(done), closer, {state}
-        elif len(done) == deepest and closer == blocking:
+            if legal:
+                key = (linearized | (1 << i), new_state)
+                if key not in cache:
+                    cache.add(key)
+                    stack.append((i, state))
+                    state, linearized = new_state, key[0]
+                    unlink(call_at[i])
+                    unlink(ret_at[i])
+                    entry = nxt[0]
+                    continue
+            entry = nxt[entry]
+            continue
+        if steps[i].optional:
+            # Returns at +inf sort last: every operation still pending is optional.
+            return True, -1, set()
+        if len(stack) > deepest:
+            deepest, blocking, blocking_states = len(stack), i, {state}
+        elif len(stack) == deepest and i == blocking:
             blocking_states.add(state)
-        if not done:
-            break
-        i, state = done.pop()
+        if not stack:
+            return False, blocking, blocking_states
+        i, state = stack.pop()
         linearized &= ~(1 << i)
         relink(ret_at[i])
         relink(call_at[i])
-    return False, blocking, blocking_states
+        entry = nxt[call_at[i]]
+    return True, -1, set()
 
 
 def check_key(key: str, ops: Iterable[Operation], initial: Any = None,

@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any, Iterable, Iterator, Sequence
@@ -165,10 +166,10 @@ class NetnsLab:
         network = ipaddress.ip_network(subnet)
         if not isinstance(network, ipaddress.IPv4Network) or not network.is_private:
             raise ValueError(f"lab subnet must be a private IPv4 network, got {subnet}")
-        hosts = itertools.islice(network.hosts(), len(names))
-        self._addresses = {name: str(addr) for name, addr in zip(names, hosts)}
-        if len(self._addresses) != len(names):
+        hosts = list(itertools.islice(network.hosts(), len(names)))
+        if len(hosts) != len(names):
             raise ValueError(f"subnet {subnet} is too small for {len(names)} nodes")
+        self._addresses = {name: str(addr) for name, addr in zip(names, hosts, strict=True)}
         self._prefix_len = network.prefixlen
         self.prefix = f"{PREFIX}{os.getpid()}-{next(_lab_ids)}-"
         self.nodes: tuple[str, ...] = tuple(names)
@@ -285,7 +286,9 @@ class NetnsLab:
         """Run the body with the *calling thread* inside ``node``'s network namespace.
 
         Sockets created in the body belong to that namespace for their whole life, so a
-        client in the test process can talk to lab nodes. Other threads are unaffected.
+        client in the test process can talk to lab nodes. Threads already running are
+        unaffected; threads *started* in the body inherit the namespace (Linux semantics),
+        which is how a client library with its own I/O thread can be put in the lab.
         """
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
@@ -300,6 +303,26 @@ class NetnsLab:
                 _setns(home)
         finally:
             os.close(home)
+
+    def reachable(self, src: str, dst: str, *, timeout: float = 0.5) -> bool:
+        """True if a TCP handshake from ``src`` to ``dst`` completes within ``timeout``.
+
+        Uses a throwaway listener on an ephemeral port of ``dst``, so it needs no process
+        in the lab; handy to confirm a partition or heal took effect.
+        """
+        with self.entered(dst):
+            listener = socket.create_server((self.address(dst), 0))
+        with listener:
+            port = listener.getsockname()[1]
+            with self.entered(src):
+                probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            with probe:
+                probe.settimeout(timeout)
+                try:
+                    probe.connect((self.address(dst), port))
+                except OSError:
+                    return False
+                return True
 
     # ------------------------------------------------------------------ faults
 

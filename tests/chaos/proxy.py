@@ -12,10 +12,11 @@ Per link, changeable at runtime from any thread:
   and chunks are written in the order read (so the byte stream stays intact). Two
   links of 50 ms give ~100 ms RTT, like two regions.
 * :attr:`Mode.PASS`: forward.
-* :attr:`Mode.BLACKHOLE`: accept connections but forward nothing and stop reading, so
-  senders see a silent network (their buffers fill; no RST). Bytes already in flight are
-  held, not lost: TCP semantics are preserved, and switching back to ``PASS`` delivers
-  them, like a healed partition before TCP gave up.
+* :attr:`Mode.BLACKHOLE`: accept connections but forward nothing (new ones are not even
+  connected to the target), so senders see a silent network: no RST, and once the
+  proxy's bounded buffer is full their writes block. Bytes are held, not lost, so TCP
+  semantics are preserved: switching back to ``PASS`` delivers them, like a partition
+  that healed before TCP gave up.
 * :attr:`Mode.DROP`: reset (RST) every open connection of the link and every new one.
 
 The proxy runs one asyncio loop in one daemon thread; :meth:`TcpProxy.close` stops the
@@ -152,7 +153,6 @@ class TcpProxy:
         if name in self._links:
             raise ValueError(f"link {name!r} already exists")
         link = _Link(name, target, delay_s, mode, asyncio.Event())
-        self._links[name] = link
         self._set_mode(link, mode)
 
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -162,6 +162,7 @@ class TcpProxy:
                 await self._serve(link, reader, writer)
 
         link.server = await asyncio.start_server(on_connect, self.host, listen_port)
+        self._links[name] = link
         port = self.port(name)
         log.info("proxy link %s: %s:%d -> %s:%d (delay %.0f ms, %s)", name, self.host, port,
                  *target, delay_s * 1000, mode.value)
@@ -187,7 +188,7 @@ class TcpProxy:
                 task.cancel()
 
     async def _close_all(self) -> None:
-        tasks = []
+        tasks: list[asyncio.Task[None]] = []
         for link in self._links.values():
             if link.server is not None:
                 link.server.close()
@@ -237,16 +238,16 @@ class TcpProxy:
               writer: asyncio.StreamWriter) -> None:
         """Forward ``reader`` to ``writer`` with the link's delay, in order, as two tasks.
 
-        The receiving task timestamps each chunk on arrival; the sending task writes
-        chunks FIFO once they are due, so a delay never reorders bytes and a
-        delay change never stalls chunks already queued for longer than their own delay.
+        The receiving task timestamps each chunk on arrival and queues it (bounded, so a
+        stalled direction pushes back on its sender); the sending task writes chunks FIFO
+        once they are due and the link is not blackholed, so a delay never reorders bytes
+        and a delay change never holds chunks already queued longer than their own delay.
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=_QUEUE_CHUNKS)
 
         async def receive() -> None:
             while True:
-                await link.flowing.wait()
                 data = await reader.read(_CHUNK)
                 await queue.put((loop.time() + link.delay_s, data))
                 if not data:

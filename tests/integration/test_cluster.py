@@ -197,3 +197,23 @@ def test_unknown_instance_id_is_a_clear_error(cluster) -> None:
                           str(cluster.config_path), "--id", "instance-9"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "unknown node id 'instance-9'" in out.stderr
+
+
+def test_tls_cluster_from_config_replicates_and_fails_over(tmp_path) -> None:
+    from hastate.testing import LocalCluster
+    with LocalCluster(tmp_path, 3, name="tls", transport="tls") as cluster:
+        assert (tmp_path / "tls" / "instance-1.key").stat().st_mode & 0o077 == 0
+        cluster.start("instance-2")
+        cluster.start("instance-3")
+        sm = StateManager.from_config(cluster.config_path, "instance-1")
+        try:
+            sm.start(wait_ready=20)
+            assert sm.transport.mode == "tls"
+            sm.trigger_failover("instance-2", timeout=15)
+            sm.save_state({"secret_sauce": "v1"})
+            cluster.kill("instance-2", signal.SIGKILL)
+            wait_for(lambda: sm.leader() in ("instance-1", "instance-3"))
+            sm.save_state({"after": 1})
+            assert cluster.state("instance-3")["state"] == {"secret_sauce": "v1", "after": 1}
+        finally:
+            sm.stop()

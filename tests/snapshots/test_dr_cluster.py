@@ -172,7 +172,7 @@ def test_corrupt_snapshot_is_refused_and_fallback_uses_the_previous(dr: DRCluste
     assert newest.name in out.stdout and '"refused_snapshots"' in out.stdout
 
     other = LocalCluster(tmp_path / "other", 3, name="not-dr", snapshot_store=store_url)
-    out = restore(other.config_path)
+    out = restore(other.config_path, "--fallback")
     assert out.returncode == 1 and "belongs to cluster 'dr'" in out.stderr
     out = restore(fresh.config_path)                      # data dirs are no longer empty
     assert out.returncode == 2 and "never overwrites" in out.stderr

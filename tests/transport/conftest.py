@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import pytest
 
 from hastate.consensus import tls
+from hastate.consensus.transport import TransportSecurity
 
 NODE_MAIN = Path(__file__).with_name("node_main.py")
 #: Fast Raft timing so elections and failover fit in the test budget.
@@ -38,6 +39,11 @@ class Pki:
         """TransportSecurity fields for the cert/key pair named ``name``."""
         return {"ca": self.ca(), "cert": str(self.root / f"{name}.pem"),
                 "key": str(self.root / f"{name}.key")}
+
+    def security(self, name: str, node_ids: dict[str, str]) -> TransportSecurity:
+        """tls-mode settings with the cert/key pair named ``name``."""
+        return TransportSecurity(mode="tls", ca=self.ca(), cert=str(self.root / f"{name}.pem"),
+                                 key=str(self.root / f"{name}.key"), node_ids=node_ids)
 
 
 def _write_pair(root: Path, name: str, issued: tls.Issued) -> None:

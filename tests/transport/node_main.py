@@ -19,7 +19,8 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
-from hastate.consensus.transport import TransportSecurity, make_transport_class
+from hastate.consensus.transport import (SecureTransport, TransportSecurity,
+                                         make_transport_class)
 
 
 class Counter(SyncObj):
@@ -51,26 +52,31 @@ class Driver:
             sec["psk"] = bytes.fromhex(sec.pop("psk_hex"))
         self.received: list[dict[str, Any]] = []
         self.outbox: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self.secure_class: type[SecureTransport] | None = None
         if sec["mode"] == "upstream":  # PySyncObj's own pickle transport, for benchmarks
-            self.transport_class: type = TCPTransport
+            transport_class: type = TCPTransport
         else:
-            self.transport_class = make_transport_class(TransportSecurity(**sec),
-                                                        self.on_extension)
+            transport_class = self.secure_class = make_transport_class(
+                TransportSecurity(**sec), self.on_extension)
         conf = SyncObjConf(**spec.get("conf", {}))
-        self.node = Counter(spec["self"], spec["others"], conf, self.transport_class)
+        self.node = Counter(spec["self"], spec["others"], conf, transport_class)
         self.node.addOnTickCallback(self.flush_outbox)
+
+    def transport(self) -> SecureTransport:
+        assert self.secure_class is not None and self.secure_class.instance is not None
+        return self.secure_class.instance
 
     def on_extension(self, node: TCPNode, message: dict[str, Any]) -> None:
         self.received.append({"from": node.address, **message})
         if message["type"] == "hastate_lease_ping":
-            self.transport_class.instance.send_extension(
+            self.transport().send_extension(
                 node.address, {"type": "hastate_lease_pong", "term": message["term"],
                                "sent": message["sent"]})
 
     def flush_outbox(self) -> None:
         while self.outbox:
             address, message = self.outbox.popleft()
-            self.transport_class.instance.send_extension(address, message)
+            self.transport().send_extension(address, message)
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]

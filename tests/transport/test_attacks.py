@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
 import socket
@@ -108,6 +109,26 @@ def test_authenticated_member_cannot_run_code_through_a_log_entry(module_launche
     time.sleep(0.5)  # PySyncObj would have applied it on its next tick
     assert not canary.exists()
     assert target.call("status")["value"] == 5
+
+
+def test_authenticated_member_cannot_install_a_pickled_snapshot(module_launcher: Launcher,
+                                                                 pki: Pki,
+                                                                 tmp_path: Path) -> None:
+    """PySyncObj's default (in-memory) snapshot loader unpickles what the leader sends."""
+    addresses = loopback_addresses(3)
+    target = module_launcher.node("tls", addresses[0], addresses, "n1")
+    canary = tmp_path / "pwned"
+    files = pki.node("n2")
+    sock = peers.tls_client(target.address, files["ca"], files["cert"], files["key"])
+    snapshot = gzip.compress(pickle.dumps(peers.Touch(canary)))
+    sock.sendall(peers.hello(addresses[1]) + peers.frame(
+        {"type": "append_entries", "term": 5, "commit_index": 1,
+         "serialized": [snapshot, True, True]}))
+    assert peers.closed_by_peer(sock)
+    wait_for_log(target, "snapshot install refused")
+    time.sleep(0.5)
+    assert not canary.exists()
+    assert target.alive
 
 
 def test_dialed_node_must_present_the_id_of_its_address(module_launcher: Launcher, pki: Pki

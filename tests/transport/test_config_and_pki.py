@@ -78,9 +78,9 @@ def test_security_settings_are_validated(pki: Pki) -> None:
     with pytest.raises(ConfigError, match="at least 32 random bytes"):
         TransportSecurity(mode="psk", psk=b"password")
     with pytest.raises(ConfigError, match="same node id"):
-        TransportSecurity(mode="tls", **pki.node("n1"), node_ids={"a:1": "n1", "b:2": "n1"})
+        pki.security("n1", {"a:1": "n1", "b:2": "n1"})
     with pytest.raises(ConfigError, match="node id"):
-        TransportSecurity(mode="tls", **pki.node("n1"), node_ids={"a:1": "n/1"})
+        pki.security("n1", {"a:1": "n/1"})
     with pytest.raises(ConfigError, match="at least 65536"):
         TransportSecurity(mode="plaintext", max_frame_bytes=10)
 
@@ -89,13 +89,13 @@ def test_node_must_hold_the_certificate_of_its_own_id(pki: Pki) -> None:
     ids = {"127.0.0.1:4000": "n1", "127.0.0.1:4001": "n2"}
     with pytest.raises(ConfigError, match=r"names node ids \['n2'\], but this node"):
         _syncobj("127.0.0.1:4000", ["127.0.0.1:4001"],
-                 TransportSecurity(mode="tls", **pki.node("n2"), node_ids=ids))
+                 pki.security("n2", ids))
     with pytest.raises(ConfigError, match="no node id configured for Raft address"):
         _syncobj("127.0.0.1:4000", ["127.0.0.1:4002"],
-                 TransportSecurity(mode="tls", **pki.node("n1"), node_ids=ids))
+                 pki.security("n1", ids))
     with pytest.raises(ConfigError, match="password"):
         _syncobj("127.0.0.1:4000", ["127.0.0.1:4001"],
-                 TransportSecurity(mode="tls", **pki.node("n1"), node_ids=ids), password="x")
+                 pki.security("n1", ids), password="x")
 
 
 def test_issued_certificate_names_one_node_and_chains_to_the_ca() -> None:

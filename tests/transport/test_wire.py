@@ -42,6 +42,7 @@ SAMPLES: list[dict[str, Any]] = [
     {"type": "hastate_lease_ping", "term": 3, "sent": 1234.5},
     {"type": "hastate_lease_pong", "term": 3, "sent": 1234.5},
     {"type": "hastate_transfer", "term": 3, "target": "n2"},
+    {"type": "hastate_transfer_request", "target": "10.0.0.2:4321"},
     {"type": "hastate_health", "healthy": True, "applied": 12},
 ]
 
@@ -151,15 +152,19 @@ def test_evil_command_pickles_are_refused_without_running(tmp_path: Path) -> Non
     assert canary.exists()
 
 
-def test_membership_and_unknown_command_types_are_refused() -> None:
+def test_membership_unknown_and_allocating_commands_are_refused() -> None:
     membership = b"\x02" + pysyncobj.pickle.dumps(["add", "n4:1", TCPNode("n4:1")])
-    for cmd in (membership, b"\x09" + pysyncobj.pickle.dumps(1), b"", b"\x01extra"):
+    # bytes(0x7f000000): 2 GiB allocated on apply.
+    huge_bytes = b"\x00\x80\x02c__builtin__\nbytes\nJ\x00\x00\x00\x7f\x85R."
+    empty_bytes = command(1, (b"",))  # pickles as bytes(): refused with the above
+    for cmd in (membership, b"\x09" + pysyncobj.pickle.dumps(1), b"", b"\x01extra",
+                huge_bytes, empty_bytes):
         with pytest.raises(WireError):
             wire.check_command(cmd)
 
 
 @pytest.mark.parametrize("args", [
-    (b"",), (b"\x00\xff" * 5000,), ("text", 1.5, None, True, 2 ** 70),
+    (b"\x00",), (b"\x00\xff" * 5000,), ("text", 1.5, None, True, 2 ** 70),
     ({"k": [1, 2, {"n": b"v"}]},), ((1, (2, (3,))),),
 ])
 def test_plain_value_commands_pass_and_still_load(args: tuple[Any, ...]) -> None:

@@ -26,6 +26,14 @@ def test_shipped_cluster_files_load(name: str, monkeypatch: pytest.MonkeyPatch) 
     assert len(cfg.nodes) == 3 and len({n.region for n in cfg.nodes}) == 3
 
 
+def test_tls_paths_resolve_and_expand_the_node_id(tmp_path: Path) -> None:
+    doc = base(transport="tls")
+    doc["tls"] = {"ca": "tls/ca.pem", "cert": "tls/{id}.pem", "key": "/k/{id}.key"}
+    cfg = parse_config(doc, base_dir=tmp_path)
+    assert cfg.tls.for_node("n1") == (str(tmp_path / "tls/ca.pem"), str(tmp_path / "tls/n1.pem"),
+                                      "/k/n1.key")
+
+
 def test_relative_data_dir_resolves_against_the_file(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text('[cluster]\nname="x"\n[[nodes]]\nid="a"\nraft="127.0.0.1:1"\ndata_dir="d/a"\n')
@@ -42,7 +50,12 @@ def test_relative_data_dir_resolves_against_the_file(tmp_path: Path) -> None:
     (lambda d: d["nodes"][0].pop("data_dir"), r"nodes\[0\].data_dir: missing required key"),
     (lambda d: d["cluster"].update(profile="moon"), r"cluster.profile: unknown profile 'moon'"),
     (lambda d: d.update(nodes=[]), r"nodes: at least one"),
-    (lambda d: d["nodes"][0].update(raft="10.0.0.1:4000"), r"cluster.secret_env: .*secret"),
+    (lambda d: d["nodes"][0].update(raft="10.0.0.1:4000"), r"tls: transport \"tls\" needs a \[tls\]"),
+    (lambda d: (d["nodes"][0].update(raft="10.0.0.1:4000"), d["cluster"].update(transport="plaintext")),
+     r"cluster.transport: plaintext Raft traffic is allowed only"),
+    (lambda d: d["cluster"].update(transport="psk"), r"cluster.secret_env: transport \"psk\" needs"),
+    (lambda d: d["cluster"].update(transport="carrier-pigeon"), r"unknown transport"),
+    (lambda d: d.update(tls={"ca": "x"}), r"tls.cert: missing required key"),
     (lambda d: d.update(snapshots={"interval": -1}), r"snapshots.interval: must be a number"),
     (lambda d: d.update(snapshots={"store": "bucket"}), r"snapshots.store: must be a URL"),
     (lambda d: d.update(extra={}), r"unknown key\(s\) \['extra'\]"),
@@ -72,8 +85,8 @@ def test_unknown_node_id_lists_known_ones() -> None:
         cfg.node("n9")
 
 
-def test_missing_secret_env_value_on_non_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    doc = base(secret_env="HST_TEST_SECRET")
+def test_missing_secret_env_value_with_psk(monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = base(secret_env="HST_TEST_SECRET", transport="psk")
     doc["nodes"][0]["raft"] = "10.1.1.1:4000"
     cfg = parse_config(doc)
     monkeypatch.delenv("HST_TEST_SECRET", raising=False)

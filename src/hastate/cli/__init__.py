@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from hastate.cli.certs import certs
 from hastate.cli.check_config import check_config
 from hastate.cli.demo import demo
 from hastate.cli.failover import failover
@@ -35,6 +36,7 @@ cli.add_command(failover)
 cli.add_command(members)
 cli.add_command(check_config)
 cli.add_command(snapshot)
+cli.add_command(certs)
 cli.add_command(restore)
 
 

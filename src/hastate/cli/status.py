@@ -41,9 +41,8 @@ def fetch_status(config: ClusterConfig, timeout: float = 1.0) -> list[dict[str, 
     return enrich(rows)
 
 
-def enrich(rows: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
+def enrich(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add the leader's view of each node (lag, last_contact) and the snapshot age."""
-    now = time.time() if now is None else now
     leaders = [r for r in rows if r.get("is_leader")]
     view = leaders[0].get("peers", {}) if len(leaders) == 1 else {}
     for row in rows:
@@ -53,13 +52,13 @@ def enrich(rows: list[dict[str, Any]], now: float | None = None) -> list[dict[st
             peer = view.get(row["id"], {})
             row["lag"] = peer.get("lag")
             row["last_contact"] = peer.get("last_contact_age")
-        snap = row.get("snapshot") or {}
-        if not snap.get("enabled"):
+        snaps = row.get("snapshots")   # the node's SnapshotService status; None = no store
+        if not isinstance(snaps, dict):
             row["snapshot_age"] = None
-        elif snap.get("last_success_at"):
-            row["snapshot_age"] = round(now - snap["last_success_at"], 1)
-        else:
-            row["snapshot_age"] = "never"
+        elif snaps.get("age_seconds") is not None:
+            row["snapshot_age"] = round(float(snaps["age_seconds"]), 1)
+        else:   # only the lease holder uploads: "never" matters on the leader only
+            row["snapshot_age"] = "never" if row.get("is_leader") else None
     return rows
 
 

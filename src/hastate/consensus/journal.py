@@ -498,13 +498,23 @@ class DurableSerializer(Serializer):
     journal on the next tick. Syncing the directory right after that rename makes the dump
     durable before the journal shrinks. The same holds for a dump received from the leader
     (``setTransmissionData``), whose data PySyncObj never syncs at all.
+
+    A received dump that this node already has (``is_stale(path)``: its last entry is
+    committed here or present in the log) is dropped and the node's own dump put back:
+    PySyncObj would load it and reset the log to it, moving a follower's log, commit index
+    and state backwards (the leader sends one whenever its ``nextIndex`` for the follower
+    falls behind its own compacted log, which defect 2 makes common under load).
     """
 
     def __init__(self, fileName: str | None, transmissionBatchSize: int, tryUseFork: bool,  # noqa: N803
-                 serializer: Any, deserializer: Any, serializeChecker: Any) -> None:
+                 serializer: Any, deserializer: Any, serializeChecker: Any,
+                 is_stale: Callable[[str], bool] | None = None) -> None:
         super().__init__(fileName, transmissionBatchSize, tryUseFork, serializer, deserializer,
                          serializeChecker)
         self._dump_path = fileName
+        self._is_stale = is_stale
+        #: Dumps received from a leader and dropped because this node was already past them.
+        self.stale_dumps_dropped = 0
 
     def serialize(self, data: Any, id: Any) -> None:  # noqa: A002 (PySyncObj's name)
         super().serialize(data, id)
@@ -517,12 +527,31 @@ class DurableSerializer(Serializer):
                 self._Serializer__pid = -2  # reported as FAILED: the journal is not truncated
 
     def setTransmissionData(self, data: Any) -> bool:  # noqa: N802
+        if self._dump_path is None or data is None or not data[2]:
+            return super().setTransmissionData(data)
+        # Last chunk: PySyncObj renames the received file over our dump. Keep ours (a hard
+        # link, no copy) until we know the received one is newer.
+        dump = Path(self._dump_path)
+        backup = dump.with_name(dump.name + ".own")
+        backup.unlink(missing_ok=True)
+        if dump.exists():
+            os.link(dump, backup)
         done = super().setTransmissionData(data)
-        if done and self._dump_path is not None:
-            fd = os.open(self._dump_path, os.O_RDONLY)
+        if done and self._is_stale is not None and self._is_stale(str(dump)):
+            if backup.exists():
+                os.replace(backup, dump)
+            else:
+                dump.unlink()
+            fsync_dir(dump.parent)
+            self.stale_dumps_dropped += 1
+            logger.info("dropped a dump from the leader that this node is already past")
+            return False
+        backup.unlink(missing_ok=True)
+        if done:
+            fd = os.open(dump, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            fsync_dir(Path(self._dump_path).parent)
+            fsync_dir(dump.parent)
         return done

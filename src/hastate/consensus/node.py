@@ -45,7 +45,6 @@ class NodeSpec:
     cluster: str
     data_dir: Path
     profile: TimingProfile
-    password: str | None = None
     log_compaction_entries: int = 5000
     log_compaction_seconds: float = 300.0
 
@@ -68,13 +67,20 @@ class _Waker:
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
+        self._lock = threading.Lock()
+        self._closed = False
         poller.subscribe(self._r, self._drain, POLL_EVENT_TYPE.READ)
 
     def wake(self) -> None:
-        try:
-            os.write(self._w, b"x")
-        except BlockingIOError:
-            pass  # already pending: the poll will return anyway
+        # The lock keeps a late wake() from writing to a descriptor number that close()
+        # released and the process reused for another file.
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._w, b"x")
+            except BlockingIOError:
+                pass  # already pending: the poll will return anyway
 
     def _drain(self, _fd: int, _mask: int) -> None:
         try:
@@ -84,8 +90,10 @@ class _Waker:
             pass
 
     def close(self) -> None:
-        os.close(self._r)
-        os.close(self._w)
+        with self._lock:
+            self._closed = True
+            os.close(self._r)
+            os.close(self._w)
 
 
 class _LeaseTrace:
@@ -204,7 +212,6 @@ class RaftNode:
             bindAddress=self.spec.address,
             maxBindRetries=10,
             bindRetryTime=0.2,
-            password=self.spec.password,
             journalFile=None,  # issue 4: HastateSyncObj installs our DurableJournal instead
             fullDumpFile=str(self.spec.data_dir / DUMP),
             serializer=self._serialize,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from pysyncobj import SyncObj, SyncObjConf
@@ -20,6 +21,7 @@ from hastate.consensus.journal import DurableJournal, DurableSerializer
 from hastate.consensus.lease import LeaderLease, Stickiness
 from hastate.consensus.profiles import TimingProfile
 from hastate.errors import CorruptDataError
+from hastate.state.dump import read_header
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +261,7 @@ class HastateSyncObj(SyncObj):
         conf = self.conf
         self._SyncObj__serializer = DurableSerializer(
             conf.fullDumpFile, conf.logCompactionBatchSize, conf.useFork, conf.serializer,
-            conf.deserializer, conf.serializeChecker)
+            conf.deserializer, conf.serializeChecker, is_stale=self._dump_is_stale)
         # Safety net for paths that append and reply inside PySyncObj (e.g. an entry larger
         # than appendEntriesBatchSizeBytes arrives as a 'transmission'): no message leaves
         # this node while it has unsynced entries. A no-op when nothing is pending.
@@ -274,6 +276,20 @@ class HastateSyncObj(SyncObj):
         if conf.fullDumpFile is not None and os.path.isfile(conf.fullDumpFile):
             self._SyncObj__loadDumpFile(False)
         self._SyncObj__needLoadDumpFile = False
+
+    def _dump_is_stale(self, path: str) -> bool:
+        """A dump sent by the leader ends at an entry this node has committed or holds.
+
+        Raft §7: such a snapshot is ignored and the log after it kept; PySyncObj instead
+        resets the log to it, moving a caught-up follower backwards (below its commit index).
+        """
+        try:
+            header, _ = read_header(Path(path).read_bytes(), source=path)
+        except CorruptDataError:
+            return False  # not ours to judge: loading it reports the corruption
+        have = self._SyncObj__getEntries(header.index, 1)
+        return header.index <= self._SyncObj__raftCommitIndex or \
+            bool(have and have[0][2] == header.term)
 
     def flush_journal(self) -> int:
         """Group commit: make every appended entry durable; returns how many were synced."""

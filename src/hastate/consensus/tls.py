@@ -166,6 +166,9 @@ def issue_node_cert(ca: Issued, node_id: str, days: int = 825,
     """A node certificate for ``node_id`` (URI SAN), usable as TLS client and server."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ConfigError("the CA key must be an ECDSA key (as made by `hastate certs init`)",
+                          field="ca.key")
     key = ec.generate_private_key(ec.SECP256R1())
     start, end = _validity(days, not_before)
     cert = (x509.CertificateBuilder()
@@ -187,7 +190,7 @@ def issue_node_cert(ca: Issued, node_id: str, days: int = 825,
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                            critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_cert.public_key()), critical=False)
+                ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 

@@ -17,18 +17,21 @@ the network:
 * utility (admin) messages are never dispatched: the first message must be ``hello``;
 * snapshot chunks are refused unless the node installs snapshots with a non-pickle
   deserializer (PySyncObj's default unpickles them);
-* ``hastate_*`` messages go to the consensus layer's handler instead of PySyncObj.
+* ``hastate_*`` messages go to the ``on_extension_message`` handler when one is given, else
+  to SyncObj's message callback like the others (``HastateSyncObj`` handles them there).
 
 Use :func:`make_transport_class` to bind a :class:`TransportSecurity` to a transport class and
 pass that as ``SyncObj(..., transportClass=...)``.
 
-Threading: like PySyncObj's, this transport is single-threaded. :meth:`SecureTransport.send`
-and :meth:`SecureTransport.send_extension` must run on the SyncObj tick thread (inside the
-extension handler, or a callback registered with ``SyncObj.addOnTickCallback``).
+Threading: connections are only touched by the SyncObj tick thread.
+:meth:`SecureTransport.send` (which PySyncObj's ``transferLeadership`` calls from the
+caller's thread) and :meth:`SecureTransport.send_extension` may be called from any thread:
+a call from another thread is queued and the tick thread is woken through a pipe to send it.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 import functools
 import ipaddress
@@ -45,6 +48,7 @@ import pysyncobj.pickle
 from cryptography.exceptions import InvalidTag
 from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.node import TCPNode
+from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.poller import POLL_EVENT_TYPE, Poller
 from pysyncobj.tcp_connection import CONNECTION_STATE, set_keepalive
 from pysyncobj.transport import TCPTransport
@@ -211,6 +215,7 @@ class SecureConnection:
         self._cipher: tls.PskCipher | None = None
         self._generation = 0  # bumped on every disconnect, to notice one inside a callback
         if sock is not None:
+            self._configure(sock)
             self._attach(sock)
 
     # -- TcpConnection-compatible surface used by TCPTransport --------------------------
@@ -244,7 +249,7 @@ class SecureConnection:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.setblocking(False)
+            self._configure(sock)  # buffer sizes must be set before connecting
             sock.connect((host, port))
         except BlockingIOError:
             pass
@@ -306,7 +311,9 @@ class SecureConnection:
         """Close the connection if its handshake or its peer's answer is overdue."""
         if self._phase in (_Phase.CONNECTING, _Phase.TLS_HANDSHAKE, _Phase.PSK_HANDSHAKE):
             if now - self._started > self._timeout:
-                self._close(f"not secured within {self._timeout:.1f}s", refused=True)
+                # A slow TCP connect is a down node; a stalled handshake is suspicious.
+                self._close(f"not connected and secured within {self._timeout:.1f}s",
+                            refused=self._phase is not _Phase.CONNECTING)
         elif self._phase is _Phase.OPEN and self._awaiting_since is not None \
                 and now - self._awaiting_since > self._timeout:
             self._close(f"no data for {self._timeout:.1f}s after sending")
@@ -316,13 +323,15 @@ class SecureConnection:
         self._close(reason, refused=True)
 
     # -- internals -----------------------------------------------------------------------------
-    def _attach(self, sock: socket.socket) -> None:
+    def _configure(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer_size)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._recv_buffer_size)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._keepalive is not None:
             set_keepalive(sock, *self._keepalive)
+
+    def _attach(self, sock: socket.socket) -> None:
         self._sock = sock
         self._fd = sock.fileno()
         self._phase = _Phase.CONNECTING
@@ -599,24 +608,35 @@ class SecureTransport(TCPTransport):
         if security.mode == "tls":
             own_id = security.node_id(selfNode.address)
             self._member_ids = frozenset(security.node_id(node.address) for node in others)
-            cert_ids = tls.certificate_node_ids(security.cert)  # type: ignore[arg-type]
+            ca, cert, key = security.ca, security.cert, security.key
+            assert ca and cert and key  # TransportSecurity refuses tls without them
+            cert_ids = tls.certificate_node_ids(cert)
             if cert_ids != [own_id]:
-                raise ConfigError(f"certificate {security.cert} names node ids {cert_ids}, but "
+                raise ConfigError(f"certificate {cert} names node ids {cert_ids}, but "
                                   f"this node ({selfNode.address}) is {own_id!r}",
                                   field="transport.cert")
-            self._server_ctx = tls.server_context(security.ca, security.cert, security.key)
-            self._client_ctx = tls.client_context(security.ca, security.cert, security.key)
+            self._server_ctx = tls.server_context(ca, cert, key)
+            self._client_ctx = tls.client_context(ca, cert, key)
         # PySyncObj unpickles installed snapshots unless a custom deserializer is set.
         self._snapshots_accepted = bool(conf.fullDumpFile) and conf.deserializer is not None
         self._outgoing_transmissions: dict[TCPNode, bytearray] = {}
         self._tick_thread: int | None = None
+        self._foreign_sends: collections.deque[tuple[Any, dict[str, Any]]] = \
+            collections.deque()
+        self._wakeup = PipeNotifier(syncObj._poller, self._send_foreign)
         super().__init__(syncObj, selfNode, others)
         type(self).instance = self
 
     # -- public API ------------------------------------------------------------------------------
     def send(self, node: Any, message: dict[str, Any]) -> bool:
-        """Send a message to a connected node (tick thread only); False if not connected."""
-        self._check_thread()
+        """Send a message to a node; False if it is not connected (any thread, see module)."""
+        if self._tick_thread is not None and threading.get_ident() != self._tick_thread:
+            self._foreign_sends.append((node, message))
+            try:
+                self._wakeup.notify()
+            except BlockingIOError:
+                pass  # the pipe is full: a wake-up is already pending
+            return self._is_connected(node)
         if message.get("transmission") is not None:
             collapsed = self._collapse_transmission(node, message)
             if collapsed is None:
@@ -625,9 +645,16 @@ class SecureTransport(TCPTransport):
         return super().send(node, message)
 
     def send_extension(self, address: str, message: dict[str, Any]) -> bool:
-        """Send a ``hastate_*`` message to the node at ``address`` (tick thread only)."""
+        """Send a ``hastate_*`` message to the node at ``address`` (any thread).
+
+        Returns False when that node is not connected (the message is dropped: hastate's
+        messages are periodic or retried by their sender). Raises :class:`wire.WireError`
+        for a message that breaks its schema, ValueError for a non-extension type or an
+        unknown address.
+        """
         if not wire.is_extension(str(message.get("type", ""))):
             raise ValueError(f"not a hastate extension message: {message.get('type')!r}")
+        wire.validate_message(message)  # even when not connected, so bugs show at once
         node = self._nodeAddrToNode.get(address)
         if node is None:
             raise ValueError(f"{address!r} is not a node of this cluster")
@@ -763,7 +790,7 @@ class SecureTransport(TCPTransport):
 
     def _dispatch_extension(self, node: TCPNode, message: dict[str, Any]) -> None:
         if self._on_extension is None:
-            logger.debug("no handler for %s from %s", message["type"], node.address)
+            super()._onMessageReceived(node, message)
             return
         try:
             self._on_extension(node, message)
@@ -812,10 +839,11 @@ class SecureTransport(TCPTransport):
         conn = self._connections.get(node)
         return conn is not None and conn.state == CONNECTION_STATE.CONNECTED
 
-    def _check_thread(self) -> None:
-        if self._tick_thread is not None and threading.get_ident() != self._tick_thread:
-            raise RuntimeError("SecureTransport.send must run on the SyncObj tick thread "
-                               "(from the extension handler or SyncObj.addOnTickCallback)")
+    def _send_foreign(self) -> None:
+        """Tick thread: send what other threads queued."""
+        while self._foreign_sends:
+            node, message = self._foreign_sends.popleft()
+            self.send(node, message)
 
 
 def make_transport_class(security: TransportSecurity,
@@ -823,8 +851,9 @@ def make_transport_class(security: TransportSecurity,
                          ) -> type[SecureTransport]:
     """A :class:`SecureTransport` subclass bound to ``security``, for one SyncObj.
 
-    ``on_extension_message(node, message)`` receives every validated ``hastate_*`` message
-    on the tick thread. Usage::
+    ``on_extension_message(node, message)``, if given, receives every validated ``hastate_*``
+    message on the tick thread; without it they reach SyncObj's message callback (where
+    ``HastateSyncObj._SyncObj__onMessageReceived`` handles them). Usage::
 
         transport_class = make_transport_class(security, on_extension_message=handler)
         syncobj = SyncObj(self_addr, others, conf, consumers, transportClass=transport_class)

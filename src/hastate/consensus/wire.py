@@ -13,7 +13,7 @@ module replaces that format for :mod:`hastate.consensus.transport`:
   set of keys a message may carry with a validator per key. A message is accepted only if its
   keys are exactly one variant's and every value passes; unknown types are refused. Adding a
   message type is one entry in that table. Types named ``hastate_*`` are hastate's own
-  (lease, transfer, health) and are routed to the consensus layer, not to PySyncObj.
+  (lease, transfer, health), handled by the consensus layer.
 * **Commands**: PySyncObj stores each replicated call as one command-type byte plus a
   *pickle* that it unpickles when it applies the entry. Those bytes travel inside
   ``append_entries`` and ``apply_command``; :func:`check_command` inspects them statically
@@ -40,7 +40,7 @@ from hastate.errors import HAStateError
 PROTOCOL_VERSION = 1
 #: Default largest frame body a node accepts or sends (64 MiB).
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
-#: Prefix of the message types owned by hastate (routed to the consensus layer).
+#: Prefix of the message types owned by hastate (handled by the consensus layer).
 EXTENSION_PREFIX = "hastate_"
 
 _HEADER = struct.Struct(">BI")
@@ -71,9 +71,12 @@ _SAFE_OPCODES = frozenset({
     # the globals allowed in _SAFE_GLOBALS, because every other way to get one is refused.
     "REDUCE", "GLOBAL",
 })
-# Protocol 2 (PySyncObj's) pickles ``bytes`` as ``_codecs.encode(str, 'latin1')`` and
-# ``b''`` as ``bytes()``: the only globals a command made of plain values needs.
-_SAFE_GLOBALS = frozenset({"_codecs encode", "__builtin__ bytes", "builtins bytes"})
+# Protocol 2 (PySyncObj's) pickles non-empty ``bytes`` as ``_codecs.encode(str, 'latin1')``,
+# the only global a command of plain values needs (its output is at most a few times its
+# input, which the frame limit bounds). ``b''`` pickles as ``bytes()``, but allowing the
+# ``bytes`` global would also allow ``bytes(10**12)``: commands with an empty-bytes value
+# are refused (hastate's commands are non-empty msgpack).
+_SAFE_GLOBALS = frozenset({"_codecs encode"})
 
 
 class WireError(HAStateError):
@@ -287,12 +290,13 @@ MESSAGE_TYPES: dict[str, MessageType] = {
     "hastate_lease_ping": MessageType.of(term=_uint, sent=_float),
     "hastate_lease_pong": MessageType.of(term=_uint, sent=_float),
     "hastate_transfer": MessageType.of(term=_uint, target=_str),
+    "hastate_transfer_request": MessageType.of(target=_str),
     "hastate_health": MessageType.of(healthy=_bool, applied=_uint),
 }
 
 
 def is_extension(message_type: str) -> bool:
-    """True for hastate's own message types (routed to the consensus layer)."""
+    """True for hastate's own message types (handled by the consensus layer)."""
     return message_type.startswith(EXTENSION_PREFIX)
 
 

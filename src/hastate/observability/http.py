@@ -146,7 +146,13 @@ class _Handler(BaseHTTPRequestHandler):
                                      "and snapshot support wired in this build?); nothing was "
                                      "done"})
                     return
-                self._json(200, {"snapshot": trigger()})
+                try:
+                    result = trigger()
+                except (RuntimeError, TimeoutError) as exc:   # not leader, upload failed
+                    self._json(409, {"error": f"snapshot not taken: {exc}; post to the node "
+                                     "holding the leader lease (`hastate status`)"})
+                    return
+                self._json(200, {"snapshot": result})
             else:
                 self._json(404, {"error": f"no such admin action {path}"})
         except HAStateError as exc:

@@ -140,10 +140,11 @@ class _StatusCollector:
                                       labels=["node"])
         fsync.add_metric([node], buckets, total)
         yield fsync
-        if stats.journal.bytes is not None:
+        journal_bytes = stats.journal_bytes()
+        if journal_bytes is not None:
             size = GaugeMetricFamily("hastate_journal_bytes", "Size of the Raft journal on disk",
                                      labels=["node"])
-            size.add_metric([node], stats.journal.bytes)
+            size.add_metric([node], journal_bytes)
             yield size
 
     @staticmethod
@@ -174,6 +175,23 @@ class _StatusCollector:
                                        "Failed snapshot upload attempts", labels=["node"])
         failures.add_metric([node], snap.failures_total)
         yield failures
+        segments = CounterMetricFamily("hastate_shipping_segments",
+                                       "Log segments shipped by this node", labels=["node"])
+        segments.add_metric([node], snap.shipping_segments_total)
+        yield segments
+        ship_failures = CounterMetricFamily("hastate_shipping_failures",
+                                            "Failed log segment uploads", labels=["node"])
+        ship_failures.add_metric([node], snap.shipping_failures_total)
+        yield ship_failures
+        yield gauge("hastate_shipping_last_success_timestamp_seconds",
+                    "Unix time of this node's last shipped log segment (0 = none)",
+                    snap.shipping_last_success_at)
+        lag = GaugeMetricFamily("hastate_shipping_lag_entries",
+                                "Lease holder only: applied entries not yet shipped to the store",
+                                labels=["node"])
+        if snap.shipping_lag_entries is not None:
+            lag.add_metric([node], snap.shipping_lag_entries)
+        yield lag
 
 
 class NodeMetrics:
@@ -184,21 +202,23 @@ class NodeMetrics:
         self.registry.register(_StatusCollector(manager))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        self._node = manager.instance_id
         self.proposal_seconds = Histogram(
             "hastate_proposal_seconds", "Time from proposal to applied on this node",
-            ["op"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            ["node", "op"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.proposals = Counter("hastate_proposals", "Proposals by operation and result",
-                                 ["op", "result"], registry=self.registry)
+                                 ["node", "op", "result"], registry=self.registry)
         for result in PROPOSAL_RESULTS:   # export zeros so rate() and alerts see the series
-            self.proposals.labels("update", result)
+            self.proposals.labels(self._node, "update", result)
+        self.proposal_seconds.labels(self._node, "update")
         manager.proposal_observers.append(self.observe)
         stats_mod.attach(manager)
 
     def observe(self, op: str, seconds: float, outcome: str = "ok") -> None:
         """Record one completed proposal (the latency histogram counts successes only)."""
         if outcome in ("ok", "conflict"):
-            self.proposal_seconds.labels(op).observe(seconds)
-        self.proposals.labels(op, outcome).inc()
+            self.proposal_seconds.labels(self._node, op).observe(seconds)
+        self.proposals.labels(self._node, op, outcome).inc()
 
     def render(self) -> bytes:
         """Prometheus text exposition of every metric."""

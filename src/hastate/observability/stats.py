@@ -8,22 +8,26 @@ lock at most, so it is safe on the Raft tick thread.
 
 Hooks (who calls what):
 
-* journal (consensus layer), after each fsync of the Raft journal::
+* journal (consensus layer): time each fsync of the Raft journal, either by wrapping the
+  sync function it is given or by calling ``observe_fsync`` itself::
 
       from hastate.observability import stats
       journal = stats.for_node(node_id).journal
-      started = time.perf_counter()
-      os.fsync(fd)
-      journal.observe_fsync(time.perf_counter() - started)
-      journal.set_bytes(size_of_journal_file)      # whenever it changes (append, compaction)
+      DurableJournal(path, ..., sync=journal.timed(os.fdatasync))
+      # or: started = time.perf_counter(); os.fdatasync(fd)
+      #     journal.observe_fsync(time.perf_counter() - started)
 
-* snapshots (snapshot layer), once the node runs an uploader::
+  The journal's size is read from the file at scrape time (``set_bytes`` overrides it).
 
-      stats.for_node(node_id).set_snapshot_provider(uploader.status, trigger=snapshot_now)
+* snapshots: :func:`attach` registers ``StateManager.snapshots`` (the SnapshotService) by
+  itself. Anything else can register with::
 
-  ``uploader.status()`` returns an object with :class:`hastate.snapshots.UploaderStatus`'s
-  attributes (missing ones read as None); ``trigger()`` takes a snapshot now and returns a
-  JSON-able dict (it backs ``POST /admin/snapshot``; without it that endpoint answers 501).
+      stats.for_node(node_id).set_snapshot_provider(status, trigger=snapshot_now)
+
+  ``status()`` returns an object or dict with :class:`hastate.snapshots.UploaderStatus`'s
+  attributes (missing ones read as None) and optionally ``shipping`` (the LogShipper's
+  status plus ``lag_entries``); ``trigger()`` takes a snapshot now and returns a JSON-able
+  dict (it backs ``POST /admin/snapshot``; without it that endpoint answers 501).
 
 * Raft events (elections started, log compactions) are counted by :class:`RaftEventCounter`,
   an on-tick callback this package installs on the node's SyncObj; nothing to call.
@@ -32,14 +36,19 @@ Hooks (who calls what):
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import threading
+import time
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     from hastate.manager import StateManager
 
+#: The Raft journal's file name inside data_dir (hastate.consensus.node.JOURNAL).
+JOURNAL_FILE = "raft.journal"
 #: Journal fsync latency buckets (seconds): local SSD ~0.1-2 ms, network disks 1-20 ms.
 FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                  0.25, 0.5, 1.0, 2.5)
@@ -90,8 +99,18 @@ class JournalStats:
         """One fsync of the journal took ``seconds``."""
         self.fsync.observe(seconds)
 
+    def timed(self, sync: Callable[[int], None]) -> Callable[[int], None]:
+        """Wrap ``sync(fd)`` (e.g. ``os.fdatasync``) so every call is observed."""
+        def timed_sync(fd: int) -> None:
+            started = time.perf_counter()
+            try:
+                sync(fd)
+            finally:
+                self.observe_fsync(time.perf_counter() - started)
+        return timed_sync
+
     def set_bytes(self, size: int) -> None:
-        """The journal now occupies ``size`` bytes on disk."""
+        """The journal now occupies ``size`` bytes on disk (else the file is stat'ed)."""
         self.bytes = int(size)
 
 
@@ -109,6 +128,11 @@ class SnapshotInfo:
     last_error: str | None = None
     last_error_at: float | None = None
     pending: int = 0
+    # log shipping (None when the provider has no shipper, or this node is not shipping)
+    shipping_lag_entries: int | None = None
+    shipping_last_success_at: float | None = None
+    shipping_segments_total: int = 0
+    shipping_failures_total: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -122,8 +146,10 @@ class NodeStats:
         self.journal = JournalStats()
         self.elections_started = 0      # updated by RaftEventCounter on the tick thread
         self.log_compactions = 0
+        self.journal_path: Path | None = None   # set by attach(): the node's journal file
         self._snapshot_status: Callable[[], Any] | None = None
         self._snapshot_trigger: Callable[[], Any] | None = None
+        self._service: Any = None   # the SnapshotService attach() registered, if any
 
     # -- snapshots ------------------------------------------------------------------------
     def set_snapshot_provider(self, status: Callable[[], Any] | None,
@@ -153,6 +179,7 @@ class NodeStats:
             value = st.get(name, default) if isinstance(st, dict) else getattr(st, name, default)
             return default if value is None and default is not None else value
 
+        shipping = get("shipping") or {}
         return SnapshotInfo(enabled=True, last_success_at=get("last_success_at"),
                             last_duration_s=get("last_duration_s"),
                             last_size_bytes=get("last_size_bytes"),
@@ -160,15 +187,29 @@ class NodeStats:
                             uploads_total=int(get("uploads_total", 0)),
                             failures_total=int(get("failures_total", 0)),
                             last_error=get("last_error"), last_error_at=get("last_error_at"),
-                            pending=int(get("pending", 0)))
+                            pending=int(get("pending", 0)),
+                            shipping_lag_entries=shipping.get("lag_entries"),
+                            shipping_last_success_at=shipping.get("last_shipped_at"),
+                            shipping_segments_total=int(shipping.get("segments_total") or 0),
+                            shipping_failures_total=int(shipping.get("failures_total") or 0))
+
+    def journal_bytes(self) -> int | None:
+        """The journal's size: as reported, else the file's size, else None."""
+        if self.journal.bytes is not None:
+            return self.journal.bytes
+        if self.journal_path is None:
+            return None
+        try:
+            return self.journal_path.stat().st_size
+        except OSError:
+            return None
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON-able part of these stats, for ``/status``."""
+        """The JSON-able counters, for ``/status`` (snapshots are in status() already)."""
         return {"elections_started": self.elections_started,
                 "log_compactions": self.log_compactions,
                 "journal_fsyncs": self.journal.fsync.count,
-                "journal_bytes": self.journal.bytes,
-                "snapshot": self.snapshot_info().as_dict()}
+                "journal_bytes": self.journal_bytes()}
 
 
 _nodes: dict[str, NodeStats] = {}
@@ -228,7 +269,23 @@ def attach(manager: "StateManager") -> NodeStats | None:
             counter = RaftEventCounter(manager, stats)
             _attached[so] = counter
             so.addOnTickCallback(counter)
+            stats.journal_path = manager.spec.data_dir / JOURNAL_FILE
+    service = getattr(manager, "snapshots", None)
+    if service is not stats._service:
+        if service is not None:
+            stats.set_snapshot_provider(lambda: _service_status(service),
+                                        trigger=getattr(service, "snapshot_now", None))
+        elif stats._service is not None:   # a previous manager's service: drop it
+            stats.set_snapshot_provider(None)
+        stats._service = service
     return stats
+
+
+def _service_status(service: Any) -> dict[str, Any]:
+    """A SnapshotService's uploader counters plus its shipping status, as one dict."""
+    status = dataclasses.asdict(service.uploader.status())
+    status["shipping"] = (service.status() or {}).get("shipping")
+    return status
 
 
 _attached: "weakref.WeakKeyDictionary[Any, RaftEventCounter]" = weakref.WeakKeyDictionary()

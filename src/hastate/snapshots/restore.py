@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hastate.errors import CorruptDataError, SnapshotError, SnapshotNotFoundError
+from hastate.errors import (CorruptDataError, ForeignDataError, SnapshotError,
+                            SnapshotNotFoundError)
 from hastate.snapshots.format import SnapshotMeta, list_snapshots, load
 from hastate.snapshots.segments import list_segments, read_segment
 from hastate.snapshots.store import SnapshotStore, location
@@ -75,6 +76,8 @@ def rebuild(store: SnapshotStore, cluster: str, *, name: str | None = None,
     for meta in _candidates(store, name=name, index=index, at_time=at_time):
         try:
             _, body = load(store, cluster=cluster, name=meta.name)
+        except ForeignDataError:
+            raise  # the wrong store: an older snapshot there is no better
         except CorruptDataError as exc:
             if not fallback:
                 raise CorruptDataError(f"{exc}. Re-run with --fallback to use the previous "

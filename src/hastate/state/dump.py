@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from hastate.errors import CorruptDataError
+from hastate.errors import CorruptDataError, ForeignDataError
 
 MAGIC = b"HASTATE\x01"
 #: Version of the dump layout; readers refuse versions they do not know.
@@ -85,7 +85,7 @@ def decode_dump(blob: bytes, *, source: str,
     """Verify and decode a dump; raise CorruptDataError naming the check that failed."""
     header, offset = read_header(blob, source=source)
     if cluster is not None and header.cluster != cluster:
-        raise CorruptDataError(f"{source}: belongs to cluster {header.cluster!r}, not "
+        raise ForeignDataError(f"{source}: belongs to cluster {header.cluster!r}, not "
                                f"{cluster!r}; point hastate at this cluster's own data")
     payload = blob[offset:]
     if len(payload) != header.payload_size:

@@ -36,7 +36,7 @@ class LocalCluster:
     def __init__(self, workdir: str | os.PathLike[str], size: int = 3, *, name: str = "demo",
                  profile: str = "lan", snapshot_store: str | None = None,
                  snapshot_interval: float = 2.0, snapshot_keep: int = 5,
-                 ship_interval: float = 1.0) -> None:
+                 ship_interval: float = 1.0, transport: str = "plaintext") -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ids = [f"instance-{i + 1}" for i in range(size)]
@@ -46,7 +46,11 @@ class LocalCluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.config_path = self.workdir / "cluster.toml"
         lines = ["[cluster]", f'name = "{name}"', f'profile = "{profile}"',
-                 f'admin_token_env = "{ADMIN_TOKEN_ENV}"', ""]
+                 f'transport = "{transport}"', f'admin_token_env = "{ADMIN_TOKEN_ENV}"', ""]
+        if transport == "tls":
+            tls = self.workdir / "tls"
+            lines += ["[tls]", f'ca = "{tls}/ca.pem"', f'cert = "{tls}/{{id}}.pem"',
+                      f'key = "{tls}/{{id}}.key"', ""]
         if snapshot_store:
             lines += ["[snapshots]", f'store = "{snapshot_store}"',
                       f"interval = {snapshot_interval}", f"keep = {snapshot_keep}",
@@ -56,6 +60,10 @@ class LocalCluster:
                       f'raft = "{self.raft[node_id]}"', f'http = "{self.http[node_id]}"',
                       f'data_dir = "{self.workdir / "data" / node_id}"', ""]
         self.config_path.write_text("\n".join(lines))
+        if transport == "tls":
+            subprocess.run([sys.executable, "-m", "hastate", "certs", "init", "--config",
+                            str(self.config_path), "--out", str(self.workdir / "tls")],
+                           check=True, capture_output=True)
 
     # -- processes ----------------------------------------------------------------------------
     def start(self, node_id: str, args: Sequence[str] | None = None) -> None:

@@ -1,0 +1,139 @@
+"""hastate as it ships: ``StateManager`` in this process plus two ``hastate node run`` processes.
+
+:class:`hastate.testing.LocalCluster` writes the cluster file (free loopback ports, temp
+data directories) and runs instance-2 and instance-3 as real processes; instance-1 is a
+:class:`hastate.StateManager` built from the same file inside the driver, moved to leader
+before each workload (the trading bot writes on the leader). Writes are ``save_state``;
+the pipelined workload uses the node's async path (``RaftNode.propose`` with a callback,
+the same encoded command ``save_state`` sends, with this manager's client id and sequence).
+Durability is whatever the checked-out code does (recorded with the git state in results).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from pysyncobj.config import FAIL_REASON
+
+from hastate import StateManager
+from hastate.state.codec import Command, encode_value
+from hastate.testing import LocalCluster
+
+from benchmarks.common import CLEANUP, log, wait_for
+from benchmarks.workloads import System
+
+
+def time_serializer(sm: StateManager, durations: list[float]) -> None:
+    """Record how long each full dump (log compaction) takes on this member's tick thread.
+
+    Instrumentation only: wraps the bound method PySyncObj is configured with at start().
+    """
+    original = sm.node._serialize
+
+    def timed(tmp_file: str, raft_data: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            original(tmp_file, raft_data)
+        finally:
+            durations.append(time.perf_counter() - t0)
+    sm.node._serialize = timed  # type: ignore[method-assign]
+
+
+class HastateSystem(System):
+    """hastate (LocalCluster + in-process StateManager) as a benchmarked system."""
+
+    name = "hastate"
+
+    def __init__(self, profile: str = "lan") -> None:
+        self.profile = profile
+        self.client = ("in-process StateManager (instance-1, leader): save_state(); pipelined: "
+                       "RaftNode.propose(callback)")
+        self.cluster: LocalCluster | None = None
+        self.sm: StateManager | None = None
+        self.serialize_durations: list[float] = []
+        self.submit = self._submit
+
+    @property
+    def peer_ids(self) -> list[str]:
+        return self.cluster.ids[1:]
+
+    def start(self) -> None:
+        workdir = CLEANUP.tempdir("hastate")
+        self.cluster = LocalCluster(workdir, 3, name="bench", profile=self.profile)
+        CLEANUP.hook(self.cluster.stop_all)
+        for node_id in self.peer_ids:
+            self.cluster.start(node_id)
+        self.sm = StateManager.from_config(self.cluster.config_path, self.cluster.ids[0])
+        time_serializer(self.sm, self.serialize_durations)
+        self.sm.start()
+        self.sm.wait_ready(30)
+        self.cluster.wait_ready(self.peer_ids, timeout=30)
+        self.ensure_leader()
+        log(f"hastate: 3 members up ({self.profile}), leader in process")
+
+    def stop(self) -> None:
+        if self.sm is not None:
+            self.sm.stop()
+            self.sm = None
+        if self.cluster is not None:
+            self.cluster.stop_all()
+            CLEANUP.remove_dir(self.cluster.workdir)
+            self.cluster = None
+
+    def ensure_leader(self) -> None:
+        sm = self.sm
+        if not sm.is_leader():
+            for _ in range(3):
+                try:
+                    sm.trigger_failover(self.cluster.ids[0], timeout=10)
+                    break
+                except Exception as exc:
+                    log(f"hastate: transfer to the in-process member failed ({exc}); retrying")
+        wait_for(lambda: sm.is_leader() and sm.node.syncobj.caught_up_in_term(), 15,
+                 "in-process hastate leader with lease")
+
+    def put(self, key: str, value: bytes) -> None:
+        self.sm.save_state({key: value})
+
+    def _submit(self, key: str, value: bytes, done: Callable[[bool], None]) -> None:
+        sm = self.sm
+        with sm._seq_lock:
+            seq = next(sm._seq)
+        raw = Command(op="update", client=sm._client_id, seq=seq,
+                      values={key: encode_value(key, value)}).encode()
+        sm.node.propose(raw, lambda _res, err: done(err == FAIL_REASON.SUCCESS))
+
+    def get(self, key: str, linearizable: bool) -> Any:
+        return self.sm.get_state("linearizable" if linearizable else "local", keys=[key])
+
+    def server_pids(self) -> list[int]:
+        return [self.cluster.procs[i].pid for i in self.peer_ids if i in self.cluster.procs]
+
+    def terms(self) -> dict[str, int]:
+        out = {self.cluster.ids[0]: self.sm.node.syncobj.raftCurrentTerm}
+        for node_id in self.peer_ids:
+            st = self.cluster.status(node_id)
+            if st:
+                out[node_id] = int(st["term"])
+        return out
+
+    def lag(self) -> dict[str, int]:
+        """Leader view: entries each follower is behind the leader's last log index."""
+        so = self.sm.node.syncobj
+        for _ in range(5):
+            try:
+                last = so.last_log_index()
+                match = so.match_index()
+                return {self.sm.spec.id_of(a): last - m for a, m in match.items()}
+            except RuntimeError:  # dict changed size while copying from another thread
+                time.sleep(0.001)
+        return {}
+
+    def info(self) -> dict[str, Any]:
+        prof = self.sm.spec.profile if self.sm else None
+        return {"client": self.client, "profile": self.profile,
+                "settings": (f"profile {self.profile}: heartbeat {prof.append_entries_period}s, "
+                             f"election {prof.min_timeout}-{prof.max_timeout}s, "
+                             f"log compaction every {self.sm.spec.log_compaction_entries} "
+                             "entries") if prof else ""}

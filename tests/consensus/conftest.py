@@ -1,0 +1,41 @@
+"""Fixtures for consensus tests: a factory of process clusters, all killed at teardown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from .harness import ProcCluster
+
+
+@pytest.fixture
+def proc_cluster(tmp_path: Path) -> Iterator[Callable[..., ProcCluster]]:
+    """``proc_cluster(engine, **options)`` returns a started cluster; teardown kills it."""
+    clusters: list[ProcCluster] = []
+
+    def make(engine: str, **options: Any) -> ProcCluster:
+        workdir = tmp_path / f"{engine}-{len(clusters)}"
+        workdir.mkdir()
+        cluster = ProcCluster(workdir, engine, **options)
+        clusters.append(cluster)
+        cluster.start_all()
+        return cluster
+
+    try:
+        yield make
+    finally:
+        for cluster in clusters:
+            cluster.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long campaigns (``@pytest.mark.chaos``) here run only when asked: ``-m chaos``."""
+    if "chaos" in (config.option.markexpr or ""):
+        return
+    here = Path(__file__).parent
+    skip = pytest.mark.skip(reason="chaos campaign: run with -m chaos")
+    for item in items:
+        if item.get_closest_marker("chaos") and here in Path(str(item.fspath)).parents:
+            item.add_marker(skip)

@@ -1,0 +1,1 @@
+"""Operations tests: metrics, admin endpoints, CLI, deployment files, against real nodes."""
