@@ -107,11 +107,13 @@ def large_state(system: Any, keys: int, window_max: float) -> dict[str, Any]:
     mem0 = {n: proc_mem(p) for n, p in pids.items()}
     batch = 500
     value = VALUES[64]
+    # distinct, incompressible values (slices of 1 MiB of random bytes, 32 KiB+ apart repeat)
+    blob = os.urandom(2**20 + 64)
     log(f"large state: loading {keys} keys ({batch} per save_state)")
     t0 = time.monotonic()
     for start in range(0, keys, batch):
-        sm.save_state({f"big{i:07d}": value for i in range(start, min(start + batch, keys))},
-                      timeout=60)
+        sm.save_state({f"big{i:07d}": blob[(i * 64) % 2**20:(i * 64) % 2**20 + 64]
+                       for i in range(start, min(start + batch, keys))}, timeout=60)
     load_s = time.monotonic() - t0
     commit = so.raftCommitIndex
     for node_id in system.peer_ids:

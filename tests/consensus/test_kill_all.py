@@ -21,12 +21,17 @@ def settled(c: ProcCluster, node_id: str) -> bool:
 
 
 def kill_all_cycles(c: ProcCluster, cycles: int, acks_per_cycle: int, threads: int) -> dict:
-    """Write until ``acks_per_cycle`` are acknowledged, kill -9 every node, restart, check."""
+    """Write until ``acks_per_cycle`` are acknowledged, kill -9 every node, restart, check.
+
+    1 kB values make each dump take a few tens of ms, as a real state does; with
+    compaction every 50 entries a dump is being written most of the time.
+    """
     acknowledged: list[str] = []
     report = {"cycles": 0, "acked": 0, "lost": []}
     for cycle in range(cycles):
         leader = c.wait_leader(30)
-        ack_file = c.start_load(leader, count=10**6, prefix=f"c{cycle}", threads=threads)
+        ack_file = c.start_load(leader, count=10**6, prefix=f"c{cycle}", threads=threads,
+                                value_size=1000)
         c.wait_for(f"{acks_per_cycle} acknowledged writes",
                    lambda: len(c.acked(ack_file)) >= acks_per_cycle, 60)
         c.kill_all()                      # the writers die with their node, mid-flight
@@ -49,12 +54,17 @@ def kill_all_cycles(c: ProcCluster, cycles: int, acks_per_cycle: int, threads: i
 @pytest.mark.parametrize("engine", ENGINES)
 def test_acknowledged_writes_survive_kill9_of_all_nodes(
         proc_cluster: Callable[..., ProcCluster], engine: str) -> None:
-    """3 cycles of: writes under frequent compaction, kill -9 of all nodes, restart, check."""
+    """Cycles of: writes under frequent compaction, kill -9 of all nodes, restart, check.
+
+    hastate: 3 cycles. Raw PySyncObj loses acknowledged writes in about half of the cycles
+    (measured), so it gets up to 8 and stops at the first loss.
+    """
     c = proc_cluster(engine, compaction=50)
     # Raw PySyncObj batches every 100 ms, so it needs more writers for the same load.
-    report = kill_all_cycles(c, cycles=3, acks_per_cycle=300,
+    cycles = 3 if engine == "hastate" else 8
+    report = kill_all_cycles(c, cycles=cycles, acks_per_cycle=300,
                              threads=4 if engine == "hastate" else 32)
-    assert report["acked"] >= 900
+    assert report["acked"] >= 300 * cycles
 
 
 @pytest.mark.chaos

@@ -12,7 +12,7 @@ with a larger address at its real address (that peer dials us, through its own l
 bind 127.0.0.2-4 and the proxy listens on 127.0.0.1, so every link address sorts below every
 node address and exactly one side of each pair dials.
 
-Takes ~37 s (30 s of it the write window; HASTATE_MULTIREGION_WINDOW shortens it), under
+Takes ~35 s (27 s of it the write window; HASTATE_MULTIREGION_WINDOW shortens it), under
 the 40 s above which it would move to the chaos tier, so it runs by default.
 
 About the bound: ``failover_bound`` covers one election. With two survivors a split vote
@@ -45,7 +45,7 @@ from .conftest import OpsCluster, wait_for
 pytestmark = pytest.mark.integration
 
 LINK_DELAY_MS = 50          # each direction: ~100 ms round trip per link
-WRITE_WINDOW_S = float(os.environ.get("HASTATE_MULTIREGION_WINDOW", "30"))
+WRITE_WINDOW_S = float(os.environ.get("HASTATE_MULTIREGION_WINDOW", "27"))
 PROFILE = get_profile("multi-region")
 
 

@@ -174,7 +174,7 @@ def _restore_elsewhere(root: Path, store: str, final: dict[str, Any]) -> None:
     if out.returncode != 0:
         raise click.ClickException(f"restore failed: {out.stderr.strip()}")
     summary = json.loads(out.stdout)
-    click.echo(f"    restored snapshot {summary['snapshot'].split('/')[-1]} + "
+    click.echo(f"    restored snapshot {(summary['snapshot'] or 'none').split('/')[-1]} + "
                f"{summary['segments_replayed']} shipped log segments: {summary['keys']} keys "
                f"at index {summary['index']}")
     with rebuilt:

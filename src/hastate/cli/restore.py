@@ -98,8 +98,9 @@ def restore(config_path: str, url: str | None, name: str | None, index: int | No
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        click.echo(f"restored {result.keys} keys at index {result.index} (snapshot "
-                   f"{result.snapshot.name} + {len(result.segments)} segments), state hash "
+        base = result.snapshot.name if result.snapshot else "an empty state"
+        click.echo(f"restored {result.keys} keys at index {result.index} ({base} + "
+                   f"{len(result.segments)} segments), state hash "
                    f"{result.state_hash[:16]}")
         if result.stopped_at_gap is not None:
             click.echo(f"note: the shipped log has a gap after index {result.stopped_at_gap}; "

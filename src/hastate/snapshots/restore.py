@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 class RestoreResult:
     """What was restored and how far the log replay got."""
 
-    snapshot: SnapshotMeta
+    snapshot: SnapshotMeta | None  # None: replayed from an empty state (log from index 0)
     index: int                      # last applied command index after replay
     term: int
     keys: int
@@ -38,14 +38,16 @@ class RestoreResult:
 
     def summary(self) -> dict[str, object]:
         """JSON-friendly description for the CLI."""
-        return {"snapshot": self.snapshot.name, "snapshot_index": self.snapshot.index,
+        return {"snapshot": self.snapshot.name if self.snapshot else None,
+                "snapshot_index": self.snapshot.index if self.snapshot else 0,
                 "index": self.index, "term": self.term, "keys": self.keys,
                 "state_hash": self.state_hash, "segments_replayed": len(self.segments),
                 "refused_snapshots": self.skipped, "stopped_at_gap": self.stopped_at_gap}
 
 
-def _candidates(store: SnapshotStore, *, name: str | None, index: int | None,
-                at_time: float | None) -> list[SnapshotMeta]:
+def _candidates(store: SnapshotStore, cluster: str, *, name: str | None, index: int | None,
+                at_time: float | None) -> list[SnapshotMeta | None]:
+    """Snapshots to try, best first; None stands for "an empty state plus the whole log"."""
     snapshots = list_snapshots(store)  # newest first
     if name is not None:
         chosen = [s for s in snapshots if s.name == name]
@@ -57,6 +59,9 @@ def _candidates(store: SnapshotStore, *, name: str | None, index: int | None,
         snapshots = [s for s in snapshots if s.index <= index]
     if at_time is not None:
         snapshots = [s for s in snapshots if s.created_at <= at_time]
+    segments = list_segments(store)
+    if segments and read_segment(store, segments[0][2], cluster).prev == 0:
+        return [*snapshots, None]    # the shipped log reaches back to an empty state
     if not snapshots:
         raise SnapshotNotFoundError(f"{store}: no snapshot at or before the requested point; "
                                     "`hastate snapshot list` shows what exists")
@@ -73,22 +78,23 @@ def rebuild(store: SnapshotStore, cluster: str, *, name: str | None = None,
     ``progress(done, total)`` is called per segment replayed.
     """
     skipped: list[str] = []
-    for meta in _candidates(store, name=name, index=index, at_time=at_time):
-        try:
-            _, body = load(store, cluster=cluster, name=meta.name)
-        except ForeignDataError:
-            raise  # the wrong store: an older snapshot there is no better
-        except CorruptDataError as exc:
-            if not fallback:
-                raise CorruptDataError(f"{exc}. Re-run with --fallback to use the previous "
-                                       "good snapshot") from None
-            logger.warning("refusing snapshot, falling back: %s", exc)
-            skipped.append(meta.name)
-            continue
+    for meta in _candidates(store, cluster, name=name, index=index, at_time=at_time):
         machine = ReplicatedState()
-        machine.load_body(body)
-        result = RestoreResult(snapshot=meta, index=machine.applied_index, term=meta.term,
-                               keys=0, state_hash="", skipped=skipped, machine=machine)
+        if meta is not None:
+            try:
+                machine.load_body(load(store, cluster=cluster, name=meta.name)[1])
+            except ForeignDataError:
+                raise  # the wrong store: an older snapshot there is no better
+            except CorruptDataError as exc:
+                if not fallback:
+                    raise CorruptDataError(f"{exc}. Re-run with --fallback to use the previous "
+                                           "good snapshot") from None
+                logger.warning("refusing snapshot, falling back: %s", exc)
+                skipped.append(meta.name)
+                continue
+        result = RestoreResult(snapshot=meta, index=machine.applied_index,
+                               term=meta.term if meta else 0, keys=0, state_hash="",
+                               skipped=skipped, machine=machine)
         if replay:
             _replay(store, cluster, result, index, at_time, progress)
         if index is not None and result.index < index and name is None:
