@@ -19,7 +19,8 @@ from typing import Any, Callable
 from benchmarks.common import (CLEANUP, REPO_ROOT, dump_json, git_state, install_signal_handlers,
                                log, machine_info)
 
-SYSTEMS = ["hastate", "pysyncobj", "pysyncobj-nobatch", "etcd"]
+SYSTEMS = ["hastate", "pysyncobj", "pysyncobj-nobatch", "etcd", "hastate-tls"]
+DEFAULT_SYSTEMS = SYSTEMS
 PHASES = ["throughput", "saturation", "profile", "large", "failover"]
 
 
@@ -56,9 +57,9 @@ def ensure_etcd(install: bool) -> str | None:
 
 
 def make_system(name: str) -> Any:
-    if name == "hastate":
+    if name in ("hastate", "hastate-tls"):
         from benchmarks.sys_hastate import HastateSystem
-        return HastateSystem()
+        return HastateSystem(transport="plaintext" if name == "hastate" else "tls")
     if name in ("pysyncobj", "pysyncobj-nobatch"):
         from benchmarks.sys_pysyncobj import PySyncObjSystem
         return PySyncObjSystem(batch=name == "pysyncobj")
@@ -118,7 +119,7 @@ def run_failover(cfg: dict[str, Any], systems: list[str], results: dict[str, Any
                  rtt_ms: float) -> None:
     from benchmarks import failover as fo
     out = results["failover"]
-    if "hastate" in systems:
+    if "hastate" in systems or "hastate-tls" in systems:
         out["hastate"] = guarded(results, "failover/hastate", lambda: fo.run_trials(
             "hastate (lan)", fo.HastateChildCluster("lan", 0), cfg["trials"]))
         if fo.load_proxy_class() is None:
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run (about 2 minutes)")
     parser.add_argument("--out", type=Path, help="results directory (default results/bench-<time>)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
+    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
                         help=f"comma-separated subset of {SYSTEMS}")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"subset of {PHASES}")
     parser.add_argument("--baseline", default="pysyncobj", choices=SYSTEMS,
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline not in systems:
             log(f"baseline {args.baseline} is not run; ratios are left out")
         if any(p in phases for p in ("throughput", "saturation", "profile", "large")):
-            for name in ["etcd", "pysyncobj", "pysyncobj-nobatch", "hastate"]:
+            for name in ["etcd", "pysyncobj", "pysyncobj-nobatch", "hastate-tls", "hastate"]:
                 if name in systems:
                     log(f"== {name}")
                     guarded(results, name, lambda n=name: run_system(n, cfg, phases, results, out))
@@ -219,13 +220,23 @@ def main(argv: list[str] | None = None) -> int:
     targets = report.evaluate_targets(results)
     results["targets"] = targets
     scen = report.scenario_text(results)
+    in_repo = Path(hastate.__file__).resolve().is_relative_to(REPO_ROOT / "src")
     header = (f"hastate benchmarks, {results['started']}, {results['machine']['nproc']} x "
               f"{results['machine']['cpu_model']}, Python {results['machine']['python']}, git "
               f"{results['git']['commit'][:10]}"
-              + (" + uncommitted src changes" if results["git"]["src_dirty_files"] else "")
+              + ((" + uncommitted src changes" if results["git"]["src_dirty_files"] else "")
+                 if in_repo else f" (hastate imported from {Path(hastate.__file__).parent.parent})")
               + f", wall {results['wall_seconds']:.0f} s")
     ratio_note = (f"(x ratio) = value / {args.baseline} value measured in this run; lower is "
                   f"better for latency and CPU, higher for ops/s")
+    noise = [(f"{s}/{w}", r["cpu"].get("foreign_cores", 0.0))
+             for s, wls in results["throughput"].items() for w, r in wls.items()
+             if isinstance(r, dict) and "cpu" in r]
+    if noise:
+        worst = max(noise, key=lambda kv: kv[1])
+        ratio_note += (f"\nother processes on this machine used {sum(n for _, n in noise) / len(noise):.2f}"
+                       f" cores on average during the workloads (worst {worst[1]:.2f} in {worst[0]});"
+                       f" load average at start {results['machine']['loadavg_at_start'][0]:.2f}")
     clients = "\n".join(f"  {n}: {i.get('client', '')}" for n, i in results["systems"].items())
     text = "\n".join([header, ratio_note, "", table, "", "targets:", report.targets_text(targets),
                       "", scen, "", "clients:", clients])

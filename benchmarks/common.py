@@ -160,19 +160,39 @@ def proc_mem(pid: int) -> dict[str, int]:
     return out
 
 
+def machine_busy_cpu() -> float:
+    """CPU seconds all processes on this machine spent busy (from /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
 class CpuMeter:
-    """CPU seconds spent by this process (driver + in-process member) and the given pids."""
+    """CPU seconds spent by this process (driver + in-process member) and the given pids.
+
+    ``foreign_cpu_s`` is what everything else on the machine used meanwhile (other people's
+    test runs on a shared machine): large values mean the figures are disturbed.
+    """
 
     def __init__(self, pids: Iterable[int]) -> None:
         self.pids = list(pids)
+        self._t0 = time.monotonic()
         self._start = self._read()
 
-    def _read(self) -> tuple[float, float]:
-        return time.process_time(), sum(proc_cpu(p) for p in self.pids)
+    def _read(self) -> tuple[float, float, float]:
+        return time.process_time(), sum(proc_cpu(p) for p in self.pids), machine_busy_cpu()
 
     def stop(self) -> dict[str, float]:
-        driver, servers = self._read()
-        return {"driver_cpu_s": driver - self._start[0], "server_cpu_s": servers - self._start[1]}
+        driver, servers, busy = self._read()
+        d, s = driver - self._start[0], servers - self._start[1]
+        wall = time.monotonic() - self._t0
+        foreign = max(0.0, busy - self._start[2] - d - s)
+        return {"driver_cpu_s": d, "server_cpu_s": s, "foreign_cpu_s": foreign,
+                "foreign_cores": foreign / wall if wall > 0 else 0.0}
 
 
 # -- statistics --------------------------------------------------------------------------------

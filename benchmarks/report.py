@@ -9,7 +9,7 @@ from typing import Any
 
 from benchmarks.common import log
 
-ORDER = ["hastate", "pysyncobj", "pysyncobj-nobatch", "etcd"]
+ORDER = ["hastate", "hastate-tls", "pysyncobj", "pysyncobj-nobatch", "etcd"]
 
 #: (workload, label) rows of the table, with the metrics shown for each
 ROWS = [
@@ -212,8 +212,8 @@ def plots(results: dict[str, Any], out_dir: Path, img_dir: Path | None) -> list[
     except ImportError:
         log("plots skipped: matplotlib is not installed (pip install matplotlib)")
         return []
-    colors = {"hastate": "#1f77b4", "pysyncobj": "#ff7f0e", "pysyncobj-nobatch": "#2ca02c",
-              "etcd": "#d62728"}
+    colors = {"hastate": "#1f77b4", "hastate-tls": "#9467bd", "pysyncobj": "#ff7f0e",
+              "pysyncobj-nobatch": "#2ca02c", "etcd": "#d62728"}
     tp = results.get("throughput", {})
     systems = [s for s in ORDER if s in tp]
     written = []
@@ -262,7 +262,10 @@ def plots(results: dict[str, Any], out_dir: Path, img_dir: Path | None) -> list[
         fig, ax = plt.subplots(figsize=(8, 3.8), dpi=80)
         names = list(fo)
         data = [[x for x in fo[n]["samples_s"] if x is not None] for n in names]
-        ax.boxplot(data, vert=False, labels=names, showfliers=False)
+        try:
+            ax.boxplot(data, vert=False, tick_labels=names, showfliers=False)
+        except TypeError:  # matplotlib < 3.9
+            ax.boxplot(data, vert=False, labels=names, showfliers=False)
         for i, d in enumerate(data, start=1):
             ax.scatter(d, [i] * len(d), s=10, alpha=0.6,
                        color=colors.get(names[i - 1].split("-multi")[0], "k"))

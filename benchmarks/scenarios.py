@@ -44,10 +44,19 @@ def saturation(system: Any, duration: float) -> tuple[dict[str, Any], dict[str, 
 
     thread = threading.Thread(target=monitor, daemon=True)
     thread.start()
+    spy_box: list[Any] = []
+    spy_thread = None
+    if shutil.which("py-spy") and duration >= 8:
+        spy_thread = threading.Thread(target=lambda: spy_box.append(pyspy_sample(
+            system.server_pids()[0], min(5.0, duration / 3), delay=min(3.0, duration / 4))),
+            daemon=True)
+        spy_thread.start()
     wl = Workload("write-pipe-64B", "pipe", 64, label="pipelined (async), 64 B")
     result = execute(system, wl, duration, keep_run=True)
     stop.set()
     thread.join(2)
+    if spy_thread is not None:
+        spy_thread.join(20)
     run = result.pop("_run")
     # catch-up: every follower's match index reaches the leader's last index
     t_end = time.monotonic()
@@ -76,6 +85,7 @@ def saturation(system: Any, duration: float) -> tuple[dict[str, Any], dict[str, 
             "p50": percentile(sorted(per_second), 50) if per_second else 0},
         "leader_dumps": len(dumps), "leader_dump_max_s": max(dumps) if dumps else None,
         "lag_series": [[s["t"], max(s["lag"].values()) if s["lag"] else None] for s in samples],
+        "follower_pyspy_top": spy_box[0] if spy_box else None,
     }
     report["no_spurious_elections"] = result["elections"] == 0 and lease_lost == 0
     report["no_lagging_follower"] = (report["max_lag_s"] <= LAG_LIMIT_S and caught is not None
@@ -121,12 +131,18 @@ def large_state(system: Any, keys: int, window_max: float) -> dict[str, Any]:
                  120, f"{node_id} applied the load")
     gc.collect()
     mem1 = {n: proc_mem(p) for n, p in pids.items()}
+    # bytes/key only for the member processes: the in-process member shares its process
+    # (and its RSS) with the driver, whose own allocations come and go
     memory = {n: {"rss_before_mb": mem0[n]["rss"] / 2**20, "rss_mb": mem1[n]["rss"] / 2**20,
                   "peak_rss_mb": mem1[n]["hwm"] / 2**20,
-                  "bytes_per_key": (mem1[n]["rss"] - mem0[n]["rss"]) / keys}
+                  "bytes_per_key": (mem1[n]["rss"] - mem0[n]["rss"]) / keys
+                  if n != cluster.ids[0] else None,
+                  "note": "driver process (in-process member + benchmark)"
+                  if n == cluster.ids[0] else "member process"}
               for n in pids}
-    log(f"  loaded in {load_s:.1f}s; RSS MB: " +
-        ", ".join(f"{n} {m['rss_mb']:.0f} ({m['bytes_per_key']:.0f} B/key)" for n, m in memory.items()))
+    log(f"  loaded in {load_s:.1f}s; RSS MB: " + ", ".join(
+        f"{n} {m['rss_mb']:.0f}" + (f" ({m['bytes_per_key']:.0f} B/key)" if m["bytes_per_key"]
+                                    else " (driver)") for n, m in memory.items()))
 
     # Bring the log close to the compaction threshold with fast async writes, then time
     # sequential writes until every member has dumped the large state (or the window ends).
@@ -329,6 +345,33 @@ def profile(system: Any, out_dir: Path, ops: int, pyspy_seconds: float) -> dict[
     log(f"profile: plain p50 {result['plain']['latency'].get('p50_ms', 0):.3f} ms; under "
         f"cProfile {result['cprofile']['wall_us_per_write']:.0f} us/write; reports in {pdir}")
     return result
+
+
+def pyspy_sample(pid: int, seconds: float, delay: float = 0.0, rate: int = 250,
+                 top: int = 12) -> dict[str, Any] | None:
+    """Sample ``pid`` with py-spy for ``seconds``; share of samples per Python line (self)."""
+    time.sleep(delay)
+    out = CLEANUP.tempdir("pyspy") / "raw.txt"
+    try:
+        subprocess.run(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                        "--rate", str(rate), "--format", "raw", "--nonblocking", "-o", str(out)],
+                       capture_output=True, timeout=seconds + 30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if not out.exists():
+        return None
+    leaf: dict[str, int] = {}
+    total = 0
+    for line in out.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit():
+            name = stack.split(";")[-1]
+            leaf[name] = leaf.get(name, 0) + int(count)
+            total += int(count)
+    CLEANUP.remove_dir(out.parent)
+    return {"samples": total, "seconds": seconds, "top_self_share": [
+        [name, round(cnt / max(1, total), 3)] for name, cnt in
+        sorted(leaf.items(), key=lambda kv: -kv[1])[:top]]}
 
 
 def _pyspy_top(path: Path, writes: int, top: int = 15) -> dict[str, Any]:

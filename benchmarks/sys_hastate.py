@@ -45,10 +45,13 @@ class HastateSystem(System):
 
     name = "hastate"
 
-    def __init__(self, profile: str = "lan") -> None:
+    def __init__(self, profile: str = "lan", transport: str = "plaintext") -> None:
         self.profile = profile
+        self.transport = transport
+        if transport != "plaintext":
+            self.name = f"hastate-{transport}"
         self.client = ("in-process StateManager (instance-1, leader): save_state(); pipelined: "
-                       "RaftNode.propose(callback)")
+                       f"RaftNode.propose(callback); transport {transport}")
         self.cluster: LocalCluster | None = None
         self.sm: StateManager | None = None
         self.serialize_durations: list[float] = []
@@ -60,7 +63,8 @@ class HastateSystem(System):
 
     def start(self) -> None:
         workdir = CLEANUP.tempdir("hastate")
-        self.cluster = LocalCluster(workdir, 3, name="bench", profile=self.profile)
+        self.cluster = LocalCluster(workdir, 3, name="bench", profile=self.profile,
+                                    transport=self.transport)
         CLEANUP.hook(self.cluster.stop_all)
         for node_id in self.peer_ids:
             self.cluster.start(node_id)
@@ -70,7 +74,7 @@ class HastateSystem(System):
         self.sm.wait_ready(30)
         self.cluster.wait_ready(self.peer_ids, timeout=30)
         self.ensure_leader()
-        log(f"hastate: 3 members up ({self.profile}), leader in process")
+        log(f"{self.name}: 3 members up ({self.profile}, {self.transport}), leader in process")
 
     def stop(self) -> None:
         if self.sm is not None:
@@ -132,7 +136,7 @@ class HastateSystem(System):
 
     def info(self) -> dict[str, Any]:
         prof = self.sm.spec.profile if self.sm else None
-        return {"client": self.client, "profile": self.profile,
+        return {"client": self.client, "profile": self.profile, "transport": self.transport,
                 "settings": (f"profile {self.profile}: heartbeat {prof.append_entries_period}s, "
                              f"election {prof.min_timeout}-{prof.max_timeout}s, "
                              f"log compaction every {self.sm.spec.log_compaction_entries} "

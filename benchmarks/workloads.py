@@ -258,6 +258,7 @@ def execute(system: System, wl: Workload, duration: float, keep_run: bool = Fals
         "cpu": cpu,
         "cpu_us_per_op": (cpu["driver_cpu_s"] + cpu["server_cpu_s"]) / max(1, len(run.latencies)) * 1e6,
         "elections": _elections(terms0, terms1), "terms": terms1,
+        "loadavg_1m": os.getloadavg()[0],
     }
     if mode:
         out["mode"] = mode
@@ -274,9 +275,11 @@ def execute(system: System, wl: Workload, duration: float, keep_run: bool = Fals
 
 def _ops_in_window(run: Run, wl: Workload) -> int:
     if wl.kind == "pipe" and run.completions:
-        # completions after the submit window closed are drained, not counted
-        end = run.start + run.elapsed
-        return sum(1 for c in list(run.completions) if c <= end)
+        # Everything submitted is drained; throughput = completed writes over the time from
+        # the first submit to the last completion (ramp-up and drain included), robust to
+        # queues deeper than one second of work.
+        run.elapsed = max(run.completions) - run.start
+        return len(run.completions)
     return len(run.latencies)
 
 

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -38,8 +37,7 @@ class ProcCluster:
         self.trace = workdir / "lease-trace.jsonl" if lease_trace else None
         spec = {"cluster": "ctest", "data": str(workdir / "data"), "compaction": compaction,
                 "raw_batch": raw_batch, "profile": "lan", "write_timeout": write_timeout,
-                "nodes": {i: {"raft": f"127.0.0.1:{free_port()}",
-                              "ctl": f"127.0.0.1:{free_port()}"} for i in self.ids}}
+                "nodes": {i: {"raft": f"127.0.0.1:{free_port()}"} for i in self.ids}}
         self.spec = spec
         self.spec_path = workdir / "spec.json"
         self.spec_path.write_text(json.dumps(spec))
@@ -49,9 +47,12 @@ class ProcCluster:
         env = dict(os.environ)
         if self.trace is not None:
             env["HASTATE_LEASE_TRACE"] = str(self.trace)
+        ctl_file = self._ctl_file(node_id)
+        ctl_file.unlink(missing_ok=True)
         log = open(self.workdir / f"{node_id}.log", "ab")
         proc = subprocess.Popen([sys.executable, str(NODE_MAIN), "--engine", self.engine,
-                                 "--id", node_id, "--spec", str(self.spec_path)],
+                                 "--id", node_id, "--spec", str(self.spec_path),
+                                 "--ctl-file", str(ctl_file)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
         log.close()
@@ -120,8 +121,13 @@ class ProcCluster:
         return "\n".join(f"--- {i}\n{self.log(i)[-3000:]}" for i in self.ids)
 
     # -- control API ------------------------------------------------------------------------
+    def _ctl_file(self, node_id: str) -> Path:
+        return self.workdir / f"{node_id}.ctl-port"
+
     def _url(self, node_id: str, path: str) -> str:
-        return f"http://{self.spec['nodes'][node_id]['ctl']}{path}"
+        """Control URL; raises OSError until the node has published its port."""
+        port = int(self._ctl_file(node_id).read_text())
+        return f"http://127.0.0.1:{port}{path}"
 
     def get(self, node_id: str, path: str, timeout: float = 5.0) -> Any:
         try:
@@ -131,6 +137,7 @@ class ProcCluster:
             return None
 
     def post(self, node_id: str, path: str, body: dict[str, Any], timeout: float = 60.0) -> Any:
+        """POST JSON to ``node_id``'s control API (the node must be up)."""
         req = urllib.request.Request(self._url(node_id, path), data=json.dumps(body).encode(),
                                      method="POST", headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=timeout) as resp:

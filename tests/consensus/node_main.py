@@ -3,8 +3,8 @@
 ``--engine hastate`` embeds a :class:`hastate.StateManager` (the real node: durable journal,
 lease, corrected follower path). ``--engine raw`` runs a plain PySyncObj 0.3.17 ``SyncObj``
 with a replicated dict consumer and PySyncObj's defaults (FileJournal, forked pickle dump),
-as an application would use it. Both serve the same small JSON control API on ``ctl``
-(used only by tests/consensus/harness.py):
+as an application would use it. Both serve the same small JSON control API
+(used only by tests/consensus/harness.py), on a port it writes to ``--ctl-file``:
 
   GET  /status           role, term, indexes, leader, journal truncations, sampled regressions
   GET  /data             the local replica's dict
@@ -292,7 +292,7 @@ class RawEngine:
 
 
 # -- control server ---------------------------------------------------------------------------
-def serve(engine: Any, ctl: str) -> None:
+def serve(engine: Any, ctl_file: str) -> None:
     writers = Writers()
 
     class Handler(BaseHTTPRequestHandler):
@@ -345,9 +345,13 @@ def serve(engine: Any, ctl: str) -> None:
             else:
                 self._reply({"error": "unknown"})
 
-    host, port = ctl.rsplit(":", 1)
-    server = ThreadingHTTPServer((host, int(port)), Handler)
+    # Port 0, published through a file: no race with other processes for a "free" port.
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    tmp = ctl_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(server.server_address[1]))
+    os.replace(tmp, ctl_file)
     server.serve_forever()
 
 
@@ -356,6 +360,7 @@ def main() -> None:
     parser.add_argument("--engine", choices=("hastate", "raw"), required=True)
     parser.add_argument("--id", required=True)
     parser.add_argument("--spec", required=True)
+    parser.add_argument("--ctl-file", required=True, help="where to write the control port")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -365,7 +370,7 @@ def main() -> None:
         import hastate.consensus.journal as journal
         journal._fdatasync = lambda fd: None
     engine = (HastateEngine if args.engine == "hastate" else RawEngine)(args.id, spec)
-    serve(engine, spec["nodes"][args.id]["ctl"])
+    serve(engine, args.ctl_file)
 
 
 if __name__ == "__main__":

@@ -105,9 +105,9 @@ def _start(cluster: OpsCluster) -> None:
     cluster.wait_ready(timeout=20)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsCluster]:
-    """Shared by a module's tests; tests leave it with all three nodes running."""
+    """Shared by the package's tests; tests leave it with all three nodes running."""
     root = tmp_path_factory.mktemp("ops")
     cluster = OpsCluster(root, 3, name="ops", snapshot_store=f"file://{root / 'store'}",
                          snapshot_interval=60)

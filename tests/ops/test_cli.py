@@ -118,6 +118,9 @@ def test_status_and_members_with_dead_nodes(plain_cluster: OpsCluster) -> None:
 def _write(tmp_path: Path, text: str) -> str:
     path = tmp_path / "cluster.toml"
     path.write_text(text)
+    (tmp_path / "tls").mkdir(exist_ok=True)
+    for name in ("ca.pem", "instance-1.pem", "instance-1.key"):   # as on instance-1's VM
+        (tmp_path / "tls" / name).write_text("placeholder")
     return str(path)
 
 
@@ -125,8 +128,13 @@ GOOD = """
 [cluster]
 name = "prod"
 profile = "multi-region"
+transport = "tls"
 secret_env = "HASTATE_TEST_SECRET"
 admin_token_env = "HASTATE_ADMIN_TOKEN"
+[tls]
+ca = "tls/ca.pem"
+cert = "tls/{id}.pem"
+key = "tls/{id}.key"
 [snapshots]
 store = "file:///var/lib/hastate/snapshots"
 """ + "".join(f"""
@@ -158,16 +166,24 @@ def test_check_config_prints_the_timing_profile(tmp_path: Path) -> None:
     assert "heartbeat          100 ms" in text.stdout
     assert "election timeout   1.50-3.00 s" in text.stdout
     assert f"failover bound     {p.failover_bound:.2f} s" in text.stdout
-    # Valid, but the secret is not exported here: a warning, and exit 1 only with --strict.
-    warned = _cli("check-config", path, env={"HASTATE_ADMIN_TOKEN": "t"})
+    assert "transport 'tls'" in text.stdout
+    # Valid, but no admin token exported here: a warning, and exit 1 only with --strict.
+    warned = _cli("check-config", path)
+    assert warned.returncode == 0 and "HASTATE_ADMIN_TOKEN is not set" in warned.stderr
+    assert _cli("check-config", path, "--strict").returncode == 1
+    # psk needs the secret in the environment of the node: warn where it is missing
+    psk = _write(tmp_path, GOOD.replace('transport = "tls"', 'transport = "psk"'))
+    warned = _cli("check-config", psk, env={"HASTATE_ADMIN_TOKEN": "t"})
     assert warned.returncode == 0 and "HASTATE_TEST_SECRET is not set" in warned.stderr
-    assert _cli("check-config", path, "--strict", env={"HASTATE_ADMIN_TOKEN": "t"}).returncode == 1
 
 
 @pytest.mark.parametrize("change, message", [
     (('profile = "multi-region"', 'profile = "wan"'), "unknown profile 'wan'"),
     (('raft = "10.0.2.2:4321"', 'raft = "10.0.2.2"'), "write it as \"host:port\""),
-    (('secret_env = "HASTATE_TEST_SECRET"\n', ''), "needs a secret"),
+    (('transport = "tls"', 'transport = "plaintext"'), "plaintext"),
+    (('[tls]', '[tlsx]'), "unknown key(s) ['tlsx']"),
+    (('transport = "tls"\nsecret_env = "HASTATE_TEST_SECRET"',
+      'transport = "psk"'), "needs secret_env"),
     (('id = "instance-3"', 'id = "instance-1"'), "duplicate id 'instance-1'"),
 ])
 def test_check_config_rejects_bad_files_with_the_fix(tmp_path: Path, change: tuple[str, str],

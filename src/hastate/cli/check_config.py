@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -50,9 +51,20 @@ def warnings(config: ClusterConfig, env: dict[str, str] | None = None) -> list[s
     if config.profile == "multi-region" and config.all_loopback:
         out.append("profile 'multi-region' on a loopback cluster: failover is slower than "
                    "needed; 'lan' fits a single machine")
-    if config.secret_env and not env.get(config.secret_env):
-        out.append(f"{config.secret_env} is not set in this environment; nodes started from "
-                   "here would refuse to start (non-loopback) or run without a secret")
+    transport = getattr(config, "transport", "plaintext")
+    if transport == "psk" and config.secret_env and not env.get(config.secret_env):
+        out.append(f"{config.secret_env} is not set in this environment; a node started from "
+                   "here refuses to start (transport \"psk\" needs the cluster secret)")
+    tls = getattr(config, "tls", None)
+    if transport == "tls" and tls is not None:
+        if not Path(tls.ca).is_file():
+            out.append(f"TLS CA file {tls.ca} not found on this machine; create it with "
+                       "`hastate certs init` and copy it to every node")
+        found = [n.id for n in config.nodes
+                 if all(Path(p).is_file() for p in tls.for_node(n.id)[1:])]
+        if not found:
+            out.append(f"no node's TLS certificate and key ({tls.cert}, {tls.key}) found on "
+                       "this machine; each node needs its own")
     if not config.admin_token_env:
         out.append("no admin_token_env: `hastate failover`, POST /admin/* and GET /state are "
                    "disabled")
@@ -79,13 +91,15 @@ def check_config(config_path: str, as_json: bool, strict: bool) -> None:
     notes = warnings(config)
     if as_json:
         click.echo(json.dumps({"valid": True, "cluster": config.name, "timing": t,
+                               "transport": getattr(config, "transport", "plaintext"),
                                "nodes": [{"id": n.id, "region": n.region, "raft": n.raft,
                                           "http": n.http, "data_dir": str(n.data_dir)}
                                          for n in config.nodes],
                                "warnings": notes}, indent=2))
     else:
         click.echo(f"{config_path}: valid. cluster {config.name!r}, {len(config.nodes)} nodes, "
-                   f"profile {t['profile']!r}")
+                   f"profile {t['profile']!r}, transport "
+                   f"{getattr(config, 'transport', 'plaintext')!r}")
         for n in config.nodes:
             click.echo(f"  {n.id:14} {n.region:22} raft {n.raft:22} http {n.http or '-':22} "
                        f"{n.data_dir}")

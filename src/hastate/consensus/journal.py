@@ -182,7 +182,7 @@ class DurableJournal(Journal):
         #: Counters for metrics and tests: fsyncs, flushes, entries made durable, rewrites.
         self.stats = {"syncs": 0, "flushes": 0, "entries_synced": 0, "rewrites": 0,
                       "truncations": 0, "torn_bytes_dropped": 0}
-        self._meta = {"term": 0, "vote": None, "commit": 1}
+        self._meta: dict[str, Any] = {"term": 0, "vote": None, "commit": 1}
         self._meta_dirty = False
         self._load_meta()
         self._load()
@@ -437,7 +437,7 @@ class DurableJournal(Journal):
 
     def getRaftCommitIndex(self) -> int:  # noqa: N802
         """The stored commit index, never past the last entry in the journal."""
-        commit = self._meta["commit"]
+        commit = int(self._meta["commit"])
         return min(commit, self._entries[-1][1]) if self._entries else commit
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:  # noqa: N802
@@ -448,7 +448,7 @@ class DurableJournal(Journal):
         self._store_meta()
 
     def getCurrentTerm(self) -> int:  # noqa: N802
-        return self._meta["term"]
+        return int(self._meta["term"])
 
     def getVotedForNodeId(self) -> Any:  # noqa: N802
         return self._meta["vote"]
@@ -519,12 +519,13 @@ class DurableSerializer(Serializer):
     def serialize(self, data: Any, id: Any) -> None:  # noqa: A002 (PySyncObj's name)
         super().serialize(data, id)
         # Without fork (always so with a custom serializer) -1 means "written just now".
-        if self._dump_path is not None and self._Serializer__pid == -1:
+        if self._dump_path is not None and getattr(self, "_Serializer__pid") == -1:
             try:
                 fsync_dir(Path(self._dump_path).parent)
             except OSError:
                 logger.exception("could not sync the dump's directory; keeping the journal")
-                self._Serializer__pid = -2  # reported as FAILED: the journal is not truncated
+                # Reported as FAILED by checkSerializing: the journal is not truncated.
+                setattr(self, "_Serializer__pid", -2)
 
     def setTransmissionData(self, data: Any) -> bool:  # noqa: N802
         if self._dump_path is None or data is None or not data[2]:

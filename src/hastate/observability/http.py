@@ -6,8 +6,10 @@ configured token they are disabled. A missing or wrong token gets 401 and nothin
 
 * ``POST /admin/transfer-leadership {"to": ID}``: 200 ``{"leader", "seconds"}`` once ID
   leads; 409 when it did not move in time.
-* ``POST /admin/snapshot``: 200 with the snapshot provider's answer; 501 while no snapshot
-  provider is registered on this node (see :mod:`hastate.observability.stats`).
+* ``POST /admin/snapshot``: 200 with the snapshot provider's answer (the SnapshotService's
+  ``snapshot_now()``: index, size, seconds); 409 on a follower; 501 while no snapshot
+  provider is registered on this node (no ``[snapshots] store``; see
+  :mod:`hastate.observability.stats`).
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._json(409, {"error": f"snapshot not taken: {exc}; post to the node "
                                      "holding the leader lease (`hastate status`)"})
                     return
-                self._json(200, {"snapshot": result})
+                self._json(200, result if isinstance(result, dict) else {"result": result})
             else:
                 self._json(404, {"error": f"no such admin action {path}"})
         except HAStateError as exc:
