@@ -19,18 +19,20 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 from pysyncobj.config import FAIL_REASON
 
 from hastate.config import ClusterConfig, SnapshotConfig, load_config
+from hastate.consensus.journal import fdatasync
 from hastate.consensus.node import NodeSpec, RaftNode
 from hastate.consensus.profiles import get_profile
+from hastate.consensus.raft import HEALTH
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, check_mode, make_transport_class
-from hastate.consensus.raft import HEALTH
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
                             ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)
 from hastate.failover.watcher import BecomeLeader, LeaderWatcher, LoseLeadership
-from hastate.state.codec import Command, check_key, encode_value
+from hastate.observability import stats
 from hastate.snapshots.service import SnapshotService
+from hastate.state.codec import Command, check_key, encode_value
 from hastate.state.machine import ReplicatedState
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class StateManager:
         self.transport = transport
         self.node = RaftNode(self.spec, self.machine,
                              transport_class=make_transport_class(transport),
+                             journal_sync=stats.for_node(instance_id).journal.timed(fdatasync),
                              is_healthy=lambda: self._health_ok)
         self._client_id = uuid.uuid4().bytes
         self._seq = itertools.count(1)

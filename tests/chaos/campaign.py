@@ -39,6 +39,7 @@ Also runnable without pytest, from the repository root:
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import logging
@@ -85,6 +86,49 @@ DISK_KINDS = ("disk-full-one", "disk-full-leader")
 ALL_KINDS = NETWORK_KINDS + PROCESS_KINDS
 
 
+@functools.cache
+def tmpfs_available() -> bool:
+    """Whether this process may mount a tmpfs (needed by the disk-full faults)."""
+    probe = Path(tempfile.mkdtemp(prefix="hastate-chaos-tmpfs-"))
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)],
+                                 capture_output=True, timeout=30).returncode == 0
+        if mounted:
+            subprocess.run(["umount", str(probe)], capture_output=True, timeout=30)
+        return mounted
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+@functools.cache
+def code_under_test() -> dict[str, Any]:
+    """Which hastate the node processes run (they inherit this process's sys.path/PYTHONPATH).
+
+    Other engineers edit ``src/`` while campaigns run, so long campaigns should pin a
+    snapshot: ``git archive HEAD src/hastate | tar -x -C DIR --strip-components=1``, put the
+    commit id in ``DIR/COMMIT`` and run with ``PYTHONPATH=DIR``.
+    """
+    import hastate
+
+    package = Path(hastate.__file__).resolve().parent
+    info: dict[str, Any] = {"hastate": str(package)}
+    pinned = package.parent / "COMMIT"
+    if pinned.exists():
+        info["commit"] = pinned.read_text().strip()
+        info["pinned"] = True
+        return info
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        info["commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"],
+                                        capture_output=True, text=True, timeout=10).stdout.strip()
+        info["dirty_src"] = bool(subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "src"],
+            capture_output=True, text=True, timeout=10).stdout.strip())
+    info["pinned"] = False
+    return info
+
+
 def kinds_for(nodes: int, disk: bool = False) -> tuple[str, ...]:
     """Fault kinds that make sense for a cluster of ``nodes`` (disk faults need tmpfs)."""
     return tuple(k for k in ALL_KINDS + (DISK_KINDS if disk else ())
@@ -120,10 +164,15 @@ class RunConfig:
     key_budget: float = 5.0         # linearizability search budget per key (s)
     settle_timeout: float = 30.0
     label: str = "campaign"
-    tmpfs_mb: int | None = 64       # data dirs on a tmpfs of this size (disk-full faults)
+    tmpfs_mb: int | None = 64       # data dirs on a tmpfs of this size (disk-full faults);
+                                    # ignored (no disk faults) where tmpfs cannot be mounted
+
+    def resolved_tmpfs(self) -> int | None:
+        return self.tmpfs_mb if self.tmpfs_mb and tmpfs_available() else None
 
     def resolved_kinds(self) -> tuple[str, ...]:
-        return tuple(self.kinds) if self.kinds else kinds_for(self.nodes, bool(self.tmpfs_mb))
+        return tuple(self.kinds) if self.kinds else kinds_for(self.nodes,
+                                                              bool(self.resolved_tmpfs()))
 
     def resolved_compaction(self) -> int:
         """Entries between dumps: from the seed unless set (small values mean many dumps
@@ -202,15 +251,20 @@ class ChaosCluster:
                       f'raft = "{lab.address(node)}:{RAFT_PORT}"',
                       f'data_dir = "{workdir / "data" / node}"', ""]
         self.config_path.write_text("\n".join(lines))
+        self.tmpfs_mb = tmpfs_mb
         #: Data dirs mounted on their own small tmpfs (for the disk-full fault).
         self.mounts: list[Path] = []
-        if tmpfs_mb:
-            for node in self.ids:
-                path = workdir / "data" / node
-                path.mkdir(parents=True)
-                subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={tmpfs_mb}m", "tmpfs",
-                                str(path)], check=True, capture_output=True, timeout=30)
-                self.mounts.append(path)
+
+    def mount(self) -> None:
+        """Put every data dir on its own tmpfs of ``tmpfs_mb`` MB (no-op without it)."""
+        if not self.tmpfs_mb:
+            return
+        for node in self.ids:
+            path = self.data_dir(node)
+            path.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.tmpfs_mb}m", "tmpfs",
+                            str(path)], check=True, capture_output=True, timeout=30)
+            self.mounts.append(path)
 
     def data_dir(self, node: str) -> Path:
         return self.workdir / "data" / node
@@ -690,6 +744,7 @@ class RunResult:
     wall_s: float = 0.0
     error: str | None = None
     artifacts: str | None = None
+    code: dict[str, Any] = field(default_factory=dict)
 
     @property
     def violation_count(self) -> int:
@@ -771,7 +826,7 @@ def run_campaign(config: RunConfig, results_dir: Path = RESULTS_DIR,
     schedule = plan_schedule(config)
     result = RunResult(run_id=run_id, label=config.label, seed=config.seed, nodes=config.nodes,
                        duration=config.duration, config=_jsonable(asdict(config)),
-                       schedule=[asdict(f) for f in schedule])
+                       schedule=[asdict(f) for f in schedule], code=code_under_test())
     print(f"[chaos] run {run_id}: seed={config.seed} nodes={config.nodes} "
           f"duration={config.duration}s compaction={config.resolved_compaction()} schedule="
           + ", ".join(f"{f.kind}@{f.at}s/{f.hold}s" for f in schedule), flush=True)
@@ -781,8 +836,9 @@ def run_campaign(config: RunConfig, results_dir: Path = RESULTS_DIR,
         with NetnsLab(config.nodes) as lab:
             cluster = ChaosCluster(lab, workdir, compaction=config.resolved_compaction(),
                                    write_timeout=config.write_timeout,
-                                   tmpfs_mb=config.tmpfs_mb)
+                                   tmpfs_mb=config.resolved_tmpfs())
             try:
+                cluster.mount()
                 cluster.start_all()
                 if cluster.wait_leader(timeout=30.0) is None:
                     raise RuntimeError("no initial leader within 30 s:\n"

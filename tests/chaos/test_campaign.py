@@ -26,7 +26,7 @@ import time
 import pytest
 
 from .campaign import (RESULTS_DIR, SESSION, RunConfig, RunResult, aggregate, chaos_option,
-                       format_table, run_campaign, run_local_read_control,
+                       code_under_test, format_table, run_campaign, run_local_read_control,
                        run_raw_kill_all_control)
 
 
@@ -55,7 +55,7 @@ def test_short_campaign_finds_no_violation(_stale_namespaces_removed: None, seed
                                            kinds: tuple[str, ...]) -> None:
     """A 13 s run with two faults: linearizable, durable, no lease overlap, converged."""
     config = RunConfig(seed=seed, nodes=3, duration=13.0, tail=3.0, hold=(2.0, 3.0),
-                       gap=(0.5, 1.5), kinds=kinds, label="short")
+                       gap=(0.5, 1.5), kinds=kinds, label="short", tmpfs_mb=None)
     result = run_campaign(config)
     SESSION["runs"].append(result)
     assert result.ok, describe(result)
@@ -94,6 +94,7 @@ def test_campaign(_stale_namespaces_removed: None, request: pytest.FixtureReques
         results.append(result)
         SESSION["runs"].append(result)
     summary = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "first_seed": base,
+               "code": code_under_test(),
                "duration": duration, "aggregate": aggregate(results),
                "runs": [r.run_id for r in results]}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -368,35 +368,6 @@ class TestAdoptDump:
         j._destroy()
 
 
-class TestDurableSerializer:
-    def test_dump_rename_is_followed_by_a_directory_fsync(self, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-        """The dump is durable (its directory synced) before PySyncObj may compact."""
-        synced: list[str] = []
-        monkeypatch.setattr("hastate.consensus.journal.fsync_dir", lambda p: synced.append(str(p)))
-        dump = tmp_path / "state.dump"
-
-        def write(tmp_file: str, _data: object) -> None:
-            Path(tmp_file).write_bytes(b"dump")
-
-        s = DurableSerializer(str(dump), 2 ** 16, False, write, lambda f: None, None)
-        s.serialize((None, None, None, None), 5)
-        assert dump.read_bytes() == b"dump"
-        assert synced == [str(tmp_path)]
-
-    def test_failed_directory_sync_reports_failure_so_journal_is_kept(
-            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        """If the rename cannot be made durable, compaction must not truncate the journal."""
-        def broken(_p: object) -> None:
-            raise OSError(5, "EIO")
-        monkeypatch.setattr("hastate.consensus.journal.fsync_dir", broken)
-        s = DurableSerializer(str(tmp_path / "state.dump"), 2 ** 16, False,
-                              lambda f, d: Path(f).write_bytes(b"d"), lambda f: None, None)
-        s.serialize((None, None, None, None), 5)
-        from pysyncobj.config import SERIALIZER_STATE
-        assert s.checkSerializing()[0] == SERIALIZER_STATE.FAILED
-
-
 def test_record_crc_covers_the_length_field() -> None:
     """A record whose length bytes change no longer verifies."""
     rec = bytearray(encode_record(b"abc", 1, 1))

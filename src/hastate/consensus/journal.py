@@ -61,7 +61,8 @@ Entry = tuple  # (command: bytes, index: int, term: int)
 Sync = Callable[[int], None]
 
 
-def _fdatasync(fd: int) -> None:
+def fdatasync(fd: int) -> None:
+    """Make a file's data durable: fdatasync where the OS has it, else fsync."""
     (getattr(os, "fdatasync", None) or os.fsync)(fd)
 
 
@@ -172,7 +173,7 @@ class DurableJournal(Journal):
         self.meta_path = self.path.with_name(self.path.name + ".meta")
         self.cluster = cluster
         self.node_id = node_id
-        self._sync: Sync = sync or _fdatasync
+        self._sync: Sync = sync or fdatasync
         self._entries: list[Entry] = []
         self._offsets: list[int] = []   # file offset of each record written to the file
         self._end = 0                   # file size = end of the last written record
@@ -491,13 +492,11 @@ class DurableJournal(Journal):
 
 
 class DurableSerializer(Serializer):
-    """PySyncObj's dump writer, with every rename made durable (defects 1 and 4).
+    """PySyncObj's dump receiver, made durable (defects 1 and 4).
 
-    hastate's serializer callback writes and fsyncs the dump into PySyncObj's temp file;
-    PySyncObj then renames it over the dump with no directory fsync, and truncates the
-    journal on the next tick. Syncing the directory right after that rename makes the dump
-    durable before the journal shrinks. The same holds for a dump received from the leader
-    (``setTransmissionData``), whose data PySyncObj never syncs at all.
+    hastate writes its own dumps (``HastateSyncObj._SyncObj__tryLogCompaction``: tmp, fsync,
+    rename, directory fsync). A dump received from the leader (``setTransmissionData``) is
+    renamed into place by PySyncObj, which never syncs it: here it is.
 
     A received dump that this node already has (``is_stale(path)``: its last entry is
     committed here or present in the log) is dropped and the node's own dump put back:
@@ -515,17 +514,6 @@ class DurableSerializer(Serializer):
         self._is_stale = is_stale
         #: Dumps received from a leader and dropped because this node was already past them.
         self.stale_dumps_dropped = 0
-
-    def serialize(self, data: Any, id: Any) -> None:  # noqa: A002 (PySyncObj's name)
-        super().serialize(data, id)
-        # Without fork (always so with a custom serializer) -1 means "written just now".
-        if self._dump_path is not None and getattr(self, "_Serializer__pid") == -1:
-            try:
-                fsync_dir(Path(self._dump_path).parent)
-            except OSError:
-                logger.exception("could not sync the dump's directory; keeping the journal")
-                # Reported as FAILED by checkSerializing: the journal is not truncated.
-                setattr(self, "_Serializer__pid", -2)
 
     def setTransmissionData(self, data: Any) -> bool:  # noqa: N802
         if self._dump_path is None or data is None or not data[2]:

@@ -128,11 +128,13 @@ class RaftNode:
     """A running Raft replica of a :class:`ReplicatedState`."""
 
     def __init__(self, spec: NodeSpec, machine: ReplicatedState, *,
-                 transport_class: Any = None, is_healthy: Callable[[], bool] = lambda: True) -> None:
+                 transport_class: Any = None, is_healthy: Callable[[], bool] = lambda: True,
+                 journal_sync: Callable[[int], None] | None = None) -> None:
         self.spec = spec
         self.machine = machine
         self._transport_class = transport_class
         self._is_healthy = is_healthy
+        self._journal_sync = journal_sync  # e.g. fdatasync wrapped to time it (metrics)
         self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._started = threading.Event()
@@ -155,7 +157,7 @@ class RaftNode:
         # Issue 4: our fsync'ed journal, opened here so a torn, corrupt or foreign journal
         # fails start() with a message naming the file (HastateSyncObj installs it).
         self._journal = DurableJournal(self.spec.data_dir / JOURNAL, cluster=self.spec.cluster,
-                                       node_id=self.spec.node_id)
+                                       node_id=self.spec.node_id, sync=self._journal_sync)
         self._thread = threading.Thread(target=self._run, name=f"hastate-raft-{self.spec.node_id}",
                                         daemon=True)
         self._thread.start()
@@ -226,7 +228,7 @@ class RaftNode:
                 self.spec.address, list(self.spec.peers.values()), self._conf(), [self.machine],
                 self.spec.profile, transport_class=self._transport_class,
                 on_transfer_request=self._on_transfer_request, is_healthy=self._is_healthy,
-                journal=self._journal)
+                journal=self._journal, prepare_dump=self._prepare_dump)
             self._waker = _Waker(self._syncobj._poller)
         except HAStateError as exc:  # issue 4: journal/dump refused; its message says why
             self._journal.close()
@@ -297,14 +299,23 @@ class RaftNode:
         return self._thread is not None and self._thread.is_alive()
 
     # -- dump (PySyncObj custom serializer; runs on the tick thread) --------------------------
-    def _serialize(self, tmp_file: str, raft_data: tuple[Any, Any, Any]) -> None:
-        last, prev, cluster = raft_data
-        body = {"state": self.machine.to_body(),
-                "raft": {"last": list(last), "prev": list(prev),
-                         "cluster": sorted(n.id for n in cluster)}}
-        _, blob = encode_dump(body, cluster=self.spec.cluster, index=last[1], term=last[2],
-                              keys=len(self.machine), extra={"node": self.spec.node_id})
-        atomic_write(tmp_file, blob)
+    def _prepare_dump(self, last: tuple, prev: tuple, members: list[str]) -> Callable[[], None]:
+        """Raft thread: copy the state at ``last``; return the write for a background thread."""
+        capture = self.machine.capture()
+        path = self.spec.data_dir / DUMP
+
+        def write() -> None:
+            body = {"state": capture.body(),
+                    "raft": {"last": list(last), "prev": list(prev), "cluster": members}}
+            _, blob = encode_dump(body, cluster=self.spec.cluster, index=last[1], term=last[2],
+                                  keys=len(capture), extra={"node": self.spec.node_id})
+            atomic_write(path, blob)
+        return write
+
+    @staticmethod
+    def _serialize(_tmp_file: str, _raft_data: Any) -> None:
+        """PySyncObj requires a serializer next to the deserializer; ours never runs."""
+        raise AssertionError("log compaction is done by HastateSyncObj._SyncObj__tryLogCompaction")
 
     def _deserialize(self, file_name: str) -> tuple[Any, Any, Any]:
         try:

@@ -33,7 +33,11 @@ class TimingProfile:
 
     @property
     def failover_bound(self) -> float:
-        """Worst-case time from leader death to a new leader with a lease (documented SLO)."""
+        """Time from leader death to a new leader with a lease when one election decides.
+
+        A split vote (two survivors time out together) costs up to one more
+        ``max_timeout`` per extra round; hastate has no pre-vote to randomise it away.
+        """
         return self.max_timeout + 2 * self.max_rtt + self.append_entries_period
 
 

@@ -8,6 +8,7 @@ Each override names the behaviour it adds or the PySyncObj 0.3.17 defect it corr
 from __future__ import annotations
 
 import logging
+import threading
 import os
 import time
 from pathlib import Path
@@ -35,6 +36,27 @@ ROLE_NAMES = {_RAFT_STATE.FOLLOWER: "follower", _RAFT_STATE.CANDIDATE: "candidat
               _RAFT_STATE.LEADER: "leader"}
 
 
+# prepare_dump(last, prev, members) runs on the Raft thread, captures the state cheaply and
+# returns the slow part (encode, write, fsync, rename) for a background thread.
+PrepareDump = Callable[[tuple, tuple, list], Callable[[], None]]
+
+
+class _Compaction(threading.Thread):
+    """Writes one dump in the background; the Raft thread truncates the log when it is done."""
+
+    def __init__(self, write: Callable[[], None], upto: int) -> None:
+        super().__init__(name="hastate-compaction", daemon=True)
+        self._write = write
+        self.upto = upto
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._write()
+        except BaseException as exc:  # reported on the Raft thread, which keeps the journal
+            self.error = exc
+
+
 class HastateSyncObj(SyncObj):
     """SyncObj with adaptive batching, leader lease, stickiness and guarded transfers."""
 
@@ -42,7 +64,8 @@ class HastateSyncObj(SyncObj):
                  profile: TimingProfile, transport_class: Any = None,
                  on_transfer_request: Callable[[str], None] | None = None,
                  is_healthy: Callable[[], bool] = lambda: True,
-                 journal: DurableJournal | None = None) -> None:
+                 journal: DurableJournal | None = None,
+                 prepare_dump: PrepareDump | None = None) -> None:
         self.lease = LeaderLease(profile.lease_duration, len(peers) + 1)
         self.stickiness = Stickiness(profile.min_timeout)
         self.paused = False  # leader: hold new proposals in the queue (leadership transfer)
@@ -53,6 +76,9 @@ class HastateSyncObj(SyncObj):
         self._sent_commit = 0
         self.fatal_error: str | None = None
         self.peer_health: dict[str, tuple[bool, int, float]] = {}  # addr -> (ok, applied, when)
+        self._prepare_dump = prepare_dump
+        self._compaction: _Compaction | None = None
+        self.compactions_total = 0
         kwargs = {"transportClass": transport_class} if transport_class is not None else {}
         super().__init__(self_addr, peers, conf, consumers=consumers, **kwargs)
         if journal is not None:
@@ -250,6 +276,44 @@ class HastateSyncObj(SyncObj):
     # index are then re-read from it exactly as SyncObj.__init__ reads them, the dump writer
     # is replaced by one that syncs its renames, and the dump is loaded at once (so a journal
     # that does not fit the dump stops start() instead of the first tick).
+    def _SyncObj__tryLogCompaction(self) -> None:
+        """Compact the log without stalling the Raft thread.
+
+        With a custom serializer PySyncObj encodes and writes the whole state on the tick
+        thread (it disables fork), so a large state stalls heartbeats and triggers
+        elections. Here the tick thread only takes a shallow copy; a thread writes the dump
+        durably, and only then, back on the tick thread, is the journal truncated (so a
+        crash at any point leaves a dump plus every entry after it: defect 1).
+        """
+        now = time.monotonic()
+        job = self._compaction
+        if job is not None:
+            if job.is_alive():
+                return
+            self._compaction = None
+            self._SyncObj__lastSerializedTime = now
+            if job.error is not None:
+                logger.error("log compaction failed; keeping the journal: %r", job.error)
+                return
+            self._SyncObj__deleteEntriesTo(job.upto)
+            self._SyncObj__lastSerializedEntry = job.upto
+            self.compactions_total += 1
+            return
+        conf = self.conf
+        if len(self._SyncObj__raftLog) <= conf.logCompactionMinEntries and \
+                now - self._SyncObj__lastSerializedTime <= conf.logCompactionMinTime and \
+                not self._SyncObj__forceLogCompaction:
+            return
+        self._SyncObj__forceLogCompaction = False
+        entries = self._SyncObj__getEntries(self.raftLastApplied - 1, 2)
+        if len(entries) < 2 or entries[0][1] == self._SyncObj__lastSerializedEntry:
+            self._SyncObj__lastSerializedTime = now
+            return
+        prev, last = entries
+        members = sorted(n.id for n in self.otherNodes | {self.selfNode})
+        self._compaction = _Compaction(self._prepare_dump(last, prev, members), upto=prev[1])
+        self._compaction.start()
+
     def _install_durable_storage(self, journal: DurableJournal) -> None:
         self._SyncObj__raftLog._destroy()
         self._SyncObj__raftLog = journal

@@ -229,16 +229,14 @@ class RaftEventCounter:
     """On-tick callback counting elections started and log compactions from public accessors.
 
     An election starts when this node becomes candidate for a term (a candidate whose
-    election times out starts another one with the next term); a compaction is the first
-    log index moving forward (PySyncObj drops the compacted head of the log). Runs on the
-    tick thread: a few attribute reads per tick.
+    election times out starts another one with the next term); compactions are counted by
+    the Raft layer itself. Runs on the tick thread: a few attribute reads per tick.
     """
 
     def __init__(self, manager: "StateManager", stats: NodeStats) -> None:
         self._syncobj = manager.node.syncobj
         self._stats = stats
         self._candidate_term: int | None = None
-        self._first_index: int | None = None
 
     def __call__(self) -> None:
         so = self._syncobj
@@ -247,12 +245,7 @@ class RaftEventCounter:
             if term != self._candidate_term:
                 self._candidate_term = term
                 self._stats.elections_started += 1
-        length = so.log_length()
-        if length:
-            first = so.last_log_index() - length + 1
-            if self._first_index is not None and first > self._first_index:
-                self._stats.log_compactions += 1
-            self._first_index = first
+        self._stats.log_compactions = so.compactions_total
 
 
 def attach(manager: "StateManager") -> NodeStats | None:
