@@ -84,33 +84,45 @@ def guarded(results: dict[str, Any], key: str, fn: Callable[[], Any]) -> Any:
 
 def run_system(name: str, cfg: dict[str, Any], phases: list[str], results: dict[str, Any],
                out: Path) -> None:
+    """Throughput workloads on one system; for hastate also profile, saturation, large state.
+
+    hastate order: the workloads (pipelined 64 B last, as the saturation run when that phase
+    is on), then the profile, then a fresh cluster for the large-state run, so a follower
+    left behind by the saturation run disturbs nothing after it.
+    """
     from benchmarks import scenarios
     from benchmarks.workloads import WORKLOADS, execute
     system = make_system(name)
     tp = results["throughput"].setdefault(name, {})
+    saturate = name == "hastate" and "saturation" in phases
     try:
         system.start()
         results["systems"][name] = system.info()
-        for wl in WORKLOADS:
-            if "throughput" not in phases:
-                break
-            if name == "hastate" and wl.name == "write-pipe-64B" and "saturation" in phases:
-                res, sat = scenarios.saturation(system, cfg["saturation_s"])
-                tp[wl.name] = res
-                results["saturation"] = sat
-                continue
-            duration = cfg["read_s"] if wl.kind == "read" else cfg["write_s"]
-            tp[wl.name] = guarded(results, f"{name}/{wl.name}", lambda: execute(system, wl, duration))
-        if name == "hastate":
-            if "saturation" in phases and "saturation" not in results:
-                results["saturation"] = guarded(
-                    results, "saturation", lambda: scenarios.saturation(system, cfg["saturation_s"])[1])
-            if "profile" in phases:
-                results["profile"] = guarded(results, "profile", lambda: scenarios.profile(
-                    system, out, cfg["profile_ops"], cfg["pyspy_s"]))
-            if "large" in phases:
-                results["large_state"] = guarded(results, "large_state", lambda: scenarios.large_state(
-                    system, cfg["large_keys"], cfg["compaction_window_s"]))
+        if "throughput" in phases:
+            for wl in WORKLOADS:
+                if saturate and wl.name == "write-pipe-64B":
+                    continue
+                duration = cfg["read_s"] if wl.kind == "read" else cfg["write_s"]
+                tp[wl.name] = guarded(results, f"{name}/{wl.name}",
+                                      lambda wl=wl, d=duration: execute(system, wl, d))
+        if name != "hastate":
+            return
+        if "profile" in phases:
+            results["profile"] = guarded(results, "profile", lambda: scenarios.profile(
+                system, out, cfg["profile_ops"], cfg["pyspy_s"]))
+        if saturate:
+            def sat() -> dict[str, Any]:
+                res, report = scenarios.saturation(system, cfg["saturation_s"])
+                tp["write-pipe-64B"] = res
+                return report
+            results["saturation"] = guarded(results, "saturation", sat)
+        if "large" in phases:
+            if saturate:
+                system.stop()
+                system = make_system(name)
+                system.start()
+            results["large_state"] = guarded(results, "large_state", lambda: scenarios.large_state(
+                system, cfg["large_keys"], cfg["compaction_window_s"]))
     finally:
         system.stop()
 
@@ -158,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mr-rtt-ms", type=float, default=100.0,
                         help="round trip the multi-region failover proxy adds (default 100)")
     parser.add_argument("--img-dir", type=Path, help="also copy the PNG plots here (docs/img)")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to SECONDS for the 1-minute load average to drop "
+                             "below 0.5 (shared machines)")
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get install etcd-server when etcd is missing")
     args = parser.parse_args(argv)
@@ -178,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown phase {p!r}; choose from {PHASES}")
     out = args.out or REPO_ROOT / "results" / time.strftime("bench-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
+
+    if args.wait_quiet > 0:
+        deadline = time.monotonic() + args.wait_quiet
+        while os.getloadavg()[0] >= 0.5 and time.monotonic() < deadline:
+            time.sleep(5)
+        log(f"load average {os.getloadavg()[0]:.2f} after waiting for a quiet machine")
 
     import hastate
     results: dict[str, Any] = {
@@ -216,10 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_seconds"] = round(time.monotonic() - t_start, 1)
 
     from benchmarks import report
+    dump_json(out / "results.json", results)   # first, so a reporting bug loses nothing
     table = report.build_table(results, args.baseline)
     targets = report.evaluate_targets(results)
     results["targets"] = targets
-    scen = report.scenario_text(results)
+    try:
+        scen = report.scenario_text(results)
+    except Exception as exc:  # never lose the table over a summary line
+        scen = f"(scenario summary failed: {exc!r}; see results.json)"
     in_repo = Path(hastate.__file__).resolve().is_relative_to(REPO_ROOT / "src")
     header = (f"hastate benchmarks, {results['started']}, {results['machine']['nproc']} x "
               f"{results['machine']['cpu_model']}, Python {results['machine']['python']}, git "

@@ -181,8 +181,9 @@ def scenario_text(results: dict[str, Any]) -> str:
                      f"(max {fmt(sat['leader_dump_max_s'])} s)")
     ls = results.get("large_state")
     if ls and "memory" in ls:
-        mem = ", ".join(f"{n} {m['rss_mb']:.0f} MB ({m['bytes_per_key']:.0f} B/key)"
-                        for n, m in ls["memory"].items())
+        mem = ", ".join(f"{n} {m['rss_mb']:.0f} MB" + (
+            f" ({m['bytes_per_key']:.0f} B/key)" if m.get("bytes_per_key") else
+            " (driver process incl. in-process member)") for n, m in ls["memory"].items())
         c = ls["compaction"]
         lines.append(f"large state: {ls['keys']:,} keys of 64 B loaded in {ls['load_s']:.1f} s; "
                      f"RSS {mem}")

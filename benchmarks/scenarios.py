@@ -61,7 +61,7 @@ def saturation(system: Any, duration: float) -> tuple[dict[str, Any], dict[str, 
     # catch-up: every follower's match index reaches the leader's last index
     t_end = time.monotonic()
     caught = None
-    while time.monotonic() - t_end < 30:
+    while time.monotonic() - t_end < 60:
         lag = system.lag()
         if lag and all(v <= 0 for v in lag.values()):
             caught = time.monotonic() - t_end

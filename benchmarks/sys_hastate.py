@@ -122,6 +122,15 @@ class HastateSystem(System):
                 out[node_id] = int(st["term"])
         return out
 
+    def counters(self) -> dict[str, float]:
+        """The leader's journal counters (fsyncs, group-commit flushes, rewrites) and dumps."""
+        log = getattr(self.sm.node.syncobj, "_SyncObj__raftLog", None)
+        stats = dict(getattr(log, "stats", {}) or {})
+        out = {f"journal_{k}": v for k, v in stats.items() if isinstance(v, (int, float))}
+        out["dumps"] = len(self.serialize_durations)
+        out["dump_seconds"] = sum(self.serialize_durations)
+        return out
+
     def lag(self) -> dict[str, int]:
         """Leader view: entries each follower is behind the leader's last log index."""
         so = self.sm.node.syncobj

@@ -19,8 +19,10 @@ from benchmarks.common import CpuMeter, cdf_points, latency_summary, log
 KEYSPACE = 1024
 #: Driver threads for the pipelined workload of a system without an async API (etcd's HTTP).
 PIPE_THREADS = 64
-#: Proposals in flight for the pipelined workload of systems with an async callback path.
+#: Proposals in flight for the pipelined workload of systems with an async callback path:
+#: 10000, but at most 4 MiB of values (1024 for 4 KiB values).
 PIPE_WINDOW = 10000
+PIPE_WINDOW_BYTES = 4 * 2**20
 
 VALUES = {64: os.urandom(64), 4096: os.urandom(4096)}
 
@@ -61,6 +63,10 @@ class System:
 
     def info(self) -> dict[str, Any]:
         return {"client": self.client}
+
+    def counters(self) -> dict[str, float]:
+        """Monotonic counters of the driven member (e.g. journal fsyncs), diffed per workload."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,7 @@ def execute(system: System, wl: Workload, duration: float, keep_run: bool = Fals
     if wl.kind == "read":
         system.put(_key(1), value)
     terms0 = system.terms()
+    counters0 = system.counters()
     meter = CpuMeter(system.server_pids())
     mode = ""
     if wl.kind == "seq":
@@ -242,13 +249,15 @@ def execute(system: System, wl: Workload, duration: float, keep_run: bool = Fals
         run = run_threads(lambda t, i: system.put(_key(t * 7919 + i), value), wl.threads, duration)
     elif system.submit is not None:
         submit = system.submit
-        mode = f"async callbacks, {PIPE_WINDOW} in flight"
-        run = run_pipelined(lambda i, cb: submit(_key(i), value, cb), PIPE_WINDOW, duration)
+        window = min(PIPE_WINDOW, PIPE_WINDOW_BYTES // wl.size)
+        mode = f"async callbacks, {window} in flight"
+        run = run_pipelined(lambda i, cb: submit(_key(i), value, cb), window, duration)
     else:
         mode = f"{PIPE_THREADS} threads, one keep-alive connection each"
         run = run_threads(lambda t, i: system.put(_key(t * 7919 + i), value), PIPE_THREADS,
                           duration)
     cpu = meter.stop()
+    counters1 = system.counters()
     terms1 = system.terms()
     ops = _ops_in_window(run, wl)
     out: dict[str, Any] = {
@@ -260,6 +269,10 @@ def execute(system: System, wl: Workload, duration: float, keep_run: bool = Fals
         "elections": _elections(terms0, terms1), "terms": terms1,
         "loadavg_1m": os.getloadavg()[0],
     }
+    if counters0:
+        done = max(1, len(run.latencies))
+        out["counters"] = {k: counters1.get(k, 0) - v for k, v in counters0.items()}
+        out["counters_per_op"] = {k: round(v / done, 4) for k, v in out["counters"].items()}
     if mode:
         out["mode"] = mode
     if run.first_error:

@@ -85,7 +85,7 @@ class ClusterConfig:
     @property
     def all_loopback(self) -> bool:
         """True when every raft address is on this machine (development clusters)."""
-        return all(_is_loopback(split_address(n.raft)[0]) for n in self.nodes)
+        return all(is_loopback_host(split_address(n.raft)[0]) for n in self.nodes)
 
     def secret(self) -> str | None:
         """The cluster secret from ``secret_env`` (None when unused); ConfigError when missing."""
@@ -120,7 +120,8 @@ def split_address(address: str) -> tuple[str, int]:
     return host, port
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback IP addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:
@@ -217,7 +218,7 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
         # across machines, not on one.
         raft_host = split_address(raft)[0]
         http_key = None if http is None else \
-            (raft_host, http) if _is_loopback(split_address(http)[0]) else http
+            (raft_host, http) if is_loopback_host(split_address(http)[0]) else http
         for key, value in (("id", node_id), ("raft", raft), ("http", http_key)):
             if value is None:
                 continue
@@ -260,7 +261,7 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
         _check_keys(tls_raw, _TLS_KEYS, "tls", path)
         paths = {k: _require(tls_raw, k, str, "tls", path) for k in sorted(_TLS_KEYS)}
         tls = TLSConfig(**{k: str(base / v) for k, v in paths.items()})
-    loopback = all(_is_loopback(split_address(n.raft)[0]) for n in nodes)
+    loopback = all(is_loopback_host(split_address(n.raft)[0]) for n in nodes)
     transport = cluster.get("transport", "plaintext" if loopback else "tls")
     if transport not in TRANSPORTS:
         raise ConfigError(f"unknown transport {transport!r}; choose one of {list(TRANSPORTS)}",

@@ -1093,6 +1093,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", default="3")
     parser.add_argument("--kinds", default=None, help="comma-separated fault kinds")
     parser.add_argument("--keep", default="on-failure", choices=("on-failure", "always", "never"))
+    parser.add_argument("--mix", default="0.4,0.4,0.2", help="read,write,cas weights")
+    parser.add_argument("--keys", type=int, default=6, help="keys per 8 s generation")
+    parser.add_argument("--no-disk", action="store_true", help="no tmpfs, no disk-full faults")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     base = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
@@ -1102,7 +1105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         nodes = sizes[i % len(sizes)]
         kinds = tuple(args.kinds.split(",")) if args.kinds else None
         results.append(run_campaign(RunConfig(seed=base + i, nodes=nodes,
-                                              duration=args.duration, kinds=kinds),
+                                              duration=args.duration, kinds=kinds,
+                                              mix=args.mix, keys=args.keys,
+                                              tmpfs_mb=None if args.no_disk else 64),
                                     keep=args.keep))
     print(format_table(results))
     return 0 if all(r.ok for r in results) else 1

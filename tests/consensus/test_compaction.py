@@ -10,22 +10,13 @@ import pytest
 from hastate import StateManager
 from hastate.consensus.node import DUMP
 from hastate.state.dump import decode_dump
-from hastate.testing import free_port
+from hastate.testing import free_port, wait_for
 
 
 def single_node(tmp_path: Path) -> StateManager:
     sm = StateManager("solo", {"solo": f"127.0.0.1:{free_port()}"}, data_dir=tmp_path / "solo",
                       cluster_name="compaction", log_compaction_entries=20)
     return sm.start(wait_ready=10)
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met")
 
 
 def test_failed_dump_keeps_the_journal_and_a_later_one_truncates_it(

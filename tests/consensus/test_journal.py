@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hastate.consensus.journal import DurableJournal, DurableSerializer, encode_record
+from hastate.consensus.journal import DurableJournal, encode_record
 from hastate.errors import ConfigError, CorruptDataError
 
 CLUSTER, NODE = "jtest", "n1"

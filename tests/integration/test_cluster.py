@@ -14,6 +14,7 @@ import pytest
 
 from hastate import NoQuorumError, ReadError, StateManager, WriteError
 from hastate.errors import ConfigError, ConflictError
+from hastate.testing import BackgroundWriter, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,16 +23,6 @@ BOT_STATE = {
     "active_positions": [{"symbol": "BTC-USD", "qty": decimal.Decimal("0.25")}],
     "model_version": "v1.2.3",
 }
-
-
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def same_everywhere(cluster, nodes=("instance-2", "instance-3")) -> bool:
@@ -92,34 +83,14 @@ def test_restart_of_every_node_from_data_dir_keeps_state(cluster) -> None:
 
 
 def test_trigger_failover_to_named_node_while_writer_runs(cluster) -> None:
-    stop = threading.Event()
-    acked: list[int] = []
-    errors: list[Exception] = []
-
-    def writer() -> None:
-        i = 0
-        while not stop.is_set():
-            try:
-                cluster.sm.save_state({f"w{i}": i}, timeout=10)
-                acked.append(i)
-            except WriteError as exc:
-                errors.append(exc)
-            i += 1
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
+    with BackgroundWriter(cluster.sm) as writer:
         time.sleep(0.5)
         for target in ("instance-3", "instance-2", "instance-1"):
             cluster.sm.trigger_failover(target, timeout=15)
             assert cluster.sm.leader() == target
             time.sleep(0.3)
-    finally:
-        stop.set()
-        thread.join()
-    assert errors == [] and len(acked) > 50
-    state = cluster.sm.get_state()
-    assert all(state[f"w{i}"] == i for i in acked)
+    assert writer.errors == [] and len(writer.acked) > 50
+    assert writer.missing_from(cluster.sm.get_state()) == []
     assert cluster.sm.is_leader()
 
 

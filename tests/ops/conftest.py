@@ -8,10 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -84,17 +83,6 @@ def sample(families: dict[str, Any], name: str, **labels: str) -> float | None:
         if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
             return s.value
     return None
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what} not met within {timeout}s")
 
 
 def _start(cluster: OpsCluster) -> None:

@@ -8,15 +8,15 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from hastate.consensus.profiles import get_profile
-from hastate.errors import WriteError
 
-from .conftest import REPO, OpsCluster, wait_for
+from hastate.testing import BackgroundWriter, wait_for
+
+from .conftest import REPO, OpsCluster
 
 pytestmark = pytest.mark.integration
 
@@ -48,37 +48,17 @@ def test_members_lists_every_member_and_refuses_changes(ops: OpsCluster) -> None
 def test_failover_cli_to_a_named_node_under_writes(ops: OpsCluster) -> None:
     leader = ops.wait_leader()
     target = next(n for n in ("instance-3", "instance-2") if n != leader)
-    stop = threading.Event()
-    acked: list[int] = []
-    errors: list[Exception] = []
-
-    def writer() -> None:
-        i = 0
-        while not stop.is_set():
-            try:
-                ops.sm.save_state({f"f{i}": i}, timeout=10)
-                acked.append(i)
-            except WriteError as exc:
-                errors.append(exc)
-            i += 1
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        wait_for(lambda: len(acked) > 20, what="writes flowing")
+    with BackgroundWriter(ops.sm, prefix="f") as writer:
+        wait_for(lambda: len(writer.acked) > 20, what="writes flowing")
         out = ops.cli("failover", "--config", str(ops.config_path), "--to", target)
         assert out.returncode == 0, out.stderr
         took = float(re.search(rf"-> {target} in ([0-9.]+)s", out.stdout).group(1))
         assert took < 4 * get_profile("lan").max_timeout
-        count = len(acked)
-        wait_for(lambda: len(acked) > count + 20, what="writes flowing after the failover")
-    finally:
-        stop.set()
-        thread.join()
-    assert errors == []
+        count = len(writer.acked)
+        wait_for(lambda: len(writer.acked) > count + 20, what="writes flowing after the failover")
+    assert writer.errors == []
     assert ops.wait_leader() == target
-    state = ops.sm.get_state()
-    assert all(state[f"f{i}"] == i for i in acked)
+    assert writer.missing_from(ops.sm.get_state()) == []
     out = ops.cli("failover", "--config", str(ops.config_path), "--to", target)
     assert out.returncode == 0 and "already leads" in out.stdout
 

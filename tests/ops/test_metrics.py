@@ -10,8 +10,9 @@ import signal
 import pytest
 
 from hastate.errors import ConflictError
+from hastate.testing import wait_for
 
-from .conftest import REPO, OpsCluster, sample, wait_for
+from .conftest import REPO, OpsCluster, sample
 
 pytestmark = pytest.mark.integration
 

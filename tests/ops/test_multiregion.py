@@ -38,9 +38,10 @@ from hastate import StateManager
 from hastate.consensus.profiles import get_profile
 from hastate.errors import WriteError
 from hastate.observability.http import NodeHTTPServer
+from hastate.testing import wait_for
 from hastate.testing.cluster import REGIONS, free_port
 
-from .conftest import OpsCluster, wait_for
+from .conftest import OpsCluster
 
 pytestmark = pytest.mark.integration
 

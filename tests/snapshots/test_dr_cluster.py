@@ -15,19 +15,9 @@ from hastate import StateManager
 from hastate.consensus.seed import is_empty
 from hastate.snapshots import list_snapshots
 from hastate.snapshots.segments import list_segments
-from hastate.testing import LocalCluster
+from hastate.testing import LocalCluster, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 class DRCluster(LocalCluster):
@@ -198,7 +188,8 @@ def test_store_outage_does_not_slow_writes_and_uploads_recover(tmp_path: Path, r
         restartable_gcs.stop()
         for i in range(50):                            # writes keep working with the store down
             cluster.sm.save_state({f"down{i}": i}, timeout=5)
-        wait_for(lambda: cluster.sm.status()["snapshots"]["failures_total"] >= 1)
+        # the client retries for its 15 s deadline before an attempt counts as failed
+        wait_for(lambda: cluster.sm.status()["snapshots"]["failures_total"] >= 1, timeout=45)
         assert cluster.sm.status()["snapshots"]["last_error"]
         uploads = cluster.sm.status()["snapshots"]["uploads_total"]
         restartable_gcs.start()

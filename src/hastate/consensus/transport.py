@@ -34,7 +34,6 @@ from __future__ import annotations
 import collections
 import enum
 import functools
-import ipaddress
 import logging
 import os
 import socket
@@ -54,6 +53,7 @@ from pysyncobj.tcp_connection import CONNECTION_STATE, set_keepalive
 from pysyncobj.transport import TCPTransport
 
 from hastate.consensus import tls, wire
+from hastate.config import is_loopback_host
 from hastate.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -121,13 +121,7 @@ class TransportSecurity:
 
 
 def _is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(address.rsplit(":", 1)[0].strip("[]"))
 
 
 def check_mode(mode: str, addresses: Iterable[str]) -> None:
