@@ -192,8 +192,9 @@ def scenario_text(results: dict[str, Any]) -> str:
                      f"p50 {fmt(lat.get('p50_ms'))} ms, p99 {fmt(lat.get('p99_ms'))} ms, max "
                      f"{fmt(lat.get('max_ms'))} ms; elections {c['elections']}; leader lost "
                      f"its lease in {c['lease_lost_samples_50ms']} x 50 ms samples; leader dump "
-                     f"{[round(d, 2) for d in c['leader_dump_s']]} s; members dumped "
-                     f"{sum(c['members_dumped'].values())}/3")
+                     f"{[round(d, 2) for d in c['leader_dump_s']]} s (copy on the Raft thread "
+                     f"{[round(d, 3) for d in c.get('leader_capture_on_raft_thread_s', [])]} s); "
+                     f"members dumped {sum(c['members_dumped'].values())}/3")
     elif ls and ls.get("error"):
         lines.append(f"large state: failed: {ls['error']}")
     pr = results.get("profile")

@@ -34,6 +34,7 @@ def saturation(system: Any, duration: float) -> tuple[dict[str, Any], dict[str, 
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
     ser0 = len(system.serialize_durations)
+    cap0 = len(system.capture_durations)
     t0 = time.monotonic()
 
     def monitor() -> None:
@@ -76,6 +77,7 @@ def saturation(system: Any, duration: float) -> tuple[dict[str, Any], dict[str, 
     worst = max(max_lag.values()) if max_lag else 0
     lease_lost = sum(1 for s in samples if not s["leader"])
     dumps = system.serialize_durations[ser0:]
+    captures = system.capture_durations[cap0:]
     report = {
         "duration_s": duration, "ops_per_s": result["ops_per_s"], "elections": result["elections"],
         "lease_lost_samples": lease_lost, "samples": len(samples),
@@ -84,6 +86,7 @@ def saturation(system: Any, duration: float) -> tuple[dict[str, Any], dict[str, 
             "min": min(per_second) if per_second else 0, "max": max(per_second) if per_second else 0,
             "p50": percentile(sorted(per_second), 50) if per_second else 0},
         "leader_dumps": len(dumps), "leader_dump_max_s": max(dumps) if dumps else None,
+        "leader_capture_max_s": max(captures) if captures else None,
         "lag_series": [[s["t"], max(s["lag"].values()) if s["lag"] else None] for s in samples],
         "follower_pyspy_top": spy_box[0] if spy_box else None,
     }
@@ -158,6 +161,7 @@ def large_state(system: Any, keys: int, window_max: float) -> dict[str, Any]:
     dump_paths = {n: cluster.workdir / "data" / n / "state.dump" for n in cluster.ids}
     mtimes0 = {n: _mtime(p) for n, p in dump_paths.items()}
     ser0 = len(system.serialize_durations)
+    cap0 = len(system.capture_durations)
     terms0 = system.terms()
     lease_lost = [0]
     stop = threading.Event()
@@ -191,6 +195,7 @@ def large_state(system: Any, keys: int, window_max: float) -> dict[str, Any]:
     terms1 = system.terms()
     elections = max([terms1[k] - terms0[k] for k in terms1 if k in terms0] or [0])
     dumps = system.serialize_durations[ser0:]
+    captures = system.capture_durations[cap0:]
     dumped = {n: _mtime(p) != mtimes0[n] for n, p in dump_paths.items()}
     sizes = {n: (p.stat().st_size if p.exists() else 0) for n, p in dump_paths.items()}
     out = {
@@ -199,6 +204,7 @@ def large_state(system: Any, keys: int, window_max: float) -> dict[str, Any]:
             "window_s": window, "writes": len(lat), "latency": latency_summary(lat),
             "elections": elections, "lease_lost_samples_50ms": lease_lost[0],
             "members_dumped": dumped, "leader_dump_s": dumps,
+            "leader_capture_on_raft_thread_s": captures,
             "dump_size_mb": {n: s / 2**20 for n, s in sizes.items()},
         },
     }
@@ -206,7 +212,8 @@ def large_state(system: Any, keys: int, window_max: float) -> dict[str, Any]:
     log(f"  compaction window {window:.1f}s: {len(lat)} writes, p50 "
         f"{c['latency'].get('p50_ms', 0):.2f} ms p99 {c['latency'].get('p99_ms', 0):.1f} ms "
         f"max {c['latency'].get('max_ms', 0):.0f} ms, elections {elections}, leader dump(s) "
-        f"{[round(d, 2) for d in dumps]} s, dumped {dumped}")
+        f"{[round(d, 2) for d in dumps]} s (Raft-thread copy {[round(c, 3) for c in captures]} s), "
+        f"dumped {dumped}")
     return out
 
 
@@ -286,32 +293,32 @@ def profile(system: Any, out_dir: Path, ops: int, pyspy_seconds: float) -> dict[
     pdir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"ops": ops}
 
-    # 1. plain run for the reference latency and CPU, with py-spy on a follower
+    # 1. plain run for the reference latency and CPU, with py-spy on a follower's tick thread
     follower_pid = system.server_pids()[0]
+    spy_box: list[Any] = []
     spy = None
-    spy_out = pdir / "follower-pyspy.txt"
     if shutil.which("py-spy"):
-        spy = subprocess.Popen(["py-spy", "record", "--pid", str(follower_pid), "--duration",
-                                str(int(pyspy_seconds)), "--rate", "500", "--format", "raw",
-                                "--nonblocking", "-o", str(spy_out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        CLEANUP.proc(spy)
-        time.sleep(0.5)
+        spy = threading.Thread(target=lambda: spy_box.append(pyspy_sample(
+            follower_pid, int(pyspy_seconds - 1), delay=0.5, rate=500)), daemon=True)
+        spy.start()
     cpu0 = (time.process_time(), proc_cpu(follower_pid))
-    run = run_sequential(lambda i: sm.save_state({f"k{i % 1024}": value}), pyspy_seconds - 1.0)
+    run = run_sequential(lambda i: sm.save_state({f"k{i % 1024}": value}), pyspy_seconds)
     cpu1 = (time.process_time(), proc_cpu(follower_pid))
     n = max(1, len(run.latencies))
     result["plain"] = {"writes": n, "latency": latency_summary(run.latencies),
                        "driver_process_cpu_us_per_write": (cpu1[0] - cpu0[0]) / n * 1e6,
                        "follower_cpu_us_per_write": (cpu1[1] - cpu0[1]) / n * 1e6}
     if spy is not None:
-        try:
-            spy.wait(pyspy_seconds + 15)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-        result["follower_pyspy_top"] = _pyspy_top(spy_out, n) if spy_out.exists() else None
+        spy.join(pyspy_seconds + 30)
+        top = spy_box[0] if spy_box else None
+        if top:  # per-write microseconds of the follower's tick thread, by line
+            writes_in_window = n / run.elapsed * top["seconds"]
+            top["us_per_write"] = [[name, round(share * top["samples"] / top["rate_hz"]
+                                                / writes_in_window * 1e6, 1)]
+                                   for name, share in top["top_self_share"]]
+        result["follower_pyspy"] = top
     else:
-        result["follower_pyspy_top"] = "py-spy not installed"
+        result["follower_pyspy"] = "py-spy not installed"
 
     # 2. cProfile: driver thread + tick thread of the in-process leader
     tick = cProfile.Profile()
@@ -348,14 +355,15 @@ def profile(system: Any, out_dir: Path, ops: int, pyspy_seconds: float) -> dict[
 
 
 def pyspy_sample(pid: int, seconds: float, delay: float = 0.0, rate: int = 250,
-                 top: int = 12) -> dict[str, Any] | None:
-    """Sample ``pid`` with py-spy for ``seconds``; share of samples per Python line (self)."""
+                 top: int = 12, thread: str = "hastate-raft") -> dict[str, Any] | None:
+    """Sample ``pid`` with py-spy for ``seconds``: the Raft tick thread's busy share and the
+    Python lines it spends its samples in (self time; py-spy leaves idle threads out)."""
     time.sleep(delay)
     out = CLEANUP.tempdir("pyspy") / "raw.txt"
     try:
         subprocess.run(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                        "--rate", str(rate), "--format", "raw", "--nonblocking", "-o", str(out)],
-                       capture_output=True, timeout=seconds + 30)
+                        "--rate", str(rate), "--format", "raw", "--threads", "--nonblocking",
+                        "-o", str(out)], capture_output=True, timeout=seconds + 30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if not out.exists():
@@ -364,29 +372,13 @@ def pyspy_sample(pid: int, seconds: float, delay: float = 0.0, rate: int = 250,
     total = 0
     for line in out.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
-        if count.isdigit():
-            name = stack.split(";")[-1]
-            leaf[name] = leaf.get(name, 0) + int(count)
-            total += int(count)
-    CLEANUP.remove_dir(out.parent)
-    return {"samples": total, "seconds": seconds, "top_self_share": [
-        [name, round(cnt / max(1, total), 3)] for name, cnt in
-        sorted(leaf.items(), key=lambda kv: -kv[1])[:top]]}
-
-
-def _pyspy_top(path: Path, writes: int, top: int = 15) -> dict[str, Any]:
-    """Self samples per Python line in a py-spy raw file (idle excluded by py-spy)."""
-    leaf: dict[str, int] = {}
-    total = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
         frames = stack.split(";")
-        name = frames[-1] if frames else "?"
-        leaf[name] = leaf.get(name, 0) + int(count)
+        if not count.isdigit() or thread not in frames[0]:
+            continue
+        leaf[frames[-1]] = leaf.get(frames[-1], 0) + int(count)
         total += int(count)
-    items = sorted(leaf.items(), key=lambda kv: -kv[1])[:top]
-    return {"samples": total, "rate_hz": 500, "writes": writes,
-            "top_self": [[name, cnt, round(cnt / 500 / max(1, writes) * 1e6, 1)]
-                         for name, cnt in items]}
+    CLEANUP.remove_dir(out.parent)
+    return {"thread": thread, "samples": total, "seconds": int(seconds), "rate_hz": rate,
+            "busy_share": round(total / (rate * int(seconds)), 3),
+            "top_self_share": [[name, round(cnt / max(1, total), 3)] for name, cnt in
+                               sorted(leaf.items(), key=lambda kv: -kv[1])[:top]]}

@@ -24,12 +24,36 @@ from benchmarks.common import CLEANUP, log, wait_for
 from benchmarks.workloads import System
 
 
-def time_serializer(sm: StateManager, durations: list[float]) -> None:
-    """Record how long each full dump (log compaction) takes on this member's tick thread.
+def time_dumps(sm: StateManager, durations: list[float],
+               captures: list[float] | None = None) -> None:
+    """Record how long each full dump (log compaction) takes on this member.
 
-    Instrumentation only: wraps the bound method PySyncObj is configured with at start().
+    Instrumentation only. Newer hastate copies the state on the Raft thread
+    (``RaftNode._prepare_dump``, timed into ``captures``) and writes it on a background
+    thread (timed into ``durations``); older hastate serialized everything on the Raft
+    thread through PySyncObj's ``serializer`` (``RaftNode._serialize``, into ``durations``).
+    Both are looked up when the node starts, so this must run before ``sm.start()``.
     """
-    original = sm.node._serialize
+    node = sm.node
+    if hasattr(node, "_prepare_dump"):
+        original_prepare = node._prepare_dump
+
+        def prepare(*args: Any) -> Any:
+            t0 = time.perf_counter()
+            write = original_prepare(*args)
+            if captures is not None:
+                captures.append(time.perf_counter() - t0)
+
+            def timed_write() -> None:
+                t1 = time.perf_counter()
+                try:
+                    write()
+                finally:
+                    durations.append(time.perf_counter() - t1)
+            return timed_write
+        node._prepare_dump = prepare
+        return
+    original = node._serialize
 
     def timed(tmp_file: str, raft_data: Any) -> None:
         t0 = time.perf_counter()
@@ -37,7 +61,7 @@ def time_serializer(sm: StateManager, durations: list[float]) -> None:
             original(tmp_file, raft_data)
         finally:
             durations.append(time.perf_counter() - t0)
-    sm.node._serialize = timed  # type: ignore[method-assign]
+    node._serialize = timed
 
 
 class HastateSystem(System):
@@ -54,7 +78,8 @@ class HastateSystem(System):
                        f"RaftNode.propose(callback); transport {transport}")
         self.cluster: LocalCluster | None = None
         self.sm: StateManager | None = None
-        self.serialize_durations: list[float] = []
+        self.serialize_durations: list[float] = []   # dump writes (seconds)
+        self.capture_durations: list[float] = []     # Raft-thread state copies (newer code)
         self.submit = self._submit
 
     @property
@@ -69,7 +94,7 @@ class HastateSystem(System):
         for node_id in self.peer_ids:
             self.cluster.start(node_id)
         self.sm = StateManager.from_config(self.cluster.config_path, self.cluster.ids[0])
-        time_serializer(self.sm, self.serialize_durations)
+        time_dumps(self.sm, self.serialize_durations, self.capture_durations)
         self.sm.start()
         self.sm.wait_ready(30)
         self.cluster.wait_ready(self.peer_ids, timeout=30)
@@ -129,6 +154,7 @@ class HastateSystem(System):
         out = {f"journal_{k}": v for k, v in stats.items() if isinstance(v, (int, float))}
         out["dumps"] = len(self.serialize_durations)
         out["dump_seconds"] = sum(self.serialize_durations)
+        out["dump_capture_seconds"] = sum(self.capture_durations)
         return out
 
     def lag(self) -> dict[str, int]:

@@ -273,7 +273,7 @@ class StateManager:
                 done.set()
 
             self.node.propose(raw, callback)
-            if not done.wait(min(remaining, attempt_timeout)):
+            if not self._await(done, min(remaining, attempt_timeout)):
                 maybe_applied = True
                 continue
             result, error = box[0]
@@ -291,6 +291,26 @@ class StateManager:
                                 "of the nodes running and reachable?", outcome_unknown=maybe_applied)
         raise WriteTimeoutError(f"write not confirmed within {timeout:.1f}s",
                                 outcome_unknown=maybe_applied)
+
+    def _await(self, done: threading.Event, timeout: float) -> bool:
+        """Wait for a proposal's callback; fail fast once no leader has been known for long.
+
+        A deposed or isolated leader steps down and then knows no leader: rather than let
+        the caller wait out the whole write timeout, raise NoQuorumError after three maximum
+        election timeouts without a leader (longer than any election with a quorum takes).
+        """
+        end = time.monotonic() + timeout
+        give_up = 3 * self.spec.profile.max_timeout
+        while not done.wait(min(0.05, max(0.0, end - time.monotonic()))):
+            leaderless = self.node.leaderless_for()
+            if leaderless > give_up:
+                raise NoQuorumError(f"instance {self.instance_id} has known no leader for "
+                                    f"{leaderless:.1f}s: it is cut off from the majority, or "
+                                    "most nodes are down; the write stays queued and may "
+                                    "still apply when a leader is back", outcome_unknown=True)
+            if time.monotonic() >= end:
+                return False
+        return True
 
     # -- reads --------------------------------------------------------------------------------
     def get_state(self, consistency: Consistency = "linearizable", *,

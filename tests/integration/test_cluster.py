@@ -188,3 +188,18 @@ def test_tls_cluster_from_config_replicates_and_fails_over(tmp_path) -> None:
             assert cluster.state("instance-3")["state"] == {"secret_sauce": "v1", "after": 1}
         finally:
             sm.stop()
+
+
+def test_write_on_an_isolated_node_fails_fast_with_no_quorum(cluster) -> None:
+    cluster.make_leader("instance-1")
+    for node_id in ("instance-2", "instance-3"):
+        cluster.procs[node_id].send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(NoQuorumError, match="known no leader") as info:
+            cluster.sm.save_state({"x": 1}, timeout=60)       # does not wait out 60 s
+        assert info.value.outcome_unknown is True
+        assert not cluster.sm.is_leader()
+    finally:
+        cluster.resume_all()
+    wait_for(lambda: cluster.sm.leader() is not None)
+    assert cluster.sm.get_state(timeout=15).get("x") in (None, 1)

@@ -146,6 +146,7 @@ class RaftNode:
         self.leader_changes = 0
         self._last_leader: str | None = None
         self._transfer: tuple[str, float] | None = None
+        self._leaderless_since: float | None = None
         self._journal: DurableJournal | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -277,6 +278,11 @@ class RaftNode:
 
     def _track_leader(self) -> None:
         leader = self._syncobj.leader_address()
+        if leader is None:
+            if self._leaderless_since is None:
+                self._leaderless_since = time.monotonic()
+        else:
+            self._leaderless_since = None
         if leader != self._last_leader:
             if leader is not None:
                 self.leader_changes += 1
@@ -355,6 +361,11 @@ class RaftNode:
         so = self._syncobj
         term = so.lease.term if so is not None else None
         return term if self.is_leader() else None
+
+    def leaderless_for(self) -> float:
+        """Seconds since this node last knew a leader (0 while it knows one)."""
+        since = self._leaderless_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def leader_id(self) -> str | None:
         """Node id of the last known Raft leader."""
