@@ -2,8 +2,10 @@
 
 from hastate.config import ClusterConfig, load_config
 from hastate.errors import (ConfigError, ConflictError, CorruptDataError, FailoverError,
-                            HAStateError, NoQuorumError, NotLeaderError, ReadError,
-                            SnapshotError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
+                            HAStateError, LockHeldError, LockLostError, NoQuorumError,
+                            NotLeaderError, ReadError, SnapshotError, SnapshotNotFoundError,
+                            WriteError, WriteTimeoutError)
+from hastate.failover.lock import Lock, LockGrant
 from hastate.manager import StateManager
 
 __all__ = [
@@ -13,6 +15,10 @@ __all__ = [
     "CorruptDataError",
     "FailoverError",
     "HAStateError",
+    "Lock",
+    "LockGrant",
+    "LockHeldError",
+    "LockLostError",
     "NoQuorumError",
     "NotLeaderError",
     "ReadError",

@@ -88,3 +88,34 @@ class CorruptDataError(HAStateError):
 
 class ForeignDataError(CorruptDataError):
     """Raised when intact data belongs to another cluster: the wrong store or data_dir."""
+
+
+class LockHeldError(HAStateError):
+    """Raised when a lock is held by another owner: by a non-blocking ``Lock.acquire``, or
+    by a blocking one whose timeout ran out.
+
+    ``owner`` and ``expires_at`` (on the holder's wall clock, seconds since the epoch) say
+    who holds it and until when, unless renewed; ``token`` is the holder's fencing token.
+    """
+
+    def __init__(self, owner: str, expires_at: float, *, name: str | None = None,
+                 token: int | None = None, waited: float | None = None) -> None:
+        what = f"lock {name!r}" if name is not None else "lock"
+        after = f" after waiting {waited:.1f}s" if waited is not None else ""
+        super().__init__(f"{what} is held by {owner!r} until {expires_at:.3f} "
+                         f"(fencing token {token}){after}")
+        self.owner = owner
+        self.expires_at = expires_at
+        self.name = name
+        self.token = token
+
+
+class LockLostError(HAStateError):
+    """Raised when a lock this process held is no longer its own: released, taken over after
+    it expired, or not renewed in time. Stop using the resource it guards."""
+
+    def __init__(self, message: str, *, name: str | None = None,
+                 token: int | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.token = token

@@ -27,6 +27,7 @@ from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, check_mode, make_transport_class
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
                             ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
+from hastate.failover.lock import Lock
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)
 from hastate.failover.watcher import BecomeLeader, LeaderWatcher, LoseLeadership
@@ -358,6 +359,17 @@ class StateManager:
         Callbacks run on hastate's watcher thread, once per transition, never on Raft's.
         """
         self.watcher.subscribe(on_become_leader, on_lose_leadership)
+
+    def lock(self, name: str, ttl: float = 10.0, **kwargs: Any) -> Lock:
+        """A :class:`~hastate.failover.lock.Lock` named ``name`` on this manager.
+
+        The same as ``Lock(self, name, ttl, **kwargs)`` (kazoo's ``partial(Lock, self)``);
+        grants carry fencing tokens (log indexes, strictly increasing). Example::
+
+            with sm.lock("order-router", ttl=10.0, auto_renew=True) as grant:
+                exchange.submit(order, fencing_token=grant.token)
+        """
+        return Lock(self, name, ttl, **kwargs)
 
     def _on_transition(self, leading: bool, _token: int | None) -> None:
         if leading and self._recovery is not None:

@@ -112,6 +112,11 @@ class Command:
     (set ``values`` only if every key in ``expected`` has that revision; 0 = absent) and
     ``barrier`` (changes nothing; used for linearizable reads). ``client``/``seq`` identify
     the proposal so a retried proposal is applied once.
+
+    The lock ops ``lock_acquire``, ``lock_renew`` and ``lock_release`` (built with
+    :meth:`lock`, read with :meth:`lock_args`) reuse the same fields: ``keys`` = (lock name,),
+    ``values`` = {"owner": utf-8, "ttl": msgpack float, "now": msgpack float} and
+    ``expected`` = {"token": fencing token the holder presents (0 = none)}.
     """
 
     op: str
@@ -121,7 +126,56 @@ class Command:
     keys: tuple[str, ...] = ()
     expected: dict[str, int] = field(default_factory=dict)
 
-    OPS = ("update", "delete", "cas", "barrier")
+    LOCK_OPS = ("lock_acquire", "lock_renew", "lock_release")
+    OPS = ("update", "delete", "cas", "barrier") + LOCK_OPS
+
+    @classmethod
+    def lock(cls, op: str, name: str, owner: str, *, ttl: float = 0.0, now: float = 0.0,
+             token: int = 0) -> "Command":
+        """A lock command (``op`` in :attr:`LOCK_OPS`); ``now`` is the proposer's wall clock.
+
+        :raises ValueError: on an unknown op, an empty name or owner, a ttl that is not a
+            positive finite number (acquire/renew), or a negative token.
+        """
+        if op not in cls.LOCK_OPS:
+            raise ValueError(f"not a lock op: {op!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"lock name must be a non-empty str, got {name!r}")
+        if not isinstance(owner, str) or not owner:
+            raise ValueError(f"lock owner must be a non-empty str, got {owner!r}")
+        ttl, now = float(ttl), float(now)
+        if op != "lock_release" and not 0.0 < ttl < float("inf"):
+            raise ValueError(f"lock ttl must be a positive number of seconds, got {ttl!r}")
+        if not -float("inf") < now < float("inf"):
+            raise ValueError(f"lock clock reading must be finite, got {now!r}")
+        if int(token) < 0:
+            raise ValueError(f"fencing token must be >= 0, got {token!r}")
+        return cls(op=op, keys=(name,),
+                   values={"owner": owner.encode(), "ttl": msgpack.packb(ttl),
+                           "now": msgpack.packb(now)},
+                   expected={"token": int(token)})
+
+    def lock_args(self) -> tuple[str, str, float, float, int]:
+        """(name, owner, ttl, now, token) of a lock command.
+
+        :raises ValueError: when the fields do not hold a well-formed lock command.
+        """
+        try:
+            (name,) = self.keys
+            owner = self.values["owner"].decode()
+            ttl = msgpack.unpackb(self.values["ttl"])
+            now = msgpack.unpackb(self.values["now"])
+            token = self.expected.get("token", 0)
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError,
+                msgpack.UnpackException) as exc:
+            raise ValueError(f"malformed {self.op} command: {exc!r}") from None
+        if not (isinstance(name, str) and name and owner and isinstance(token, int)
+                and not isinstance(token, bool) and token >= 0
+                and all(isinstance(x, float) and -float("inf") < x < float("inf")
+                        for x in (ttl, now))
+                and (ttl > 0 or self.op == "lock_release")):
+            raise ValueError(f"malformed {self.op} command")
+        return name, owner, ttl, now, token
 
     def encode(self) -> bytes:
         """Serialize the command for the Raft log."""

@@ -3,6 +3,10 @@
 Apply is deterministic: it depends only on the command and the log index, never on
 clocks, randomness or I/O, so every replica computes the same state. Values are kept
 msgpack-encoded, so a read decodes a fresh copy and the state can be dumped as is.
+
+Beside the dict, a lock table (name -> owner, fencing token, expires_at) serves
+:mod:`hastate.failover.lock`: lock commands carry the proposer's clock reading (``now``),
+and a grant's fencing token is the log index it was applied at.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
+import msgpack
 from pysyncobj import SyncObjConsumer, replicated
 
 from hastate.state.codec import Command, decode_value
@@ -23,8 +28,14 @@ logger = logging.getLogger(__name__)
 DEDUP_WINDOW = 1024
 #: How many clients the dedup table keeps (least recently applied evicted first).
 DEDUP_CLIENTS = 4096
+#: Clock assumption of the lock table: the wall clocks of the processes that take locks
+#: agree within this many seconds. A lock held by another owner may be taken over only by a
+#: command whose ``now`` is at least ``expires_at + LOCK_MAX_SKEW`` (expires_at is on the
+#: holder's clock). A constant, not a setting: every replica must decide alike.
+LOCK_MAX_SKEW = 1.0
 
 Result = tuple  # ("ok", index) | ("conflict", key, expected, actual) | ("expired",)
+#                 | ("lock", granted, token, owner, expires_at) | ("invalid", reason)
 # listener(index, previous command's index, command, result)
 ApplyListener = Callable[[int, int, Command, Result], None]
 
@@ -39,6 +50,8 @@ class ReplicatedState(SyncObjConsumer):
         self._applied_index = 0
         # client id -> (highest seq applied, {seq: result}) for exactly-once retries.
         self._sessions: OrderedDict[bytes, tuple[int, dict[int, Result]]] = OrderedDict()
+        # lock name -> (owner, fencing token = log index of the grant, expires_at).
+        self._locks: dict[str, tuple[str, int, float]] = {}
         self._listeners: list[ApplyListener] = []
 
     # -- replicated --------------------------------------------------------------------
@@ -66,6 +79,8 @@ class ReplicatedState(SyncObjConsumer):
 
     # -- pure helpers (deterministic) ---------------------------------------------------
     def _execute(self, command: Command, index: int) -> Result:
+        if command.op in Command.LOCK_OPS:
+            return self._execute_lock(command, index)
         if command.op == "cas":
             for key, expected in command.expected.items():
                 actual = self._data[key][1] if key in self._data else 0
@@ -78,6 +93,37 @@ class ReplicatedState(SyncObjConsumer):
             for key in command.keys:
                 self._data.pop(key, None)
         return ("ok", index)
+
+    def _execute_lock(self, command: Command, index: int) -> Result:
+        """Lock table transitions; time comes only from the command's ``now``.
+
+        Returns ("lock", granted, token, owner, expires_at): after a successful acquire or
+        renew the grant; after a refused one the current holder; after a release the entry
+        it freed (or, when nothing was freed, the current holder). No entry: (0, "", 0.0).
+        A malformed command returns ("invalid", reason) and changes nothing.
+        """
+        try:
+            name, owner, ttl, now, token = command.lock_args()
+        except ValueError as exc:
+            return ("invalid", str(exc))
+        held = self._locks.get(name)
+        if command.op == "lock_acquire":
+            if held is None or (held[0] != owner and now >= held[2] + LOCK_MAX_SKEW):
+                held = self._locks[name] = (owner, index, now + ttl)   # new grant, new token
+            elif held[0] == owner:                                   # held by the caller:
+                held = self._locks[name] = (owner, held[1], max(held[2], now + ttl))  # renew
+            else:
+                return _lock_result(False, held)
+            return _lock_result(True, held)
+        # renew needs the exact grant; release with token 0 frees whatever the owner holds.
+        if held is None or held[0] != owner or (held[1] != token and
+                                                (token or command.op == "lock_renew")):
+            return _lock_result(False, held)
+        if command.op == "lock_renew":
+            held = self._locks[name] = (owner, held[1], max(held[2], now + ttl))
+            return _lock_result(True, held)
+        del self._locks[name]                                         # lock_release
+        return _lock_result(True, held)
 
     def _dedup_lookup(self, command: Command) -> Result | None:
         if not command.client:
@@ -131,7 +177,19 @@ class ReplicatedState(SyncObjConsumer):
                 digest.update(key.encode())
                 digest.update(rev.to_bytes(8, "big"))
                 digest.update(value)
+            if self._locks:   # absent locks leave the hash as it was before the lock table
+                digest.update(b"\x00locks")
+                digest.update(msgpack.packb(sorted([n, *e] for n, e in self._locks.items())))
         return digest.hexdigest()
+
+    def locks(self) -> dict[str, tuple[str, int, float]]:
+        """The lock table: name -> (owner, fencing token, expires_at on the owner's clock).
+
+        Entries stay until released or taken over (apply reads no clock, so nothing
+        expires them); compare ``expires_at`` with your clock to tell a lapsed one.
+        """
+        with self._lock:
+            return dict(self._locks)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -154,37 +212,51 @@ class ReplicatedState(SyncObjConsumer):
         """
         with self._lock:
             return Capture(dict(self._data), self._applied_index,
-                           [(c, h, dict(r)) for c, (h, r) in self._sessions.items()])
+                           [(c, h, dict(r)) for c, (h, r) in self._sessions.items()],
+                           locks=dict(self._locks))
 
     def to_body(self) -> dict[str, Any]:
         """The state as plain msgpack types, for dumps and snapshots."""
         return self.capture().body()
 
     def load_body(self, body: dict[str, Any]) -> None:
-        """Replace the whole state with ``body`` (from :meth:`to_body`)."""
+        """Replace the whole state with ``body`` (from :meth:`to_body`).
+
+        Bodies written before the lock table existed (no "locks") load with no locks.
+        """
         with self._lock:
             self._data = {k: (v, rev) for k, (v, rev) in body["data"].items()}
             self._applied_index = body["applied_index"]
             self._sessions = OrderedDict(
                 (c, (h, {seq: tuple(res) for seq, res in r})) for c, h, r in body["sessions"])
+            self._locks = {name: (owner, token, expires_at) for name, (owner, token, expires_at)
+                           in body.get("locks", {}).items()}
+
+
+def _lock_result(granted: bool, held: tuple[str, int, float] | None) -> Result:
+    owner, token, expires_at = held if held is not None else ("", 0, 0.0)
+    return ("lock", granted, token, owner, expires_at)
 
 
 class Capture:
     """A copy of the state at ``applied_index``, taken by :meth:`ReplicatedState.capture`."""
 
     def __init__(self, data: dict[str, tuple[bytes, int]], applied_index: int,
-                 sessions: list[tuple[bytes, int, dict[int, Result]]]) -> None:
+                 sessions: list[tuple[bytes, int, dict[int, Result]]], *,
+                 locks: dict[str, tuple[str, int, float]] | None = None) -> None:
         self.data = data
         self.applied_index = applied_index
         self.sessions = sessions
+        self.locks = locks if locks is not None else {}
 
     def __len__(self) -> int:
         return len(self.data)
 
     def body(self) -> dict[str, Any]:
-        """Plain msgpack types: {"data", "applied_index", "sessions"}."""
+        """Plain msgpack types: {"data", "applied_index", "sessions", "locks"}."""
         return {
             "data": {k: [v, rev] for k, (v, rev) in self.data.items()},
             "applied_index": self.applied_index,
             "sessions": [[c, h, list(r.items())] for c, h, r in self.sessions],
+            "locks": {name: list(entry) for name, entry in self.locks.items()},
         }
