@@ -418,6 +418,18 @@ class ChaosCluster:
             out[node] = (d["applied"], d["hash"]) if d else None
         return out
 
+    def diagnose(self) -> dict[str, Any]:
+        """Per node: /diagnostics (Raft internals), then every thread's stack into its log."""
+        out: dict[str, Any] = {}
+        for node in self.ids:
+            out[node] = self.call(node, "GET", "/diagnostics", timeout=5.0) \
+                if self.alive(node) else "not running"
+            if self.alive(node):
+                with contextlib.suppress(ProcessLookupError):
+                    self.procs[node].send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        return out
+
     def log_tail(self, node: str, chars: int = 3000) -> str:
         path = self.workdir / f"node-{node}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
@@ -745,6 +757,7 @@ class RunResult:
     error: str | None = None
     artifacts: str | None = None
     code: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)   # when a node diverged
 
     @property
     def violation_count(self) -> int:
@@ -859,6 +872,8 @@ def run_campaign(config: RunConfig, results_dir: Path = RESULTS_DIR,
                 final_state, digests = _settle(cluster, config.settle_timeout)
                 for node in cluster.ids:
                     cluster.note_crash(node)
+                if len(set(digests.values())) != 1 or None in digests.values():
+                    result.diagnostics = cluster.diagnose()
                 ops = cluster.merged_history()
                 result.faults = [asdict(r) for r in nemesis.records]
                 result.faults_by_kind = dict(Counter(r.kind for r in nemesis.records))

@@ -17,17 +17,20 @@ Every operation answers HTTP 200 with ``{"result": "ok" | "fail" | "unknown", ..
   POST /cas     {"key", "expected", "new"}   compare-and-set *by value* (see :func:`cas`)
   GET  /status  role, leader, lease, indexes, fatal error, pid
   GET  /digest  (applied index, state hash), read atomically, for the convergence check
+  GET  /diagnostics  status plus Raft internals (when a node does not converge)
   GET  /state?consistency=linearizable|local  the whole state, for the durability check
 
 ``fail`` is only answered when the operation certainly took no effect
 (``WriteError.outcome_unknown`` False, a CAS conflict, a CAS whose expected value did not
 match so nothing was proposed, a failed read); anything that may have been applied is
 ``unknown``. With ``HASTATE_LEASE_TRACE`` set, hastate itself logs lease intervals.
+SIGUSR1 writes every thread's stack to the node's log (faulthandler).
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -104,6 +107,29 @@ def status(sm: StateManager) -> dict[str, Any]:
             "ready": sm.ready()}
 
 
+def diagnostics(sm: StateManager) -> dict[str, Any]:
+    """Everything that helps explain a stuck node (read racily from the tick thread's state)."""
+    so = sm.node.syncobj
+    out: dict[str, Any] = {"status": status(sm), "raft_thread_alive": sm.node.running}
+    probes = {
+        "manager": sm.status,
+        "voted_for": lambda: so._SyncObj__votedForNodeId,
+        "first_log_index": lambda: so._SyncObj__raftLog[0][1],
+        "log_entries": lambda: len(so._SyncObj__raftLog),
+        "next_index": lambda: {n.id: i for n, i in dict(so._SyncObj__raftNextIndex).items()},
+        "connected": lambda: sorted(n.id for n in set(so._SyncObj__connectedNodes)),
+        "election_in_s": lambda: so._SyncObj__raftElectionDeadline - __import__("time").monotonic(),
+        "stickiness_heard_ago_s": lambda: __import__("time").monotonic()
+        - so.stickiness._heard_at,
+    }
+    for name, probe in probes.items():
+        try:
+            out[name] = probe()
+        except Exception as exc:  # a name that changed in src/: say so, keep the rest
+            out[name] = f"unavailable: {exc!r}"
+    return out
+
+
 def digest(sm: StateManager) -> dict[str, Any]:
     machine = sm.machine
     with machine._lock:  # RLock: applied index and hash of the same state
@@ -131,6 +157,8 @@ def make_server(sm: StateManager, port: int) -> ThreadingHTTPServer:
             try:
                 if url.path == "/status":
                     self._reply(status(sm))
+                elif url.path == "/diagnostics":
+                    self._reply(diagnostics(sm))
                 elif url.path == "/digest":
                     self._reply(digest(sm))
                 elif url.path == "/state":
@@ -178,6 +206,7 @@ def main() -> None:
     parser.add_argument("--compaction", type=int, default=5000)
     parser.add_argument("--write-timeout", type=float, default=3.0)
     args = parser.parse_args()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks into the node log
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     sm = StateManager.from_config(args.config, args.id, write_timeout=args.write_timeout,
