@@ -7,6 +7,7 @@ machine applies each (client, seq) once, so a retry never applies a write twice.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -237,8 +238,7 @@ class StateManager:
         with self._seq_lock:
             seq = next(self._seq)
         client = self._client_id if command.op != "barrier" else b""
-        raw = Command(op=command.op, client=client, seq=seq, values=command.values,
-                      keys=command.keys, expected=command.expected).encode()
+        raw = dataclasses.replace(command, client=client, seq=seq).encode()
         started = time.monotonic()
         outcome = "error"
         try:

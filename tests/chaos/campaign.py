@@ -921,6 +921,117 @@ def summary_line(r: RunResult) -> str:
             f"failover={r.failover_s} check={r.checker_s} wall={r.wall_s}s")
 
 
+# --------------------------------------------------------------------------- targeted scenario
+
+
+@dataclass
+class RejoinResult:
+    """Outcome of :func:`run_rejoin_scenario`."""
+
+    seed: int
+    old_leader: str | None = None
+    first_successor: str | None = None
+    second_successor: str | None = None
+    converged: bool = False
+    caught_up_s: float | None = None     # heal -> old leader's digest equals the others'
+    digests: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    artifacts: str | None = None
+    trace: list[Any] = field(default_factory=list)   # statuses around the heal
+
+
+def run_rejoin_scenario(seed: int, *, catch_up_timeout: float = 20.0,
+                        results_dir: Path = RESULTS_DIR) -> RejoinResult:
+    """An old leader with an uncommitted tail rejoins a leader elected *after* the split.
+
+    The shape of the convergence failure of campaign seed 20261140 (3 nodes), made
+    deterministic: (1) isolate the leader L while its client keeps proposing, so L appends
+    entries no one else has; (2) the others elect N and commit a few thousand entries; (3)
+    leadership moves from N to F (a leader change after the split: F starts with
+    ``nextIndex = F.last + 1`` for L); (4) heal. L must catch up with F. Clients stop 3 s
+    after the heal, then L's (applied index, state hash) must equal the others' within
+    ``catch_up_timeout``.
+    """
+    out = RejoinResult(seed)
+    rng = random.Random(seed)
+    workdir = Path(tempfile.mkdtemp(prefix=f"hastate-chaos-rejoin-s{seed}-"))
+    config = RunConfig(seed=seed, nodes=3, duration=60.0, mix="0.2,0.7,0.1", compaction=5000,
+                       label="rejoin")
+    keep = False
+    try:
+        with NetnsLab(3) as lab:
+            c = ChaosCluster(lab, workdir, compaction=5000)
+            try:
+                c.start_all()
+                old = c.wait_leader(30)
+                if old is None:
+                    raise RuntimeError("no initial leader")
+                out.old_leader = old
+                c.start_clients(config, time.monotonic_ns())
+                time.sleep(1.0 + rng.random())
+                c.lab.isolate(old)
+                # Proposals the cut-off leader appends (it is still Raft leader for up to
+                # leaderFallbackTimeout): its uncommitted tail, which the others never see.
+                for i in range(24):
+                    threading.Thread(target=c.call, daemon=True,
+                                     args=(old, "POST", "/write",
+                                           {"key": f"tail{i}", "value": f"tail-{i}"}, 8.0)).start()
+                others = [n for n in c.ids if n != old]
+                first = c.wait_leader(10, among=others)
+                if first is None:
+                    raise RuntimeError("no successor elected")
+                out.first_successor = first
+                time.sleep(2.5)
+                second = next(n for n in others if n != first)
+                reply = c.call(first, "POST", "/transfer", {"to": second}, timeout=15)
+                if not reply or reply.get("result") != "ok":
+                    raise RuntimeError(f"transfer {first} -> {second} failed: {reply}")
+                out.second_successor = c.wait_leader(10, among=others)
+                time.sleep(0.5)
+                leader_now = out.second_successor or second
+                out.trace.append(("before-heal", c.call(old, "GET", "/diagnostics", timeout=2),
+                                  c.call(leader_now, "GET", "/diagnostics", timeout=2)))
+                c.lab.heal()
+                healed = time.monotonic()
+                while time.monotonic() < healed + 3.0:
+                    time.sleep(0.1)
+                    out.trace.append((round(time.monotonic() - healed, 2),
+                                      c.call(old, "GET", "/status", timeout=1),
+                                      (c.call(leader_now, "GET", "/diagnostics", timeout=1)
+                                       or {}).get("next_index")))
+                for proc in c.clients.values():
+                    proc.terminate()
+                c.wait_clients(30)
+                deadline = time.monotonic() + catch_up_timeout
+                while time.monotonic() < deadline:
+                    digests = c.digests()
+                    if None not in digests.values() and len(set(digests.values())) == 1:
+                        out.converged = True
+                        out.caught_up_s = round(time.monotonic() - healed, 2)
+                        break
+                    time.sleep(0.2)
+                out.digests = {n: d for n, d in c.digests().items()}
+                if not out.converged:
+                    keep = True
+                    out.diagnostics = c.diagnose()
+            finally:
+                c.shutdown()
+    except Exception as exc:
+        keep = True
+        out.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if keep:
+            target = results_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-rejoin-s{seed}"
+            shutil.copytree(workdir, target, ignore=shutil.ignore_patterns("data"),
+                            dirs_exist_ok=True)
+            out.artifacts = str(target)
+            (target / "result.json").write_text(json.dumps(asdict(out), indent=1,
+                                                           default=str))
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
 # --------------------------------------------------------------------------- negative controls
 
 

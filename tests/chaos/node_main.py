@@ -15,6 +15,7 @@ Every operation answers HTTP 200 with ``{"result": "ok" | "fail" | "unknown", ..
   POST /read    {"key", "consistency"}       -> value (None = absent)
   POST /write   {"key", "value"}
   POST /cas     {"key", "expected", "new"}   compare-and-set *by value* (see :func:`cas`)
+  POST /transfer {"to"}                      leadership transfer (targeted scenarios)
   GET  /status  role, leader, lease, indexes, fatal error, pid
   GET  /digest  (applied index, state hash), read atomically, for the convergence check
   GET  /diagnostics  status plus Raft internals (when a node does not converge)
@@ -183,6 +184,9 @@ def make_server(sm: StateManager, port: int) -> ThreadingHTTPServer:
                     reply = write(sm, body["key"], body["value"])
                 elif self.path == "/cas":
                     reply = cas(sm, body["key"], body["expected"], body["new"])
+                elif self.path == "/transfer":
+                    reply = {"result": "ok",
+                             "seconds": sm.trigger_failover(body["to"], timeout=10.0)}
                 else:
                     self._reply({"error": "not found"}, 404)
                     return
