@@ -152,6 +152,34 @@ def run_failover(cfg: dict[str, Any], systems: list[str], results: dict[str, Any
             "etcd", fo.EtcdFailover(), cfg["baseline_trials"]))
 
 
+def rerun_at_commit(ref: str, argv: list[str]) -> int:
+    """Export ``ref``'s src/ and run this benchmark again with it first on PYTHONPATH.
+
+    The repository's working tree may be edited while a run takes minutes; an export pins
+    exactly what is measured (its commit is recorded in the results).
+    """
+    sha = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", ref + "^{commit}"],
+                         capture_output=True, text=True)
+    if sha.returncode != 0:
+        print(f"--commit {ref}: not a commit: {sha.stderr.strip()}", file=sys.stderr)
+        return 2
+    commit = sha.stdout.strip()
+    export = CLEANUP.tempdir("src-" + commit[:10])
+    archive = subprocess.Popen(["git", "-C", str(REPO_ROOT), "archive", commit, "src"],
+                               stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(export)], stdin=archive.stdout, check=True)
+    archive.wait()
+    env = dict(os.environ, HASTATE_BENCH_COMMIT=commit,
+               PYTHONPATH=os.pathsep.join(p for p in (str(export / "src"), str(REPO_ROOT),
+                                                      os.environ.get("PYTHONPATH")) if p))
+    log(f"measuring commit {commit[:10]} exported to {export}")
+    try:
+        return subprocess.run([sys.executable, "-m", "benchmarks", *argv], env=env,
+                              cwd=str(REPO_ROOT)).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,11 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="first wait up to SECONDS for the 1-minute load average to drop "
                              "below 0.5 (shared machines)")
+    parser.add_argument("--commit", metavar="REF",
+                        help="measure this commit's src/ (git archive into a temp dir, then rerun "
+                             "with it first on PYTHONPATH) instead of the working tree")
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get install etcd-server when etcd is missing")
     args = parser.parse_args(argv)
 
     install_signal_handlers()
+    if args.commit and not os.environ.get("HASTATE_BENCH_COMMIT"):
+        return rerun_at_commit(args.commit, sys.argv[1:] if argv is None else argv)
     cfg = settings(args.quick)
     for key, value in (("trials", args.trials), ("baseline_trials", args.baseline_trials),
                        ("large_keys", args.large_keys), ("saturation_s", args.saturation)):
@@ -206,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": cfg, "baseline": args.baseline, "machine": machine_info(),
         "git": git_state(REPO_ROOT), "hastate_module": hastate.__file__,
+        "hastate_commit": os.environ.get("HASTATE_BENCH_COMMIT"),
         "systems": {}, "throughput": {}, "failover": {}, "skipped": {},
     }
     log(f"results -> {out}; hastate from {Path(hastate.__file__).parent}; git "
@@ -246,12 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # never lose the table over a summary line
         scen = f"(scenario summary failed: {exc!r}; see results.json)"
     in_repo = Path(hastate.__file__).resolve().is_relative_to(REPO_ROOT / "src")
+    if os.environ.get("HASTATE_BENCH_COMMIT"):
+        measured = f"commit {os.environ['HASTATE_BENCH_COMMIT'][:10]} (exported src/)"
+    elif in_repo:
+        measured = f"working tree at {results['git']['commit'][:10]}" + (
+            " + uncommitted src changes" if results["git"]["src_dirty_files"] else "")
+    else:
+        measured = f"hastate imported from {Path(hastate.__file__).parent.parent}"
+    results["measured"] = measured
     header = (f"hastate benchmarks, {results['started']}, {results['machine']['nproc']} x "
-              f"{results['machine']['cpu_model']}, Python {results['machine']['python']}, git "
-              f"{results['git']['commit'][:10]}"
-              + ((" + uncommitted src changes" if results["git"]["src_dirty_files"] else "")
-                 if in_repo else f" (hastate imported from {Path(hastate.__file__).parent.parent})")
-              + f", wall {results['wall_seconds']:.0f} s")
+              f"{results['machine']['cpu_model']}, Python {results['machine']['python']}, "
+              f"{measured}, wall {results['wall_seconds']:.0f} s")
     ratio_note = (f"(x ratio) = value / {args.baseline} value measured in this run; lower is "
                   f"better for latency and CPU, higher for ops/s")
     noise = [(f"{s}/{w}", r["cpu"].get("foreign_cores", 0.0))

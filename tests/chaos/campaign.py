@@ -9,9 +9,11 @@ One *run* (:func:`run_campaign`):
    a :class:`~.history.History` on the machine-wide monotonic clock.
 2. A :class:`Nemesis` injecting faults from a schedule drawn from the run's seed (printed,
    so ``--seed`` replays it): partitions (isolate one / the leader, majority-minority,
-   leader in the minority, bridge on 5 nodes), one-way drops, kill -9 (one, leader,
-   majority, all) with restart, SIGSTOP/SIGCONT of the leader or any node past the
-   election timeout. One fault at a time; each is held, healed, then followed by a gap.
+   leader in the minority, bridge on 5 nodes, flapping), one-way drops, kill -9 (one,
+   leader, majority, all; isolate the leader then kill its successor) with restart,
+   SIGSTOP/SIGCONT of the leader or any node past the election timeout, disk full (each
+   data dir is its own small tmpfs). One fault at a time; each is held, healed, then
+   followed by a gap.
    Fault *kinds* and their order come from the seed; targets that depend on who leads
    ("the leader") are resolved when the fault starts, so a replay has the same schedule
    but not necessarily the same interleaving.
@@ -31,6 +33,10 @@ Negative controls (the checkers must catch known-bad systems):
 * :func:`run_raw_kill_all_control`: raw PySyncObj (``tests/consensus`` harness, its
   ``node_main.py --engine raw``) under kill -9 of every node; the durability checker must
   flag the acknowledged writes it loses.
+
+Targeted scenario :func:`run_rejoin_scenario`: the shape of the one violation the campaign
+found (an old leader with an uncommitted tail never rejoins a leader elected after the
+split; tests/chaos/test_rejoin.py).
 
 Also runnable without pytest, from the repository root:
 ``python -m tests.chaos.campaign --seed 7 --runs 3 --duration 30 --nodes 3,5``.
@@ -56,7 +62,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from .checkers import (check_convergence, check_durability, check_lease_overlap)
 from .history import F, History, Operation, Outcome
@@ -1039,8 +1045,9 @@ def run_local_read_control(seed: int, duration: float = 14.0,
                            results_dir: Path = RESULTS_DIR) -> RunResult:
     """Negative control 1: stale ``local`` reads on an isolated node must be flagged.
 
-    3 nodes; the client of ``n2`` reads with ``consistency="local"`` and mostly reads,
-    while ``n2`` is isolated twice for 3.5 s (the others keep writing the same keys).
+    3 nodes, every client 70% reads / 30% writes; the client of ``n2`` reads with
+    ``consistency="local"`` while ``n2`` is isolated twice for 3.5 s (the others keep
+    writing the same keys).
     """
     config = RunConfig(seed=seed, nodes=3, duration=duration, tail=3.0,
                        local_read_nodes=("n2",), label="control-local-read",
@@ -1057,8 +1064,8 @@ class RawControlResult:
     cycles: int = 0
     cycles_with_loss: int = 0        # ground truth: acked keys missing from the final data
     cycles_flagged: int = 0          # check_durability said "lost"
-    acked: int = 0
-    lost: int = 0
+    acked: int = 0                   # writes acknowledged, over all cycles
+    lost: int = 0                    # of those, missing after a restart (each counted once)
     agreement: bool = True           # checker verdict == ground truth in every cycle
     wall_s: float = 0.0
     error: str | None = None
@@ -1097,7 +1104,8 @@ def run_raw_kill_all_control(cycles: int, *, stop_at_first_loss: bool = False,
             c.wait_for(f"{acks_per_cycle} acks",
                        lambda: len(c.acked(ack_file)) >= acks_per_cycle, 60)
             c.kill_all()
-            acknowledged += c.acked(ack_file)
+            acked_now = c.acked(ack_file)
+            acknowledged += acked_now
             c.wait_orphans()
             c.start_all()
             leader = c.wait_leader(30)
@@ -1110,8 +1118,8 @@ def run_raw_kill_all_control(cycles: int, *, stop_at_first_loss: bool = False,
             durable = check_durability(ops, data)
             truth = any(key not in data for key in acknowledged)
             out.cycles += 1
-            out.acked = len(acknowledged)
-            out.lost = sum(key not in data for key in acknowledged)
+            out.acked += len(acked_now)
+            out.lost += sum(key not in data for key in acknowledged)
             out.cycles_with_loss += truth
             out.cycles_flagged += (not durable.ok)
             out.agreement &= (not durable.ok) == truth
