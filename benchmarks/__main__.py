@@ -20,14 +20,14 @@ from benchmarks.common import (CLEANUP, REPO_ROOT, dump_json, git_state, install
                                log, machine_info)
 
 SYSTEMS = ["hastate", "pysyncobj", "pysyncobj-nobatch", "etcd", "hastate-tls"]
-DEFAULT_SYSTEMS = SYSTEMS
+QUICK_SYSTEMS = ["hastate", "pysyncobj", "pysyncobj-nobatch", "etcd"]
 PHASES = ["throughput", "saturation", "profile", "large", "failover"]
 
 
 def settings(quick: bool) -> dict[str, Any]:
     if quick:
         return {"write_s": 1.0, "read_s": 0.6, "saturation_s": 10.0, "trials": 5,
-                "baseline_trials": 5, "large_keys": 200_000, "compaction_window_s": 15.0,
+                "baseline_trials": 3, "large_keys": 200_000, "compaction_window_s": 15.0,
                 "profile_ops": 500, "pyspy_s": 3.0}
     return {"write_s": 3.0, "read_s": 1.5, "saturation_s": 60.0, "trials": 20,
             "baseline_trials": 10, "large_keys": 1_000_000, "compaction_window_s": 30.0,
@@ -185,14 +185,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run (about 2 minutes)")
     parser.add_argument("--out", type=Path, help="results directory (default results/bench-<time>)")
-    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
-                        help=f"comma-separated subset of {SYSTEMS}")
+    parser.add_argument("--systems", help=f"comma-separated subset of {SYSTEMS} (default: all; "
+                                           "--quick leaves hastate-tls out)")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"subset of {PHASES}")
     parser.add_argument("--baseline", default="pysyncobj", choices=SYSTEMS,
                         help="system every figure is compared with (default: pysyncobj)")
     parser.add_argument("--trials", type=int, help="failover trials for hastate (20; quick 5)")
     parser.add_argument("--baseline-trials", type=int,
-                        help="failover trials for pysyncobj and etcd (10; quick 5)")
+                        help="failover trials for pysyncobj and etcd (10; quick 3)")
     parser.add_argument("--large-keys", type=int, help="keys for the large-state run (1M; 200k)")
     parser.add_argument("--saturation", type=float, help="saturation run seconds (60; quick 10)")
     parser.add_argument("--mr-rtt-ms", type=float, default=100.0,
@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                        ("large_keys", args.large_keys), ("saturation_s", args.saturation)):
         if value is not None:
             cfg[key] = value
-    systems = [s for s in args.systems.split(",") if s]
+    systems = [s for s in (args.systems or ",".join(QUICK_SYSTEMS if args.quick else SYSTEMS))
+               .split(",") if s]
     phases = [p for p in args.phases.split(",") if p]
     for s in systems:
         if s not in SYSTEMS:

@@ -8,7 +8,6 @@ PySyncObj's defaults except ``appendEntriesUseBatch`` and the journal/dump files
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from pysyncobj import SyncObj

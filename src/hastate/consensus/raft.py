@@ -201,6 +201,15 @@ class HastateSyncObj(SyncObj):
             if self._on_transfer_request is not None:
                 self._on_transfer_request(message["target"])
             return
+        if kind == "next_node_idx" and self._SyncObj__raftState == _RAFT_STATE.LEADER and \
+                not message["success"] and message["reset"]:
+            # A failure hint may only move nextIndex back. Replies to batches sent in one
+            # burst disagree ("mismatch at N" for the first, "no entry N" for later ones);
+            # PySyncObj applies each hint as is, so nextIndex flips between N and N+1 forever
+            # and a rejoining old leader never catches up (found by the chaos campaign).
+            current = self._SyncObj__raftNextIndex.get(node)
+            if current is not None and message["next_node_idx"] > current:
+                message = {**message, "next_node_idx": current}
         if kind == "request_vote" and self._SyncObj__raftState != _RAFT_STATE.LEADER and \
                 not self.stickiness.may_vote(message["term"], node.id):
             # Defect 5 (no stickiness): ignore a vote request, without adopting its term,
@@ -236,7 +245,8 @@ class HastateSyncObj(SyncObj):
             self._SyncObj__sendNextNodeIdx(node, success=False, reset=True)
             return
         if prev[0][2] != prev_term:
-            self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=prev_idx, success=False, reset=True)
+            self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=self._conflict_hint(prev_idx),
+                                           success=False, reset=True)
             return
         verified = prev_idx
         entries = message.get("entries", [])
@@ -263,6 +273,22 @@ class HastateSyncObj(SyncObj):
         if leader_commit > self._SyncObj__raftCommitIndex:
             self._SyncObj__raftCommitIndex = min(leader_commit, verified)
             self._SyncObj__raftLog.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
+
+    def _conflict_hint(self, index: int) -> int:
+        """Where the leader should retry after a term mismatch at ``index``.
+
+        The first index of our conflicting term, but never at or below our commit index
+        (committed entries match the leader's): the leader skips a whole term per round
+        trip instead of walking back one entry at a time.
+        """
+        term = self._SyncObj__getEntries(index, 1)[0][2]
+        floor = self._SyncObj__raftCommitIndex + 1
+        while index > floor:
+            before = self._SyncObj__getEntries(index - 1, 1)
+            if not before or before[0][2] != term:
+                break
+            index -= 1
+        return max(index, floor)
 
     def before_ack(self) -> None:
         """Make appended entries durable before they are acknowledged (one fsync per batch)."""
