@@ -31,6 +31,8 @@ PONG = "hastate_lease_pong"
 TRANSFER = "hastate_transfer"
 TRANSFER_REQUEST = "hastate_transfer_request"
 HEALTH = "hastate_health"
+#: Most log entries sent to a follower and not yet acknowledged (flow control).
+INFLIGHT_WINDOW = 2048
 
 ROLE_NAMES = {_RAFT_STATE.FOLLOWER: "follower", _RAFT_STATE.CANDIDATE: "candidate",
               _RAFT_STATE.LEADER: "leader"}
@@ -155,8 +157,26 @@ class HastateSyncObj(SyncObj):
         return need_send
 
     def _SyncObj__sendAppendEntries(self) -> None:
+        """Send to each follower, but keep at most ``INFLIGHT_WINDOW`` unacknowledged entries.
+
+        PySyncObj sends everything from ``nextIndex`` on: under saturation a follower's
+        backlog (and the leader's send buffer) grows without bound, lease pings queue behind
+        it and the leader loses its lease while Raft still calls it leader. A follower at
+        its window is skipped this round; pings keep its election timer reset.
+        """
         self._sent_commit = self._SyncObj__raftCommitIndex
-        SyncObj._SyncObj__sendAppendEntries(self)
+        connected = self._SyncObj__connectedNodes
+        next_index, match = self._SyncObj__raftNextIndex, self._SyncObj__raftMatchIndex
+        first = self._SyncObj__raftLog[0][1]
+        # Not before the first ack of a term (match 0), nor while a dump is being sent
+        # (nextIndex at or below the log's start): skipping those would stall them.
+        full = {n for n in connected if match.get(n, 0) > 0 and next_index.get(n, 0) > first
+                and next_index[n] - match[n] > INFLIGHT_WINDOW}
+        connected -= full
+        try:
+            SyncObj._SyncObj__sendAppendEntries(self)
+        finally:
+            connected |= full
 
     # -- leadership -------------------------------------------------------------------------
     def _SyncObj__onBecomeLeader(self) -> None:
@@ -326,7 +346,11 @@ class HastateSyncObj(SyncObj):
             self.compactions_total += 1
             return
         conf = self.conf
-        if len(self._SyncObj__raftLog) <= conf.logCompactionMinEntries and \
+        # Count entries applied since the last dump, not the log's length: under pipelined
+        # load the unapplied tail alone can exceed the threshold, and compaction (which can
+        # only drop applied entries) would then run back to back.
+        since_dump = self.raftLastApplied - (self._SyncObj__lastSerializedEntry or 0)
+        if since_dump <= conf.logCompactionMinEntries and \
                 now - self._SyncObj__lastSerializedTime <= conf.logCompactionMinTime and \
                 not self._SyncObj__forceLogCompaction:
             return

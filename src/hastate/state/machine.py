@@ -144,8 +144,10 @@ class ReplicatedState(SyncObjConsumer):
         highest, results = self._sessions.pop(command.client, (0, {}))
         results[command.seq] = result
         highest = max(highest, command.seq)
-        for seq in [s for s in results if s <= highest - DEDUP_WINDOW]:
-            del results[seq]
+        # Constant time per apply: results are in (mostly ascending) insertion order, so the
+        # oldest sit at the front; a late straggler just waits there until its turn.
+        while results and next(iter(results)) <= highest - DEDUP_WINDOW:
+            del results[next(iter(results))]
         self._sessions[command.client] = (highest, results)
         while len(self._sessions) > DEDUP_CLIENTS:
             self._sessions.popitem(last=False)
