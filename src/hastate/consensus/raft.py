@@ -32,7 +32,7 @@ TRANSFER = "hastate_transfer"
 TRANSFER_REQUEST = "hastate_transfer_request"
 HEALTH = "hastate_health"
 #: Most log entries sent to a follower and not yet acknowledged (flow control).
-INFLIGHT_WINDOW = 2048
+INFLIGHT_WINDOW = 256
 
 ROLE_NAMES = {_RAFT_STATE.FOLLOWER: "follower", _RAFT_STATE.CANDIDATE: "candidate",
               _RAFT_STATE.LEADER: "leader"}
@@ -79,6 +79,7 @@ class HastateSyncObj(SyncObj):
         self.fatal_error: str | None = None
         self.peer_health: dict[str, tuple[bool, int, float]] = {}  # addr -> (ok, applied, when)
         self._prepare_dump = prepare_dump
+        self._log_cap: int | None = None  # flow control: see _SyncObj__sendAppendEntries
         self._compaction: _Compaction | None = None
         self.compactions_total = 0
         kwargs = {"transportClass": transport_class} if transport_class is not None else {}
@@ -157,26 +158,38 @@ class HastateSyncObj(SyncObj):
         return need_send
 
     def _SyncObj__sendAppendEntries(self) -> None:
-        """Send to each follower, but keep at most ``INFLIGHT_WINDOW`` unacknowledged entries.
+        """Send to each follower at most ``INFLIGHT_WINDOW`` entries past its last ack.
 
         PySyncObj sends everything from ``nextIndex`` on: under saturation a follower's
         backlog (and the leader's send buffer) grows without bound, lease pings queue behind
-        it and the leader loses its lease while Raft still calls it leader. A follower at
-        its window is skipped this round; pings keep its election timer reset.
+        it and the leader loses its lease while Raft still calls it leader. Here PySyncObj's
+        sender runs once per follower with the log's end capped at that follower's window.
         """
         self._sent_commit = self._SyncObj__raftCommitIndex
         connected = self._SyncObj__connectedNodes
-        next_index, match = self._SyncObj__raftNextIndex, self._SyncObj__raftMatchIndex
+        match = self._SyncObj__raftMatchIndex
         first = self._SyncObj__raftLog[0][1]
-        # Not before the first ack of a term (match 0), nor while a dump is being sent
-        # (nextIndex at or below the log's start): skipping those would stall them.
-        full = {n for n in connected if match.get(n, 0) > 0 and next_index.get(n, 0) > first
-                and next_index[n] - match[n] > INFLIGHT_WINDOW}
-        connected -= full
+        everyone = set(connected)
         try:
-            SyncObj._SyncObj__sendAppendEntries(self)
+            for node in everyone:
+                acked = match.get(node, 0)
+                # No cap before a term's first ack (match 0) or while a dump is being sent
+                # (nextIndex at or below the log's start): those must not stall.
+                next_index = self._SyncObj__raftNextIndex.get(node, 0)
+                capped = acked > 0 and next_index > first
+                self._log_cap = acked + INFLIGHT_WINDOW if capped else None
+                if self._log_cap is not None and next_index > self._log_cap:
+                    continue  # window full: wait for acks (lease pings keep its timer reset)
+                connected.intersection_update({node})
+                SyncObj._SyncObj__sendAppendEntries(self)
+                connected.update(everyone)
         finally:
-            connected |= full
+            self._log_cap = None
+            connected.update(everyone)
+
+    def _SyncObj__getCurrentLogIndex(self) -> int:
+        last = self._SyncObj__raftLog[-1][1]
+        return last if self._log_cap is None else min(last, self._log_cap)
 
     # -- leadership -------------------------------------------------------------------------
     def _SyncObj__onBecomeLeader(self) -> None:
