@@ -251,6 +251,7 @@ class RaftNode:
         try:
             while not self._stopping.is_set() and self.fatal_error is None:
                 tick_start = time.monotonic()
+                syncobj.before_tick()
                 syncobj.doTick(self.spec.profile.append_entries_period / 2)
                 syncobj.after_tick()
                 if trace is not None:

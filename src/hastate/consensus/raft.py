@@ -273,6 +273,15 @@ class HastateSyncObj(SyncObj):
             "commit_index": self._SyncObj__raftCommitIndex})
         self.stickiness.heard_from_leader()
         prev_idx, prev_term = message["prevLogIdx"], message["prevLogTerm"]
+        if prev_idx < self._SyncObj__raftLog[0][1]:
+            # The leader is behind our compacted log start (e.g. it sent a dump we were
+            # already past). Everything up to our commit index is committed, so identical on
+            # every node: acknowledge it, and the leader resumes right after it. (A plain
+            # "not found" would ask for a higher nextIndex, which a leader must not take
+            # from a failure reply: see the next_node_idx rule above.)
+            self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=self._SyncObj__raftCommitIndex + 1,
+                                           success=True)
+            return
         prev = self._SyncObj__getEntries(prev_idx, 1)
         if not prev:
             self._SyncObj__sendNextNodeIdx(node, success=False, reset=True)
@@ -458,6 +467,18 @@ class HastateSyncObj(SyncObj):
             logger.info("kept %d journal entries after the dump at index %d", kept, last[1])
 
     # -- per-tick duties (called by the node's tick loop) ---------------------------------------
+    def before_tick(self) -> None:
+        """Read waiting messages before PySyncObj decides to stand for election.
+
+        ``_onTick`` checks the election timer *before* it polls the sockets: a follower whose
+        previous tick ran long (a big batch to apply, a dump to install) would start an
+        election while the leader's heartbeats sit unread in its socket, and the higher term
+        deposes a healthy leader (PySyncObj has no pre-vote).
+        """
+        if self._SyncObj__raftState != _RAFT_STATE.LEADER and \
+                self._SyncObj__raftElectionDeadline < time.monotonic():
+            self._poller.poll(0)
+
     def after_tick(self) -> None:
         """Send lease pings as leader; keep an unhealthy follower from standing for election."""
         now = time.monotonic()
