@@ -54,6 +54,14 @@ def dr(tmp_path: Path, store_url: str) -> Iterator[DRCluster]:
         cluster.shutdown()
 
 
+def write_rounds_each_snapshotted(dr: DRCluster, store, rounds: int) -> None:
+    """Write ``rounds`` times, waiting each time until a snapshot at that index is listed."""
+    for round_ in range(rounds):
+        dr.sm.save_state({"round": round_})
+        index = dr.sm.machine.applied_index
+        wait_for(lambda: list_snapshots(store) and list_snapshots(store)[0].index >= index)
+
+
 def restore(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hastate", "restore", "--config", str(config),
                            *args], capture_output=True, text=True, timeout=120)
@@ -91,10 +99,7 @@ def test_only_the_leader_uploads_and_a_new_leader_takes_over(dr: DRCluster, stor
 def test_unchanged_state_is_not_uploaded_again_and_retention_keeps_n(dr: DRCluster,
                                                                      store_url: str, open_test_store) -> None:
     store = open_test_store(store_url)
-    for round_ in range(5):
-        dr.sm.save_state({"round": round_})
-        index = dr.sm.machine.applied_index
-        wait_for(lambda: list_snapshots(store) and list_snapshots(store)[0].index >= index)
+    write_rounds_each_snapshotted(dr, store, 5)
     # retention runs after each upload: the manifest and the objects settle at keep=3
     wait_for(lambda: len(list_snapshots(store)) == 3 and len(store.list("snapshots/")) == 3)
     listed = [s.name for s in list_snapshots(store)]
@@ -142,10 +147,7 @@ def test_corrupt_snapshot_is_refused_and_fallback_uses_the_previous(dr: DRCluste
                                                                    store_url: str,
                                                                    tmp_path: Path, open_test_store) -> None:
     store = open_test_store(store_url)
-    for round_ in range(2):
-        dr.sm.save_state({"round": round_})
-        index = dr.sm.machine.applied_index
-        wait_for(lambda: list_snapshots(store) and list_snapshots(store)[0].index >= index)
+    write_rounds_each_snapshotted(dr, store, 2)
     dr.shutdown()
     newest = list_snapshots(store)[0]
     blob = bytearray(store.read(newest.name))
