@@ -9,6 +9,8 @@ scrape, so rename nothing without updating them.
 
 from __future__ import annotations
 
+import functools
+
 from typing import TYPE_CHECKING, Iterator
 
 from prometheus_client import (CollectorRegistry, Counter, Histogram, PlatformCollector,
@@ -37,6 +39,20 @@ def _version() -> str:
         return "unknown"
 
 
+def _gauge(node: str, name: str, doc: str, value: float | None) -> Metric:
+    """A one-sample gauge labelled with the node (None reads as 0)."""
+    g = GaugeMetricFamily(name, doc, labels=["node"])
+    g.add_metric([node], float(value or 0))
+    return g
+
+
+def _counter(node: str, name: str, doc: str, value: float) -> Metric:
+    """A one-sample counter labelled with the node."""
+    c = CounterMetricFamily(name, doc, labels=["node"])
+    c.add_metric([node], float(value))
+    return c
+
+
 class _StatusCollector:
     """Turns status() and the node's stats into metric families at scrape time."""
 
@@ -52,16 +68,8 @@ class _StatusCollector:
         node = st["id"]
         stats = stats_mod.attach(manager) or stats_mod.for_node(node)
 
-        def gauge(name: str, doc: str, value: float | None) -> Metric:
-            g = GaugeMetricFamily(name, doc, labels=["node"])
-            g.add_metric([node], float(value if value is not None else 0))
-            return g
-
-        def counter(name: str, doc: str, value: float) -> Metric:
-            c = CounterMetricFamily(name, doc, labels=["node"])
-            c.add_metric([node], float(value))
-            return c
-
+        gauge = functools.partial(_gauge, node)
+        counter = functools.partial(_counter, node)
         info = GaugeMetricFamily("hastate_info", "Always 1; labels identify the node",
                                  labels=["node", "region", "cluster", "profile", "version"])
         info.add_metric([node, st["region"], st["cluster"], st.get("profile", ""),
@@ -142,19 +150,14 @@ class _StatusCollector:
         yield fsync
         journal_bytes = stats.journal_bytes()
         if journal_bytes is not None:
-            size = GaugeMetricFamily("hastate_journal_bytes", "Size of the Raft journal on disk",
-                                     labels=["node"])
-            size.add_metric([node], journal_bytes)
-            yield size
+            yield _gauge(node, "hastate_journal_bytes", "Size of the Raft journal on disk",
+                         journal_bytes)
 
     @staticmethod
     def _snapshots(node: str, stats: stats_mod.NodeStats) -> Iterator[Metric]:
         snap = stats.snapshot_info()
-
-        def gauge(name: str, doc: str, value: float | None) -> Metric:
-            g = GaugeMetricFamily(name, doc, labels=["node"])
-            g.add_metric([node], float(value or 0))
-            return g
+        gauge = functools.partial(_gauge, node)
+        counter = functools.partial(_counter, node)
 
         yield gauge("hastate_snapshot_enabled", "1 when this node runs a snapshot uploader",
                     snap.enabled)
@@ -167,22 +170,14 @@ class _StatusCollector:
                     "Time the last successful snapshot upload took", snap.last_duration_s)
         yield gauge("hastate_snapshot_pending", "Snapshots queued, not yet uploaded",
                     snap.pending)
-        uploads = CounterMetricFamily("hastate_snapshot_uploads",
-                                      "Successful snapshot uploads", labels=["node"])
-        uploads.add_metric([node], snap.uploads_total)
-        yield uploads
-        failures = CounterMetricFamily("hastate_snapshot_failures",
-                                       "Failed snapshot upload attempts", labels=["node"])
-        failures.add_metric([node], snap.failures_total)
-        yield failures
-        segments = CounterMetricFamily("hastate_shipping_segments",
-                                       "Log segments shipped by this node", labels=["node"])
-        segments.add_metric([node], snap.shipping_segments_total)
-        yield segments
-        ship_failures = CounterMetricFamily("hastate_shipping_failures",
-                                            "Failed log segment uploads", labels=["node"])
-        ship_failures.add_metric([node], snap.shipping_failures_total)
-        yield ship_failures
+        yield counter("hastate_snapshot_uploads", "Successful snapshot uploads",
+                      snap.uploads_total)
+        yield counter("hastate_snapshot_failures", "Failed snapshot upload attempts",
+                      snap.failures_total)
+        yield counter("hastate_shipping_segments", "Log segments shipped by this node",
+                      snap.shipping_segments_total)
+        yield counter("hastate_shipping_failures", "Failed log segment uploads",
+                      snap.shipping_failures_total)
         yield gauge("hastate_shipping_last_success_timestamp_seconds",
                     "Unix time of this node's last shipped log segment (0 = none)",
                     snap.shipping_last_success_at)
