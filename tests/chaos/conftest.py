@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import pytest
@@ -64,17 +63,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="chaos: cluster sizes, cycled over the runs (default 3,5)")
     group.addoption("--control-runs", type=int, default=None,
                     help="chaos: runs of each negative control (default max(2, runs // 4))")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Campaigns (``@pytest.mark.chaos``) in tests/chaos run only when asked: ``-m chaos``."""
-    if "chaos" in (config.option.markexpr or ""):
-        return
-    here = Path(__file__).parent
-    skip = pytest.mark.skip(reason="chaos campaign: run with tox -e chaos (-m chaos)")
-    for item in items:
-        if item.get_closest_marker("chaos") and here in Path(str(item.fspath)).parents:
-            item.add_marker(skip)
 
 
 def pytest_terminal_summary(terminalreporter: object, exitstatus: int,

@@ -28,14 +28,3 @@ def proc_cluster(tmp_path: Path) -> Iterator[Callable[..., ProcCluster]]:
     finally:
         for cluster in clusters:
             cluster.close()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Long campaigns (``@pytest.mark.chaos``) here run only when asked: ``-m chaos``."""
-    if "chaos" in (config.option.markexpr or ""):
-        return
-    here = Path(__file__).parent
-    skip = pytest.mark.skip(reason="chaos campaign: run with -m chaos")
-    for item in items:
-        if item.get_closest_marker("chaos") and here in Path(str(item.fspath)).parents:
-            item.add_marker(skip)
