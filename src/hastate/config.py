@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from hastate.consensus.membership import Member
 from hastate.consensus.profiles import PROFILES
 from hastate.errors import ConfigError
 
@@ -72,6 +73,10 @@ class ClusterConfig:
     transport: str = "plaintext"   # "tls", "psk" (secret_env) or "plaintext" (loopback only)
     tls: TLSConfig | None = None
     path: str | None = None
+
+    def members(self) -> list[Member]:
+        """The file's nodes as membership records (the bootstrap configuration)."""
+        return [Member(n.id, n.raft, n.http, n.region) for n in self.nodes]
 
     def node(self, node_id: str) -> NodeConfig:
         """The node with ``node_id``; ConfigError lists the known ids otherwise."""

@@ -74,6 +74,10 @@ class FailoverError(HAStateError):
     """Raised when a requested leadership transfer did not complete."""
 
 
+class MembershipRefused(HAStateError):
+    """Raised when a membership change is refused; the message says why and what to do."""
+
+
 class SnapshotError(HAStateError):
     """Raised when a snapshot cannot be written, read or verified."""
 

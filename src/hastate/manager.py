@@ -21,6 +21,7 @@ from pysyncobj.config import FAIL_REASON
 
 from hastate.config import ClusterConfig, SnapshotConfig, load_config
 from hastate.consensus.journal import fdatasync
+from hastate.consensus.membership import Member
 from hastate.consensus.node import NodeSpec, RaftNode
 from hastate.consensus.profiles import get_profile
 from hastate.consensus.raft import HEALTH
@@ -64,7 +65,8 @@ class StateManager:
                  cluster_secret: str | None = None, cluster_name: str = "hastate",
                  write_timeout: float = 10.0, transport: TransportSecurity | None = None,
                  log_compaction_entries: int = 5000,
-                 snapshots: SnapshotConfig | None = None) -> None:
+                 snapshots: SnapshotConfig | None = None,
+                 members: Iterable[Member] = (), join: bool = False) -> None:
         if instance_id not in peers:
             raise ConfigError(f"instance {instance_id!r} is not in peers {sorted(peers)}; "
                               "peers must list every node, this one included",
@@ -80,7 +82,8 @@ class StateManager:
         self.spec = NodeSpec(node_id=instance_id, address=peers[instance_id],
                              peers={k: v for k, v in peers.items() if k != instance_id},
                              cluster=cluster_name, data_dir=data, profile=timing,
-                             log_compaction_entries=log_compaction_entries)
+                             log_compaction_entries=log_compaction_entries,
+                             members=tuple(members), join=join)
         self.machine = ReplicatedState()
         self._health_ok = True
         if transport is None:
@@ -123,8 +126,9 @@ class StateManager:
             security = TransportSecurity(mode="plaintext", node_ids=ids)
         manager = cls(instance_id, {n.id: n.raft for n in cfg.nodes}, region=node.region,
                       data_dir=node.data_dir, profile=cfg.profile, transport=security,
-                      cluster_name=cfg.name,
-                      snapshots=cfg.snapshots, **kwargs)
+                      cluster_name=cfg.name, snapshots=cfg.snapshots,
+                      members=cfg.members(),
+                      **kwargs)
         manager.config = cfg
         return manager
 
@@ -164,7 +168,7 @@ class StateManager:
             return
         seed_data_dir(self.spec.data_dir, cluster=self.spec.cluster, node_id=self.instance_id,
                       state_body=result.machine.to_body(), index=result.index,
-                      term=result.term, members=[self.spec.address, *self.spec.peers.values()])
+                      term=result.term, members=self.spec.bootstrap())
         logger.warning("restore_if_empty: seeded %s from %s at index %d", self.spec.data_dir,
                        result.snapshot.name, result.index)
 
@@ -411,7 +415,7 @@ class StateManager:
         so = self.node.syncobj
         fresh = time.monotonic() - 3 * self._policy.settings.health_check_interval
         match = so.match_index()
-        candidates = [(match.get(addr, 0), self.spec.id_of(addr))
+        candidates = [(match.get(addr, 0), self.node.id_of(addr))
                       for addr, (ok, _applied, when) in dict(so.peer_health).items()
                       if ok and when >= fresh and addr in so.connected_peers()]
         return max(candidates)[1] if candidates else None
@@ -432,10 +436,27 @@ class StateManager:
                 match = self.node.syncobj.match_index()
                 if not match:
                     raise NotLeaderError("no peer to hand leadership to")
-                target_instance = self.spec.id_of(max(match, key=match.get))
+                target_instance = self.node.id_of(max(match, key=match.get))
         seconds = self.node.transfer_leadership(target_instance, timeout)
         self.failovers_total[reason] = self.failovers_total.get(reason, 0) + 1
         return seconds
+
+    # -- membership ---------------------------------------------------------------------------
+    def members(self) -> list[Member]:
+        """The voters in this node's configuration (committed or about to be), sorted by id."""
+        return self.node.members()
+
+    def add_member(self, member: Member, *, timeout: float | None = None) -> int:
+        """Leader: add a voter; returns the commit index once the change is committed.
+
+        Start the new node first (``hastate node run --join``): the change is refused if
+        the members reachable now would not be a majority of the new configuration.
+        """
+        return self.node.change_membership("add", member, timeout or self.write_timeout)
+
+    def remove_member(self, instance_id: str, *, timeout: float | None = None) -> int:
+        """Leader: remove a voter (not the leader itself: move leadership first)."""
+        return self.node.change_membership("remove", instance_id, timeout or self.write_timeout)
 
     # -- status -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -448,8 +469,12 @@ class StateManager:
         connected = so.connected_peers()
         peers = {}
         last_index = so.last_log_index()
-        for peer_id, addr in self.spec.peers.items():
-            peers[peer_id] = {
+        members = self.node.members()
+        for member in members:
+            if member.id == self.instance_id:
+                continue
+            addr = member.raft
+            peers[member.id] = {
                 "address": addr,
                 "connected": addr in connected,
                 "match_index": match.get(addr),
@@ -479,5 +504,7 @@ class StateManager:
             "ready": self.ready(),
             "fatal_error": self.node.fatal_error,
             "snapshots": self.snapshots.status() if self.snapshots is not None else None,
+            "member": so.is_member,
+            "members": [m.to_dict() for m in members],
             "peers": peers,
         }

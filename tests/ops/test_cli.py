@@ -35,14 +35,18 @@ def test_status_of_a_healthy_cluster(ops: OpsCluster) -> None:
     assert all(r["lag"] is not None and r["last_contact"] is not None for r in followers)
 
 
-def test_members_lists_every_member_and_refuses_changes(ops: OpsCluster) -> None:
+def test_members_lists_every_member_and_checks_ids(ops: OpsCluster) -> None:
     out = ops.cli("members", "--config", str(ops.config_path))
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("instance-")]
     assert len(rows) == 3
     assert len([row for row in rows if " leader " in row]) == 1
+    listing = json.loads(ops.cli("members", "--config", str(ops.config_path), "--json").stdout)
+    assert all(r["voter"] is True and r["in_file"] is True for r in listing)
     out = ops.cli("members", "add", "--config", str(ops.config_path), "instance-4")
-    assert out.returncode == 2 and "not supported" in out.stderr and "lease" in out.stderr
+    assert out.returncode == 2 and "unknown node id 'instance-4'" in out.stderr
+    out = ops.cli("members", "remove", "--config", str(ops.config_path), "instance-9")
+    assert out.returncode == 5 and "'instance-9' is not a member" in out.stderr
 
 
 def test_failover_cli_to_a_named_node_under_writes(ops: OpsCluster) -> None:

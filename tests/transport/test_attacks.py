@@ -184,7 +184,7 @@ def test_pickle_payloads_are_dropped_without_running(plain_cluster: Cluster, tmp
     (peers.frame(["status"]), "message must be a map"),            # PySyncObj admin command
     (peers.frame({"type": "request_vote", "term": 1, "last_log_index": 1,
                   "last_log_term": 1}), "first message must be hello"),
-    (peers.hello("127.0.0.1:1"), "claims unknown address 127.0.0.1:1"),
+    (peers.hello("127.0.0.1:1"), "refusing Raft connections from 127.0.0.1:1: not in this"),
 ], ids=["garbage-frame", "garbage-bytes", "admin-status", "no-hello", "unknown-address"])
 def test_bad_openings_are_dropped(plain_cluster: Cluster, data: bytes, reason: str) -> None:
     target = plain_cluster.nodes[0]

@@ -13,6 +13,7 @@ import pytest
 from pysyncobj.node import TCPNode
 
 from hastate.consensus import wire
+from hastate.consensus.membership import Change, Member
 from hastate.consensus.wire import WireError
 
 from .peers import Touch
@@ -152,7 +153,7 @@ def test_evil_command_pickles_are_refused_without_running(tmp_path: Path) -> Non
     assert canary.exists()
 
 
-def test_membership_unknown_and_allocating_commands_are_refused() -> None:
+def test_pickled_membership_unknown_and_allocating_commands_are_refused() -> None:
     membership = b"\x02" + pysyncobj.pickle.dumps(["add", "n4:1", TCPNode("n4:1")])
     # bytes(0x7f000000): 2 GiB allocated on apply.
     huge_bytes = b"\x00\x80\x02c__builtin__\nbytes\nJ\x00\x00\x00\x7f\x85R."
@@ -161,6 +162,16 @@ def test_membership_unknown_and_allocating_commands_are_refused() -> None:
                 huge_bytes, empty_bytes):
         with pytest.raises(WireError):
             wire.check_command(cmd)
+
+
+def test_hastate_membership_commands_pass_only_when_well_formed() -> None:
+    good = Change("add", Member("n4", "10.0.0.4:7000", "10.0.0.4:8000", "eu")).encode()
+    assert wire.check_command(good) == good
+    for bad in (good[:-3], b"\x02" + msgpack.packb({"op": "add"}),
+                b"\x02" + msgpack.packb({"op": "drop", "member": {"id": "n", "raft": "h:1"}}),
+                b"\x02" + msgpack.packb({"op": "add", "member": {"id": "n", "raft": "nope"}})):
+        with pytest.raises(WireError, match="membership"):
+            wire.check_command(bad)
 
 
 @pytest.mark.parametrize("args", [

@@ -18,7 +18,7 @@ class Clock:
 
 def test_lease_needs_a_majority_and_counts_from_send_time() -> None:
     clock = Clock()
-    lease = LeaderLease(0.5, 3, clock)
+    lease = LeaderLease(0.5, "bc", clock)
     lease.start(term=4)
     assert not lease.holds()                     # no follower answered yet
     lease.on_ack("b", 4, sent=clock.now - 0.1)   # ping sent 100 ms ago
@@ -30,7 +30,7 @@ def test_lease_needs_a_majority_and_counts_from_send_time() -> None:
 
 def test_five_nodes_need_two_followers_and_take_the_older_ack() -> None:
     clock = Clock()
-    lease = LeaderLease(1.0, 5, clock)
+    lease = LeaderLease(1.0, "bcde", clock)
     lease.start(term=1)
     lease.on_ack("b", 1, clock.now)
     assert not lease.holds()
@@ -40,7 +40,7 @@ def test_five_nodes_need_two_followers_and_take_the_older_ack() -> None:
 
 def test_acks_from_other_terms_and_before_suspension_do_not_count() -> None:
     clock = Clock()
-    lease = LeaderLease(1.0, 3, clock)
+    lease = LeaderLease(1.0, "bc", clock)
     lease.start(term=2)
     lease.on_ack("b", 1, clock.now)
     assert not lease.holds()
@@ -58,9 +58,26 @@ def test_acks_from_other_terms_and_before_suspension_do_not_count() -> None:
 
 
 def test_single_node_always_holds_while_leader() -> None:
-    lease = LeaderLease(1.0, 1, Clock())
+    lease = LeaderLease(1.0, (), Clock())
     lease.start(1)
     assert lease.holds()
+
+
+def test_membership_change_counts_only_current_peers() -> None:
+    clock = Clock()
+    lease = LeaderLease(1.0, "bc", clock)
+    lease.start(1)
+    lease.on_ack("b", 1, clock.now)
+    assert lease.holds()                         # 2 of 3
+    lease.set_peers("bcd")                       # add d: 3 of 4 needed
+    assert not lease.holds()
+    lease.on_ack("d", 1, clock.now)
+    assert lease.holds()
+    lease.set_peers("cd")                        # remove b: its ack no longer counts
+    lease.on_ack("x", 1, clock.now)              # not a member: ignored
+    assert lease.holds()                         # d alone is a majority of {a, c, d}
+    lease.set_peers("c")
+    assert not lease.holds()                     # only c counts now, and it never answered
 
 
 def test_stickiness_refuses_votes_within_min_timeout_except_announced_transfer() -> None:

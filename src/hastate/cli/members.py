@@ -1,61 +1,94 @@
-"""``hastate members``: the cluster's members, their role and whether they are reachable.
+"""``hastate members``: list the voters; add or remove one, one change at a time.
 
-Membership is static: it is the ``[[nodes]]`` list of the cluster file. ``members add`` and
-``members remove`` exist only to say so and point at the runbook (docs/operations.md,
-"Replace a dead region"); see :data:`WHY_STATIC` for what dynamic membership would need.
+The configuration lives in the Raft log (PySyncObj's dynamic membership with hastate's
+msgpack commands), so the list comes from the leader's ``/status``; the cluster file says how
+to reach each node. A node is added in three steps: add its ``[[nodes]]`` entry to the cluster
+file, start it with ``hastate node run --join``, then ``hastate members add ID``. The leader
+refuses a change that would leave fewer reachable members than a majority of the new
+configuration, and a second change while one is in flight.
 
-Exit codes: as ``hastate status`` (0 all reachable with a leader, 1 no leader, 3 some
-member down, 2 bad config or usage, including ``add``/``remove``).
+Exit codes (docs/operations.md): list as ``hastate status`` (0 all reachable with a leader,
+1 no leader, 3 some member down); add/remove: 0 done, 1 not done in time or no leader,
+2 bad config or usage, 3 a node that must answer did not, 4 admin token refused,
+5 refused by the leader (the message says why).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import click
 
+from hastate.cli.failover import (EXIT_UNAUTHORIZED, EXIT_UNREACHABLE, EXIT_USAGE,
+                                  admin_token, post_admin)
 from hastate.cli.status import classify, fetch_status
-from hastate.config import load_config
+from hastate.config import ClusterConfig, NodeConfig, load_config
 
-WHY_STATIC = """\
-hastate does not change membership at run time; the members are the [[nodes]] of the
-cluster file. Changing them safely through Raft (PySyncObj's dynamicMembershipChange)
-would need, and hastate does not have yet:
-  * the leader lease to count acknowledgements against the *current* configuration (it is
-    sized once at start; after an add it would accept too few acks: two acting leaders);
-  * node ids for members that are not in the cluster file (status, transfers, metrics and
-    fencing all map address <-> id from the file);
-  * the Raft transport to accept membership commands (it refuses them: PySyncObj pickles
-    them) and the dump/restart path to prefer the committed configuration over the file.
-To replace a dead node, keep its id and address and follow docs/operations.md,
-"Replace a dead region": stop it, give the new machine its address, start it empty.
-"""
+EXIT_NOT_DONE = 1
+EXIT_REFUSED = 5
 
-_COLUMNS = ("id", "region", "raft", "http", "reachable", "role", "healthy", "ready",
-            "connected", "lag", "last_contact")
+_COLUMNS = ("id", "region", "raft", "http", "voter", "in_file", "reachable", "role", "healthy",
+            "ready", "connected", "lag", "last_contact")
 
 
-def member_rows(config_path: str) -> tuple[list[dict[str, Any]], int, str]:
-    """Rows for every member: the file's view plus /status and the leader's view."""
-    config = load_config(config_path)
+def _fail(code: int, message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def _leader(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((r for r in rows if r.get("is_leader")), None)
+
+
+def _view(rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The configuration as the leader (else the reachable node in the highest term) sees it."""
+    leader = _leader(rows)
+    reachable = [r for r in rows if r.get("reachable") and r.get("members") is not None]
+    source = leader or max(reachable, key=lambda r: r.get("term", 0), default=None)
+    return None if source is None else source["members"]
+
+
+def _with_members(config: ClusterConfig, members: list[dict[str, Any]]) -> ClusterConfig:
+    """The cluster file plus the members it does not list (so their /status is asked too)."""
+    known = {n.id for n in config.nodes}
+    extra = tuple(NodeConfig(m["id"], m.get("region") or "-", m["raft"], m.get("http"), Path())
+                  for m in members if m["id"] not in known)
+    return dataclasses.replace(config, nodes=config.nodes + extra)
+
+
+def member_rows(config: ClusterConfig) -> tuple[list[dict[str, Any]], int, str]:
+    """One row per member or file node: its place in the configuration and its /status."""
+    in_file = {n.id for n in config.nodes}
     rows = fetch_status(config)
-    leader = next((r for r in rows if r.get("is_leader")), None)
-    view = (leader or {}).get("peers", {})
+    view = _view(rows)
+    if view is not None and any(m["id"] not in in_file for m in view):
+        config = _with_members(config, view)
+        rows = fetch_status(config)
+    voters = None if view is None else {m["id"] for m in view}
+    leader = _leader(rows)
+    peers = (leader or {}).get("peers", {})
     out = []
     for node, row in zip(config.nodes, rows):
-        peer = view.get(node.id, {})
         out.append({
             "id": node.id, "region": node.region, "raft": node.raft, "http": node.http,
+            "voter": None if voters is None else node.id in voters,
+            "in_file": node.id in in_file,
             "reachable": row.get("reachable", False),
             "role": row.get("role") if row.get("reachable") else "down",
             "healthy": row.get("healthy"), "ready": row.get("ready"),
-            # as the leader sees it (the leader itself: True)
-            "connected": True if row is leader else peer.get("connected"),
+            "connected": True if row is leader else peers.get(node.id, {}).get("connected"),
             "lag": row.get("lag"), "last_contact": row.get("last_contact"),
             "error": row.get("error"),
         })
-    code, verdict = classify(rows)
+    # Health is judged on the voters only: a joining or removed node does not degrade it.
+    code, verdict = classify([row for row, r in zip(rows, out) if r["voter"] is not False])
+    if voters is not None and not voters <= in_file:
+        verdict += ("; members missing from the cluster file: "
+                    f"{', '.join(sorted(voters - in_file))} (add their [[nodes]] entries)")
     return out, code, verdict
 
 
@@ -65,12 +98,13 @@ def member_rows(config_path: str) -> tuple[list[dict[str, Any]], int, str]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def members(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
-    """List the cluster's members with role and reachability (membership is static)."""
+    """List the voters (from the leader) and the cluster file's nodes, with their state."""
     if ctx.invoked_subcommand is not None:
+        ctx.obj = config_path
         return
     if not config_path:
         raise click.UsageError("--config is required")
-    rows, code, verdict = member_rows(config_path)
+    rows, code, verdict = member_rows(load_config(config_path))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
@@ -83,20 +117,149 @@ def members(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
     raise SystemExit(code)
 
 
-def _refuse(action: str) -> None:
-    click.echo(f"error: `hastate members {action}` is not supported.\n{WHY_STATIC}", err=True)
-    raise SystemExit(2)
+_change_options = [
+    click.argument("node_id", metavar="ID"),
+    click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                 help="Cluster file (TOML)."),
+    click.option("--timeout", type=click.FloatRange(min=1.0), default=60.0, show_default=True,
+                 help="Give up after this many seconds."),
+]
 
 
-@members.command("add", context_settings={"ignore_unknown_options": True,
-                                          "allow_extra_args": True})
-def add() -> None:
-    """Not supported: membership is the cluster file's [[nodes]] (explains why)."""
-    _refuse("add")
+def _change_command(fn: Any) -> Any:
+    for option in reversed(_change_options):
+        fn = option(fn)
+    return click.pass_context(fn)
 
 
-@members.command("remove", context_settings={"ignore_unknown_options": True,
-                                             "allow_extra_args": True})
-def remove() -> None:
-    """Not supported: membership is the cluster file's [[nodes]] (explains why)."""
-    _refuse("remove")
+def _config(ctx: click.Context, config_path: str | None) -> ClusterConfig:
+    path = config_path or ctx.obj
+    if not path:
+        raise click.UsageError("--config is required")
+    return load_config(path)
+
+
+def _http_of(config: ClusterConfig, rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Node id -> HTTP address, from the file and the members' own records."""
+    http = {m["id"]: m["http"] for m in _view(rows) or [] if m.get("http")}
+    http.update({n.id: n.http for n in config.nodes if n.http})
+    return http
+
+
+def _post_to_leader(config: ClusterConfig, body: dict[str, Any], token: str,
+                    deadline: float) -> dict[str, Any]:
+    """POST /admin/members to the leader, following 409 answers to the new leader."""
+    last = "no leader answered"
+    while time.monotonic() < deadline:
+        rows = fetch_status(config)
+        leader = _leader(rows)
+        http = _http_of(config, rows).get(leader["id"]) if leader else None
+        if http is None:
+            time.sleep(0.2)
+            continue
+        try:
+            code, answer = post_admin(http, "/admin/members", body, token,
+                                      timeout=max(1.0, deadline - time.monotonic()))
+        except OSError as exc:
+            last = f"{leader['id']} ({http}): {getattr(exc, 'reason', exc)}"
+            time.sleep(0.2)
+            continue
+        if code == 200:
+            return answer
+        if code == 401:
+            _fail(EXIT_UNAUTHORIZED, f"{leader['id']} refused the admin token: "
+                  f"{answer.get('error')}; export {config.admin_token_env} with the token the "
+                  "nodes were started with")
+        if code == 422:
+            _fail(EXIT_REFUSED, str(answer.get("error")))
+        if code == 400:
+            _fail(EXIT_USAGE, str(answer.get("error")))
+        if code == 504:
+            _fail(EXIT_NOT_DONE, f"{answer.get('error')}; run `hastate members --config "
+                  f"{config.path}` to see whether it took effect")
+        last = f"{leader['id']} answered {code}: {answer.get('error')}"
+        time.sleep(0.2)
+    _fail(EXIT_NOT_DONE, f"membership change not made: {last}")
+    raise AssertionError  # unreachable: _fail exits
+
+
+@members.command("add")
+@_change_command
+def add(ctx: click.Context, node_id: str, config_path: str | None, timeout: float) -> None:
+    """Add node ID (from the cluster file, already running with --join) as a voter.
+
+    Waits until the change is committed and ID has caught up, and prints how long each took.
+    """
+    config = _config(ctx, config_path)
+    node = config.node(node_id)
+    token = admin_token(config)
+    started = time.monotonic()
+    deadline = started + timeout
+    own = next(iter(fetch_status(dataclasses.replace(config, nodes=(node,)))))
+    if not own.get("reachable"):
+        _fail(EXIT_UNREACHABLE, f"{node_id} does not answer /status at {node.http} "
+              f"({own.get('error')}); start it first: hastate node run --config {config.path} "
+              f"--id {node_id} --join")
+    member = {"id": node.id, "raft": node.raft, "http": node.http, "region": node.region}
+    answer = _post_to_leader(config, {"op": "add", "member": member}, token, deadline)
+    index = answer["commit_index"]
+    committed = time.monotonic() - started
+    click.echo(f"{node_id} added at commit index {index} in {committed:.2f}s; "
+               f"members: {', '.join(m['id'] for m in answer['members'])}")
+    single = dataclasses.replace(config, nodes=(node,))
+    while time.monotonic() < deadline:
+        st = next(iter(fetch_status(single)))
+        if st.get("member") and st.get("applied_index", 0) >= index:
+            click.echo(f"{node_id} caught up (applied index {st['applied_index']}) "
+                       f"{time.monotonic() - started:.2f}s after the request")
+            return
+        time.sleep(0.1)
+    _fail(EXIT_NOT_DONE, f"{node_id} is a member but has not caught up to index {index} "
+          f"within {timeout:.0f}s; watch `hastate status --config {config.path}`")
+
+
+@members.command("remove")
+@_change_command
+def remove(ctx: click.Context, node_id: str, config_path: str | None, timeout: float) -> None:
+    """Remove member ID; if it leads, leadership moves to another member first.
+
+    Afterwards stop ID's process and delete its [[nodes]] entry on every host.
+    """
+    config = _config(ctx, config_path)
+    token = admin_token(config)
+    started = time.monotonic()
+    deadline = started + timeout
+    rows = fetch_status(config)
+    view = _view(rows)
+    if view is not None and node_id not in {m["id"] for m in view}:
+        _fail(EXIT_REFUSED, f"{node_id!r} is not a member; members: "
+              f"{sorted(m['id'] for m in view)}")
+    leader = _leader(rows)
+    if leader is not None and leader["id"] == node_id:
+        _hand_over(config, leader, token, deadline)
+    answer = _post_to_leader(config, {"op": "remove", "id": node_id}, token, deadline)
+    click.echo(f"{node_id} removed at commit index {answer['commit_index']} in "
+               f"{time.monotonic() - started:.2f}s; members: "
+               f"{', '.join(m['id'] for m in answer['members'])}\n"
+               f"now stop {node_id}'s process and delete its [[nodes]] entry from the cluster "
+               "file on every host")
+
+
+def _hand_over(config: ClusterConfig, leader: dict[str, Any], token: str,
+               deadline: float) -> None:
+    """Move leadership from the member about to be removed to its most caught-up peer."""
+    peers = [(p.get("lag") if p.get("lag") is not None else float("inf"), pid)
+             for pid, p in leader.get("peers", {}).items() if p.get("connected")]
+    if not peers:
+        _fail(EXIT_REFUSED, f"{leader['id']} leads and no other member is connected to it: "
+              "cannot move leadership before removing it")
+    target = min(peers)[1]
+    http = _http_of(config, [leader])[leader["id"]]
+    code, answer = post_admin(http, "/admin/transfer-leadership", {"to": target}, token,
+                              timeout=max(1.0, deadline - time.monotonic()))
+    if code == 401:
+        _fail(EXIT_UNAUTHORIZED, f"{leader['id']} refused the admin token: {answer.get('error')}")
+    if code != 200:
+        _fail(EXIT_NOT_DONE, f"could not move leadership off {leader['id']} before removing it:"
+              f" {answer.get('error')}")
+    click.echo(f"leadership moved {leader['id']} -> {target} in {answer['seconds']:.2f}s")

@@ -17,14 +17,15 @@ logger = logging.getLogger(__name__)
 
 
 def serve(config_path: str, node_id: str,
-          work: Callable[[StateManager, threading.Event], None] | None = None) -> None:
+          work: Callable[[StateManager, threading.Event], None] | None = None,
+          join: bool = False) -> None:
     """Run a node until SIGTERM/SIGINT; ``work(manager, stop)`` runs alongside (the demo bot)."""
     config = load_config(config_path)
     node_cfg = config.node(node_id)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    manager = StateManager.from_config(config, node_id)
+    manager = StateManager.from_config(config, node_id, join=join)
     manager.start()
     http = None
     if node_cfg.http:
@@ -53,6 +54,10 @@ def node() -> None:
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Cluster file (TOML).")
 @click.option("--id", "node_id", required=True, help="This node's id in the cluster file.")
-def run(config_path: str, node_id: str) -> None:
+@click.option("--join", is_flag=True,
+              help="First start of a node being added to a running cluster: it stays passive "
+                   "(never campaigns) until `hastate members add ID` commits it. Ignored once "
+                   "the data_dir holds Raft data.")
+def run(config_path: str, node_id: str, join: bool) -> None:
     """Run node ID in the foreground until SIGTERM or Ctrl-C."""
-    serve(config_path, node_id)
+    serve(config_path, node_id, join=join)

@@ -87,7 +87,7 @@ def restore(config_path: str, url: str | None, name: str | None, index: int | No
     except (SnapshotError, ConfigError) as exc:
         fail(str(exc), EXIT_STORE)
     body = result.machine.to_body()
-    members = [n.raft for n in config.nodes]
+    members = config.members()
     seeded = []
     if not dry_run:
         for node in nodes:

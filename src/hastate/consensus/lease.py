@@ -10,7 +10,7 @@ leader can be elected: no two nodes act as leader at the same time.
 from __future__ import annotations
 
 import time
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Iterable
 
 Clock = Callable[[], float]
 
@@ -18,9 +18,10 @@ Clock = Callable[[], float]
 class LeaderLease:
     """Leader side: the majority-acknowledged lease for the current term."""
 
-    def __init__(self, duration: float, cluster_size: int, clock: Clock = time.monotonic) -> None:
+    def __init__(self, duration: float, peers: Iterable[Hashable],
+                 clock: Clock = time.monotonic) -> None:
         self.duration = duration
-        self.cluster_size = cluster_size
+        self._peers = frozenset(peers)
         self._clock = clock
         self._term: int | None = None
         self._acks: dict[Hashable, float] = {}
@@ -42,6 +43,14 @@ class LeaderLease:
         self._acks = {}
         self._not_before = self._clock()
 
+    def set_peers(self, peers: Iterable[Hashable]) -> None:
+        """The other voters changed (membership change): count only their acknowledgements.
+
+        Safe mid-term because configurations change one server at a time, so a majority
+        of the old configuration and one of the new always share a node.
+        """
+        self._peers = frozenset(peers)
+
     def on_ack(self, peer: Hashable, term: int, sent: float) -> None:
         """Record that ``peer`` acknowledged the ping this node sent at ``sent`` in ``term``."""
         if term != self._term or sent < self._not_before:
@@ -58,10 +67,10 @@ class LeaderLease:
         """Monotonic time at which the lease ends (-inf when no majority acknowledged)."""
         if self._term is None:
             return float("-inf")
-        needed = self.cluster_size // 2  # followers needed besides this node
+        needed = (len(self._peers) + 1) // 2  # followers needed besides this node
         if needed == 0:
             return self._clock() + self.duration
-        sent = sorted(self._acks.values(), reverse=True)
+        sent = sorted((t for p, t in self._acks.items() if p in self._peers), reverse=True)
         if len(sent) < needed:
             return float("-inf")
         return sent[needed - 1] + self.duration

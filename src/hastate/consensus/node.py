@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pysyncobj import SyncObjConf
+from pysyncobj.config import FAIL_REASON
 from pysyncobj.poller import POLL_EVENT_TYPE
 
 from hastate._fsutil import atomic_write
 from hastate.consensus.journal import DurableJournal
+from hastate.consensus.membership import Change, Member, check_change
 from hastate.consensus.profiles import TimingProfile
 from hastate.consensus.raft import TRANSFER_REQUEST, HastateSyncObj
-from hastate.errors import ConfigError, CorruptDataError, FailoverError, HAStateError
+from hastate.errors import (ConfigError, CorruptDataError, FailoverError, HAStateError,
+                            MembershipRefused, NotLeaderError, WriteTimeoutError)
 from hastate.state.dump import decode_dump, encode_dump
 from hastate.state.machine import ReplicatedState
 
@@ -47,17 +50,19 @@ class NodeSpec:
     profile: TimingProfile
     log_compaction_entries: int = 5000
     log_compaction_seconds: float = 300.0
+    #: The cluster file's members with http and region (default: built from ``peers``).
+    members: tuple[Member, ...] = ()
+    #: First start only: join a running cluster (stay passive until a leader adds this node)
+    #: instead of bootstrapping a new one with ``peers``.
+    join: bool = False
 
-    def id_of(self, address: str | None) -> str | None:
-        """Node id for a raft address (None stays None; unknown addresses are returned as is)."""
-        if address is None:
-            return None
-        if address == self.address:
-            return self.node_id
-        for node_id, addr in self.peers.items():
-            if addr == address:
-                return node_id
-        return address
+    def bootstrap(self) -> list[Member]:
+        """The configuration a brand-new data_dir starts from (before any Raft data exists)."""
+        members = list(self.members) or [Member(i, a) for i, a in
+                                         {self.node_id: self.address, **self.peers}.items()]
+        if self.join:
+            return [m for m in members if m.id != self.node_id]
+        return members
 
 
 class _Waker:
@@ -148,12 +153,13 @@ class RaftNode:
         self._transfer: tuple[str, float] | None = None
         self._leaderless_since: float | None = None
         self._journal: DurableJournal | None = None
+        self._bootstrap: list[Member] = []
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
         """Check the data directory, bind the raft port and start ticking."""
         self.spec.data_dir.mkdir(parents=True, exist_ok=True)
-        self._check_identity()
+        self._bootstrap = self._check_identity()
         self._check_dump()
         # Issue 4: our fsync'ed journal, opened here so a torn, corrupt or foreign journal
         # fails start() with a message naming the file (HastateSyncObj installs it).
@@ -175,23 +181,33 @@ class RaftNode:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _check_identity(self) -> None:
-        """Refuse a data_dir written by another cluster or another node."""
+    def _check_identity(self) -> list[Member]:
+        """Refuse a data_dir written by another cluster or another node; return its bootstrap.
+
+        The bootstrap configuration is recorded at first start, so a later edit of the
+        cluster file cannot change what the Raft log's membership changes apply to.
+        """
         path = self.spec.data_dir / IDENTITY
         mine = {"cluster": self.spec.cluster, "node_id": self.spec.node_id}
-        if path.exists():
-            try:
-                theirs = json.loads(path.read_text())
-            except ValueError as exc:
-                raise CorruptDataError(f"{path}: unreadable node identity ({exc})") from None
-            if {k: theirs.get(k) for k in mine} != mine:
-                raise ConfigError(
-                    f"data_dir {self.spec.data_dir} belongs to cluster {theirs.get('cluster')!r} "
-                    f"node {theirs.get('node_id')!r}, not cluster {self.spec.cluster!r} node "
-                    f"{self.spec.node_id!r}; point data_dir at this node's own directory",
-                    field="data_dir", value=str(self.spec.data_dir))
-        else:
-            atomic_write(path, json.dumps(mine).encode())
+        if not path.exists():
+            bootstrap = self.spec.bootstrap()
+            atomic_write(path, json.dumps({**mine, "bootstrap": [m.to_dict() for m in bootstrap]
+                                           }).encode())
+            return bootstrap
+        try:
+            theirs = json.loads(path.read_text())
+            recorded = theirs.get("bootstrap")
+            bootstrap = [Member.from_dict(m) for m in recorded] if recorded is not None \
+                else self.spec.bootstrap()  # recorded before hastate knew membership changes
+        except (ValueError, AttributeError) as exc:
+            raise CorruptDataError(f"{path}: unreadable node identity ({exc})") from None
+        if {k: theirs.get(k) for k in mine} != mine:
+            raise ConfigError(
+                f"data_dir {self.spec.data_dir} belongs to cluster {theirs.get('cluster')!r} "
+                f"node {theirs.get('node_id')!r}, not cluster {self.spec.cluster!r} node "
+                f"{self.spec.node_id!r}; point data_dir at this node's own directory",
+                field="data_dir", value=str(self.spec.data_dir))
+        return bootstrap
 
     def _check_dump(self) -> None:
         """Verify the full dump before PySyncObj (which swallows load errors) reads it."""
@@ -216,6 +232,7 @@ class RaftNode:
             maxBindRetries=10,
             bindRetryTime=0.2,
             journalFile=None,  # issue 4: HastateSyncObj installs our DurableJournal instead
+            dynamicMembershipChange=True,  # `hastate members add|remove` (membership.py)
             fullDumpFile=str(self.spec.data_dir / DUMP),
             serializer=self._serialize,
             deserializer=self._deserialize,
@@ -226,7 +243,8 @@ class RaftNode:
     def _run(self) -> None:
         try:
             self._syncobj = HastateSyncObj(
-                self.spec.address, list(self.spec.peers.values()), self._conf(), [self.machine],
+                self.spec.address, self.spec.node_id, self._bootstrap, self._conf(),
+                [self.machine],
                 self.spec.profile, transport_class=self._transport_class,
                 on_transfer_request=self._on_transfer_request, is_healthy=self._is_healthy,
                 journal=self._journal, prepare_dump=self._prepare_dump)
@@ -370,7 +388,102 @@ class RaftNode:
 
     def leader_id(self) -> str | None:
         """Node id of the last known Raft leader."""
-        return None if self._syncobj is None else self.spec.id_of(self._syncobj.leader_address())
+        return None if self._syncobj is None else self.id_of(self._syncobj.leader_address())
+
+    # -- membership ---------------------------------------------------------------------------
+    def members(self) -> list[Member]:
+        """The configuration in this node's log, sorted by id (the file's before start)."""
+        current = self._syncobj.members.values() if self._syncobj is not None \
+            else self.spec.bootstrap()
+        return sorted(current, key=lambda m: m.id)
+
+    def id_of(self, address: str | None) -> str | None:
+        """Node id for a Raft address (None stays None; unknown addresses are returned as is)."""
+        if address is None:
+            return None
+        if address == self.spec.address:
+            return self.spec.node_id
+        for member in [*self.members(), *self.spec.members]:
+            if member.raft == address:
+                return member.id
+        return next((i for i, a in self.spec.peers.items() if a == address), address)
+
+    def address_of(self, node_id: str) -> str:
+        """Raft address of member ``node_id``; FailoverError naming the members otherwise."""
+        if node_id == self.spec.node_id:
+            return self.spec.address
+        for member in self.members():
+            if member.id == node_id:
+                return member.raft
+        raise FailoverError(f"unknown instance {node_id!r}; members: "
+                            f"{[m.id for m in self.members()]}")
+
+    def change_membership(self, op: str, member: Member | str, timeout: float) -> int:
+        """Leader: add ``member`` or remove the member with that id; wait until committed.
+
+        Returns the commit index once the change is committed. Raises NotLeaderError off
+        the leader, MembershipRefused (with the reason) when the change would lose quorum,
+        conflicts with the configuration or another change is still in flight, and
+        WriteTimeoutError when it does not commit within ``timeout``.
+        """
+        done = threading.Event()
+        box: list[Any] = []
+
+        def finish(value: Any) -> None:
+            box.append(value)
+            done.set()
+
+        def on_commit(_result: Any, error: int) -> None:
+            finish(self._syncobj.raftCommitIndex if error == FAIL_REASON.SUCCESS else
+                   MembershipRefused(f"the leader did not commit the change (PySyncObj "
+                                     f"failure {error}); check `hastate members` and retry"))
+
+        def on_tick_thread() -> None:
+            try:
+                change = self._membership_change(op, member)
+            except HAStateError as exc:
+                finish(exc)
+                return
+            self._syncobj.propose_change(change, on_commit)
+            self._waker.wake()
+
+        self.call_soon(on_tick_thread)
+        if not done.wait(timeout):
+            raise WriteTimeoutError(f"membership change not committed within {timeout:.1f}s; "
+                                    "check `hastate members` before retrying",
+                                    outcome_unknown=True)
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def _membership_change(self, op: str, member: Member | str) -> Change:
+        """Tick thread: the change to propose, or the reason to refuse it."""
+        so = self._syncobj
+        if not self.is_leader():
+            raise NotLeaderError("membership changes run on the leader", leader=self.leader_id())
+        members = so.members
+        if isinstance(member, str):  # remove by id: the full record lets a truncation undo it
+            found = next((m for m in members.values() if m.id == member), None)
+            if found is None:
+                raise MembershipRefused(f"{member!r} is not a member; members: "
+                                        f"{sorted(m.id for m in members.values())}")
+            member = found
+        pending = so.pending_change()
+        if pending is not None:
+            raise MembershipRefused(f"the previous membership change (log index {pending}) is "
+                                    "not committed yet; one change at a time")
+        if not so.caught_up_in_term():
+            raise MembershipRefused("this leader has not committed an entry in its term yet; "
+                                    "retry in a moment")
+        now = time.monotonic()
+        fresh = self.spec.profile.min_timeout
+        connected = so.connected_peers()
+        live = {self.spec.address} | {addr for addr, t in so.last_contact().items()
+                                      if now - t < fresh and addr in connected}
+        reason = check_change(Change(op, member), members, live, self.spec.address)
+        if reason is not None:
+            raise MembershipRefused(f"{op} {member.id} refused: {reason}")
+        return Change(op, member)
 
     # -- leadership transfer ----------------------------------------------------------------
     def _on_transfer_request(self, target_address: str) -> None:
@@ -400,13 +513,7 @@ class RaftNode:
 
     def transfer_leadership(self, target_id: str, timeout: float | None = None) -> float:
         """Move leadership to ``target_id``; return seconds until it leads. Works from any node."""
-        if target_id == self.spec.node_id:
-            target_address = self.spec.address
-        elif target_id in self.spec.peers:
-            target_address = self.spec.peers[target_id]
-        else:
-            raise FailoverError(f"unknown instance {target_id!r}; known: "
-                                f"{sorted([self.spec.node_id, *self.spec.peers])}")
+        target_address = self.address_of(target_id)
         timeout = timeout if timeout is not None else 4 * self.spec.profile.max_timeout
         start = time.monotonic()
         deadline = start + timeout
@@ -419,9 +526,10 @@ class RaftNode:
                 next_request = time.monotonic() + self.spec.profile.max_timeout / 2
                 if leader == self.spec.node_id:
                     self.call_soon(lambda: self._begin_transfer(target_address, deadline))
-                elif leader is not None and leader in self.spec.peers:
+                elif leader is not None:
                     msg = {"type": TRANSFER_REQUEST, "target": target_address}
-                    self.call_soon(lambda p=self.spec.peers[leader]: self._syncobj.send(p, msg))
+                    leader_address = self._syncobj.leader_address()
+                    self.call_soon(lambda p=leader_address: self._syncobj.send(p, msg))
             time.sleep(0.01)
         raise FailoverError(f"leadership did not move to {target_id!r} within {timeout:.1f}s "
                             f"(leader now: {self.leader_id()!r}); is the target connected "

@@ -12,7 +12,7 @@ import threading
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.config import FAIL_REASON
@@ -20,6 +20,7 @@ from pysyncobj.syncobj import _RAFT_STATE
 
 from hastate.consensus.journal import DurableJournal, DurableSerializer
 from hastate.consensus.lease import LeaderLease, Stickiness
+from hastate.consensus.membership import Change, Member, decode_change
 from hastate.consensus.profiles import TimingProfile
 from hastate.errors import CorruptDataError
 from hastate.state.dump import read_header
@@ -39,7 +40,8 @@ ROLE_NAMES = {_RAFT_STATE.FOLLOWER: "follower", _RAFT_STATE.CANDIDATE: "candidat
 
 
 # prepare_dump(last, prev, members) runs on the Raft thread, captures the state cheaply and
-# returns the slow part (encode, write, fsync, rename) for a background thread.
+# returns the slow part (encode, write, fsync, rename) for a background thread. ``members``
+# is the configuration at ``last`` as member dicts.
 PrepareDump = Callable[[tuple, tuple, list], Callable[[], None]]
 
 
@@ -62,13 +64,22 @@ class _Compaction(threading.Thread):
 class HastateSyncObj(SyncObj):
     """SyncObj with adaptive batching, leader lease, stickiness and guarded transfers."""
 
-    def __init__(self, self_addr: str, peers: list[str], conf: SyncObjConf, consumers: list[Any],
+    def __init__(self, self_addr: str, self_id: str, members: Iterable[Member],
+                 conf: SyncObjConf, consumers: list[Any],
                  profile: TimingProfile, transport_class: Any = None,
                  on_transfer_request: Callable[[str], None] | None = None,
                  is_healthy: Callable[[], bool] = lambda: True,
                  journal: DurableJournal | None = None,
                  prepare_dump: PrepareDump | None = None) -> None:
-        self.lease = LeaderLease(profile.lease_duration, len(peers) + 1)
+        # The configuration (Raft address -> member), replaced (never mutated) on every
+        # change so other threads can read it without a lock. It may lack this node: a node
+        # joining a cluster, or one that learned it was removed.
+        self._self_id = self_id
+        self._members: Mapping[str, Member] = self._normalize({m.raft: m for m in members},
+                                                              self_addr)
+        self._change_index = 0  # leader: log index of its last membership change
+        peers = [addr for addr in self._members if addr != self_addr]
+        self.lease = LeaderLease(profile.lease_duration, peers)
         self.stickiness = Stickiness(profile.min_timeout)
         self.paused = False  # leader: hold new proposals in the queue (leadership transfer)
         self._profile = profile
@@ -198,6 +209,7 @@ class HastateSyncObj(SyncObj):
         self.lease.start(self._SyncObj__raftCurrentTerm)
         self.paused = False
         self._last_ping = 0.0
+        self._change_index = 0
 
     def _SyncObj__setState(self, new_state: int) -> None:
         if new_state != _RAFT_STATE.LEADER:
@@ -259,6 +271,119 @@ class HastateSyncObj(SyncObj):
         if kind == "append_entries" and message["term"] >= term and node == self._getLeader():
             self.stickiness.heard_from_leader()
 
+    # -- membership (one server at a time; see consensus/membership.py) --------------------
+    @property
+    def members(self) -> Mapping[str, Member]:
+        """The configuration in this node's log: Raft address -> member (any thread)."""
+        return self._members
+
+    @property
+    def is_member(self) -> bool:
+        """Whether this node is a voter in its own latest configuration."""
+        return self.selfNode.id in self._members
+
+    def pending_change(self) -> int | None:
+        """Leader: index of its membership change not yet committed, or None."""
+        idx = self._change_index
+        return idx if idx > self._SyncObj__raftCommitIndex else None
+
+    def propose_change(self, change: Change, callback: Callable[[Any, int], None]) -> None:
+        """Leader, tick thread: queue a membership change (checked again when appended)."""
+        self._applyCommand(change.encode(), callback)
+
+    def _SyncObj__parseChangeClusterRequest(self, command: bytes) -> Change | None:
+        """Our msgpack membership commands (PySyncObj unpickles its own)."""
+        return decode_change(command)
+
+    def _SyncObj__changeCluster(self, request: Change) -> bool:
+        """Leader, at append: allow a change only after this term's no-op and the previous
+        change committed (PySyncObj declares that check but never records the index)."""
+        noop = self._SyncObj__noopIDx
+        if noop is None or self.raftLastApplied < noop or self.pending_change() is not None:
+            return False
+        if not self._SyncObj__doChangeCluster(request):
+            return False
+        self._change_index = self.last_log_index() + 1  # the index the entry is appended at
+        return True
+
+    def _SyncObj__doChangeCluster(self, request: Change, reverse: bool = False) -> bool:
+        """Apply (or undo) one change to the configuration, PySyncObj's peer set and the lease.
+
+        Called when the entry enters the log (leader: at append; follower: when received),
+        again when it is applied (a no-op then) and, with ``reverse``, when it is truncated.
+        """
+        before = self._members
+        after = request.apply(before, reverse)
+        if after == before:
+            return False
+        self._set_configuration(after)
+        logger.info("membership %s%s %s (%s): members now %s", "undo " if reverse else "",
+                    request.op, request.member.id, request.member.raft,
+                    sorted(m.id for m in after.values()))
+        return True
+
+    def _normalize(self, members: Mapping[str, Member], self_addr: str) -> dict[str, Member]:
+        """This node's record under its current address (its address in the file changed)."""
+        mine = [a for a, m in members.items() if m.id == self._self_id and a != self_addr]
+        if not mine:
+            return dict(members)
+        result = {a: m for a, m in members.items() if a not in mine}
+        old = members[mine[0]]
+        result[self_addr] = Member(old.id, self_addr, old.http, old.region)
+        logger.warning("this node's Raft address changed from %s to %s; the other members "
+                       "still use the old one (change a member's address by removing and "
+                       "re-adding it)", old.raft, self_addr)
+        return result
+
+    def _set_configuration(self, members: Mapping[str, Member]) -> None:
+        """Make ``members`` the configuration: peers, transport ids, lease voters."""
+        members = self._normalize(members, self.selfNode.id)
+        transport = self._SyncObj__transport
+        register = getattr(transport, "register_member", None)
+        if register is not None:
+            for member in members.values():
+                register(member.raft, member.id)
+        self_addr = self.selfNode.id
+        peers = [addr for addr in members if addr != self_addr]
+        self._SyncObj__updateClusterConfiguration(peers)
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            now = time.monotonic()
+            last_response = self._SyncObj__lastResponseTime
+            for node in self._SyncObj__otherNodes:
+                last_response.setdefault(node, now)
+        self._members = dict(members)
+        self.lease.set_peers(peers)
+
+    def _configuration_from(self, base: Mapping[str, Member], after_index: int) -> None:
+        """Adopt ``base`` plus every membership change in the log after ``after_index``."""
+        members = dict(base)
+        for command, _idx, _term in self._SyncObj__getEntries(after_index + 1):
+            change = decode_change(command)
+            if change is not None:
+                members = change.apply(members)
+        self._set_configuration(members)
+
+    def _configuration_at(self, index: int) -> dict[str, Member]:
+        """The configuration as of log ``index``: undo the changes in the log after it."""
+        members = dict(self._members)
+        for command, _idx, _term in reversed(self._SyncObj__getEntries(index + 1)):
+            change = decode_change(command)
+            if change is not None:
+                members = change.apply(members, reverse=True)
+        return members
+
+    def _members_from_dump(self, cluster: list[Any]) -> dict[str, Member]:
+        """A dump's configuration; dumps before membership changes hold bare addresses."""
+        known = self._members
+        members = {}
+        for item in cluster:
+            if isinstance(item, str):
+                members[item] = known.get(item) or Member(item.replace(":", "-"), item)
+            else:
+                member = Member.from_dict(item)
+                members[member.raft] = member
+        return members
+
     def _append_entries(self, node: Any, message: dict[str, Any]) -> None:
         """Follower side of append_entries, truncating only at a real conflict.
 
@@ -303,9 +428,16 @@ class HastateSyncObj(SyncObj):
                                         "refusing to truncate committed log")
                     logger.critical(self.fatal_error)
                     return
+                for dropped in reversed(self._SyncObj__getEntries(idx)):
+                    change = decode_change(dropped[0])
+                    if change is not None:
+                        self._SyncObj__doChangeCluster(change, reverse=True)
                 self._SyncObj__deleteEntriesFrom(idx)
             for entry in entries[pos:]:
                 self._SyncObj__raftLog.add(*entry)
+                change = decode_change(entry[0])
+                if change is not None:
+                    self._SyncObj__doChangeCluster(change)
             verified = entries[-1][1]
             break
         self.before_ack()
@@ -382,7 +514,8 @@ class HastateSyncObj(SyncObj):
             self._SyncObj__lastSerializedTime = now
             return
         prev, last = entries
-        members = sorted(n.id for n in self.otherNodes | {self.selfNode})
+        at_dump = self._configuration_at(last[1])
+        members = [m.to_dict() for m in sorted(at_dump.values(), key=lambda m: m.id)]
         self._compaction = _Compaction(self._prepare_dump(last, prev, members), upto=prev[1])
         self._compaction.start()
 
@@ -410,7 +543,9 @@ class HastateSyncObj(SyncObj):
 
         transport.send = send_after_sync
         if conf.fullDumpFile is not None and os.path.isfile(conf.fullDumpFile):
-            self._SyncObj__loadDumpFile(False)
+            self._SyncObj__loadDumpFile(False)  # the dump's configuration + the log's changes
+        else:
+            self._configuration_from(self._members, 0)  # bootstrap + the log's changes
         self._SyncObj__needLoadDumpFile = False
 
     def _dump_is_stale(self, path: str) -> bool:
@@ -445,12 +580,13 @@ class HastateSyncObj(SyncObj):
             SyncObj._SyncObj__loadDumpFile(self, clearJournal)
             return
         try:
-            _, last, prev, _cluster = self._SyncObj__serializer.deserialize()
+            _, last, prev, cluster = self._SyncObj__serializer.deserialize()
             if clearJournal:  # a dump installed from the leader replaces this log
                 log.reset([prev, last])
                 kept = 0
             else:
                 kept = log.adopt_dump(last, prev)
+            self._configuration_from(self._members_from_dump(cluster), last[1])
         except Exception as exc:
             self.fatal_error = f"cannot load the full dump with the journal: {exc}"
             logger.critical(self.fatal_error)
@@ -480,14 +616,16 @@ class HastateSyncObj(SyncObj):
             self._poller.poll(0)
 
     def after_tick(self) -> None:
-        """Send lease pings as leader; keep an unhealthy follower from standing for election."""
+        """Send lease pings as leader; keep unhealthy nodes and non-members from campaigning."""
         now = time.monotonic()
         state = self._SyncObj__raftState
         if state == _RAFT_STATE.LEADER and now - self._last_ping >= \
                 self._profile.append_entries_period / 2:
             self._last_ping = now
             self.send(None, {"type": PING, "term": self._SyncObj__raftCurrentTerm, "sent": now})
-        elif state == _RAFT_STATE.FOLLOWER and not self._is_healthy():
+        elif state != _RAFT_STATE.LEADER and (not self._is_healthy() or not self.is_member):
+            # A node outside its own configuration (joining, or removed) never campaigns:
+            # it would only disrupt the members with higher terms.
             self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
 
     def announce_transfer(self, target: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from pysyncobj.syncobj import _COMMAND_TYPE
 
 from hastate._fsutil import atomic_write
+from hastate.consensus.membership import Member
 from hastate.consensus.node import DUMP, IDENTITY, JOURNAL
 from hastate.errors import ConfigError
 from hastate.state.dump import encode_dump
@@ -28,7 +29,7 @@ def is_empty(data_dir: Path) -> bool:
 
 
 def seed_data_dir(data_dir: Path, *, cluster: str, node_id: str, state_body: dict[str, Any],
-                  index: int, term: int, members: list[str]) -> None:
+                  index: int, term: int, members: list[Member]) -> None:
     """Write node identity and a dump at (``index``, ``term``); refuse a non-empty data_dir."""
     if not is_empty(data_dir):
         raise ConfigError(f"{data_dir} already holds Raft data; restore never overwrites a "
@@ -38,9 +39,10 @@ def seed_data_dir(data_dir: Path, *, cluster: str, node_id: str, state_body: dic
     index = max(index, 2)  # PySyncObj keeps two entries around a dump: (index - 1, index)
     body = {"state": state_body,
             "raft": {"last": [_NO_OP, index, term], "prev": [_NO_OP, index - 1, term],
-                     "cluster": sorted(members)}}
+                     "cluster": [m.to_dict() for m in sorted(members, key=lambda m: m.id)]}}
     _, blob = encode_dump(body, cluster=cluster, index=index, term=term,
                           keys=len(state_body["data"]), extra={"node": node_id, "seeded": True})
     atomic_write(data_dir / DUMP, blob)
-    atomic_write(data_dir / IDENTITY, json.dumps({"cluster": cluster,
-                                                  "node_id": node_id}).encode())
+    atomic_write(data_dir / IDENTITY, json.dumps({
+        "cluster": cluster, "node_id": node_id,
+        "bootstrap": [m.to_dict() for m in members]}).encode())

@@ -111,14 +111,6 @@ class TransportSecurity:
         if self.mode == "psk":
             tls.check_psk(self.psk)
 
-    def node_id(self, address: str) -> str:
-        """The node id configured for a Raft address; :class:`ConfigError` if none."""
-        try:
-            return self.node_ids[address]
-        except KeyError:
-            raise ConfigError(f"no node id configured for Raft address {address!r}",
-                              field="transport.node_ids") from None
-
 
 def _is_loopback(address: str) -> bool:
     return is_loopback_host(address.rsplit(":", 1)[0].strip("[]"))
@@ -312,9 +304,9 @@ class SecureConnection:
                 and now - self._awaiting_since > self._timeout:
             self._close(f"no data for {self._timeout:.1f}s after sending")
 
-    def refuse(self, reason: str) -> None:
-        """Close the connection as a security or protocol refusal (logged as a warning)."""
-        self._close(reason, refused=True)
+    def refuse(self, reason: str, quiet: bool = False) -> None:
+        """Close the connection as a security or protocol refusal (a warning unless quiet)."""
+        self._close(reason, refused=not quiet)
 
     # -- internals -----------------------------------------------------------------------------
     def _configure(self, sock: socket.socket) -> None:
@@ -599,9 +591,11 @@ class SecureTransport(TCPTransport):
         self._server_ctx: ssl.SSLContext | None = None
         self._client_ctx: ssl.SSLContext | None = None
         self._member_ids: frozenset[str] = frozenset()
+        # Raft address -> node id; grows when a membership change adds a node.
+        self._node_ids: dict[str, str] = dict(security.node_ids)
         if security.mode == "tls":
-            own_id = security.node_id(selfNode.address)
-            self._member_ids = frozenset(security.node_id(node.address) for node in others)
+            own_id = self._node_id(selfNode.address)
+            self._member_ids = frozenset(self._node_id(node.address) for node in others)
             ca, cert, key = security.ca, security.cert, security.key
             assert ca and cert and key  # TransportSecurity refuses tls without them
             cert_ids = tls.certificate_node_ids(cert)
@@ -614,6 +608,7 @@ class SecureTransport(TCPTransport):
         # PySyncObj unpickles installed snapshots unless a custom deserializer is set.
         self._snapshots_accepted = bool(conf.fullDumpFile) and conf.deserializer is not None
         self._outgoing_transmissions: dict[TCPNode, bytearray] = {}
+        self._non_member_warned: dict[str, float] = {}
         self._tick_thread: int | None = None
         self._foreign_sends: collections.deque[tuple[Any, dict[str, Any]]] = \
             collections.deque()
@@ -681,7 +676,14 @@ class SecureTransport(TCPTransport):
         for conn in [*self._connections.values(), *self._unknownConnections]:
             conn.check_timeout(now)
 
+    def register_member(self, address: str, node_id: str) -> None:
+        """Learn the node id of a Raft address before a membership change adds it (tick thread)."""
+        tls.check_node_id(node_id)
+        self._node_ids[address] = node_id
+
     def addNode(self, node: TCPNode) -> None:
+        if self._security.mode == "tls":
+            self._member_ids = self._member_ids | {self._node_id(node.address)}
         self._nodes.add(node)
         self._nodeAddrToNode[node.address] = node
         if self._shouldConnect(node):
@@ -690,6 +692,18 @@ class SecureTransport(TCPTransport):
             conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
             conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
             self._connections[node] = conn
+
+    def dropNode(self, node: TCPNode) -> None:
+        if self._security.mode == "tls":
+            self._member_ids = self._member_ids - {self._node_ids.get(node.address)}
+        super().dropNode(node)
+
+    def _node_id(self, address: str) -> str:
+        try:
+            return self._node_ids[address]
+        except KeyError:
+            raise ConfigError(f"no node id configured for Raft address {address!r}",
+                              field="transport.node_ids") from None
 
     def _sendSelfAddress(self, conn: SecureConnection) -> None:
         conn.send({"type": "hello", "address": self._selfNode.address})
@@ -700,7 +714,7 @@ class SecureTransport(TCPTransport):
             conn.disconnect()
             return
         if self._security.mode == "tls":
-            expected = self._security.node_id(node.address)
+            expected = self._node_id(node.address)
             if conn.peer_id != expected:
                 conn.refuse(f"{node.address} must present node id {expected!r}, "
                             f"its certificate says {conn.peer_id!r}")
@@ -716,11 +730,11 @@ class SecureTransport(TCPTransport):
         address = message["address"]
         node = self._nodeAddrToNode.get(address)
         if node is None:
-            conn.refuse(f"claims unknown address {address}")
+            self._refuse_non_member(conn, address)
             return
-        if self._security.mode == "tls" and conn.peer_id != self._security.node_id(address):
+        if self._security.mode == "tls" and conn.peer_id != self._node_id(address):
             conn.refuse(f"certificate for {conn.peer_id!r} cannot speak as {address} "
-                        f"(node {self._security.node_id(address)!r})")
+                        f"(node {self._node_id(address)!r})")
             return
         if self._shouldConnect(node):
             conn.refuse(f"{address} must wait for this node to connect to it "
@@ -776,6 +790,22 @@ class SecureTransport(TCPTransport):
     def _onIncomingSecured(self, conn: SecureConnection) -> None:
         if self._security.mode == "tls" and conn.peer_id not in self._member_ids:
             conn.refuse(f"certificate for node id {conn.peer_id!r} is not a cluster member")
+
+    def _refuse_non_member(self, conn: SecureConnection, address: str) -> None:
+        """Refuse a node outside the configuration; warn once a minute per address.
+
+        A removed node that still runs, or a joining one not added yet, retries every
+        connection retry period: one warning says so, the repeats go to debug.
+        """
+        now = time.monotonic()
+        if len(self._non_member_warned) > 1024:
+            self._non_member_warned.clear()
+        if now - self._non_member_warned.get(address, float("-inf")) > 60.0:
+            self._non_member_warned[address] = now
+            logger.warning("refusing Raft connections from %s: not in this node's "
+                           "configuration (a removed node still running, or a joining node "
+                           "not added yet; see `hastate members`)", address)
+        conn.refuse(f"claims unknown address {address}", quiet=True)
 
     def _refuse_node(self, node: TCPNode, reason: str) -> None:
         conn = self._connections.get(node)

@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping
 
 import msgpack
 
+from hastate.consensus.membership import MEMBERSHIP_TYPE, MembershipError, decode_change
 from hastate.errors import HAStateError
 
 #: First byte of every frame; a peer speaking another version is disconnected.
@@ -50,7 +51,7 @@ _MAX_UINT64 = 2 ** 64 - 1
 # PySyncObj's command-type byte (pysyncobj.syncobj._COMMAND_TYPE, 0.3.17).
 _CMD_REGULAR = 0
 _CMD_NO_OP = 1
-_CMD_MEMBERSHIP = 2
+_CMD_MEMBERSHIP = MEMBERSHIP_TYPE
 _CMD_VERSION = 3
 
 # Opcodes that only build plain values (numbers, strings, bytes, containers) or manage the
@@ -200,8 +201,9 @@ def check_command(command: bytes) -> bytes:
     """Refuse a PySyncObj command that would import or call anything when applied.
 
     Allowed: regular calls and code-version bumps whose pickle holds only plain values
-    (:func:`check_pickle`), and the leader's no-op. Refused: membership changes (they pickle
-    node objects; hastate does not change membership through Raft) and anything else.
+    (:func:`check_pickle`), the leader's no-op and hastate's msgpack membership changes.
+    Refused: PySyncObj's pickled membership changes (they pickle node objects) and anything
+    else.
     """
     _bytes(command)
     if not command:
@@ -212,7 +214,11 @@ def check_command(command: bytes) -> bytes:
             raise WireError("no-op command with a body")
         return command
     if kind == _CMD_MEMBERSHIP:
-        raise WireError("membership-change commands are not accepted on this transport")
+        try:
+            decode_change(command)
+        except MembershipError as exc:
+            raise WireError(f"bad membership command: {exc}") from None
+        return command
     if kind not in (_CMD_REGULAR, _CMD_VERSION):
         raise WireError(f"unknown command type {kind}")
     check_pickle(body)

@@ -10,6 +10,11 @@ configured token they are disabled. A missing or wrong token gets 401 and nothin
   ``snapshot_now()``: index, size, seconds); 409 on a follower; 501 while no snapshot
   provider is registered on this node (no ``[snapshots] store``; see
   :mod:`hastate.observability.stats`).
+* ``POST /admin/members {"op": "add", "member": {"id", "raft", "http", "region"}}`` or
+  ``{"op": "remove", "id": ID}``: 200 ``{"commit_index", "members"}`` once the change is
+  committed; 409 off the leader (``leader`` names it); 422 when refused (would lose quorum,
+  already a member, another change in flight: ``error`` says which); 400 for a bad body;
+  504 when it did not commit in time (check ``/status`` before retrying).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from hastate.config import split_address
-from hastate.errors import HAStateError
+from hastate.consensus.membership import Member, MembershipError
+from hastate.errors import HAStateError, MembershipRefused, NotLeaderError, WriteTimeoutError
 from hastate.observability import stats as stats_mod
 from hastate.observability.metrics import NodeMetrics
 
@@ -155,6 +161,8 @@ class _Handler(BaseHTTPRequestHandler):
                                      "holding the leader lease (`hastate status`)"})
                     return
                 self._json(200, result if isinstance(result, dict) else {"result": result})
+            elif path == "/admin/members":
+                self._change_members(body)
             else:
                 self._json(404, {"error": f"no such admin action {path}"})
         except HAStateError as exc:
@@ -162,6 +170,29 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a provider bug: say so instead of dropping the connection
             logger.exception("admin action %s failed", path)
             self._json(500, {"error": f"{path} failed: {exc!r}; see the node's log"})
+
+    def _change_members(self, body: dict[str, Any]) -> None:
+        manager = self.node_server.manager
+        op = body.get("op")
+        try:
+            if op == "add":
+                index = manager.add_member(Member.from_dict(body.get("member")))
+            elif op == "remove" and isinstance(body.get("id"), str):
+                index = manager.remove_member(body["id"])
+            else:
+                raise MembershipError('body must be {"op": "add", "member": {"id", "raft", '
+                                      '"http", "region"}} or {"op": "remove", "id": ID}')
+        except MembershipError as exc:
+            self._json(400, {"error": str(exc)})
+        except NotLeaderError as exc:
+            self._json(409, {"error": str(exc), "leader": exc.leader})
+        except MembershipRefused as exc:
+            self._json(422, {"error": str(exc)})
+        except WriteTimeoutError as exc:
+            self._json(504, {"error": str(exc)})
+        else:
+            self._json(200, {"commit_index": index,
+                             "members": [m.to_dict() for m in manager.members()]})
 
     def _check_token(self) -> bool:
         """True when the request carries the admin token; otherwise answer 401 and say why."""

@@ -55,15 +55,33 @@ class LocalCluster:
             lines += ["[snapshots]", f'store = "{snapshot_store}"',
                       f"interval = {snapshot_interval}", f"keep = {snapshot_keep}",
                       f"ship_interval = {ship_interval}", ""]
-        for n, node_id in enumerate(self.ids):
-            lines += ["[[nodes]]", f'id = "{node_id}"', f'region = "{REGIONS[n % len(REGIONS)]}"',
-                      f'raft = "{self.raft[node_id]}"', f'http = "{self.http[node_id]}"',
-                      f'data_dir = "{self.workdir / "data" / node_id}"', ""]
+        for node_id in self.ids:
+            lines += self._node_lines(node_id)
         self.config_path.write_text("\n".join(lines))
         if transport == "tls":
             subprocess.run([sys.executable, "-m", "hastate", "certs", "init", "--config",
                             str(self.config_path), "--out", str(self.workdir / "tls")],
                            check=True, capture_output=True)
+
+    def add_node(self) -> str:
+        """Append a new node's ``[[nodes]]`` entry to the cluster file; return its id.
+
+        Start it with ``start(id, ["node", "run", "--join"])`` and add it with
+        ``hastate members add`` (plaintext and psk clusters: tls would need its certificate).
+        """
+        node_id = f"instance-{len(self.ids) + 1}"
+        self.ids.append(node_id)
+        self.raft[node_id] = f"127.0.0.1:{free_port()}"
+        self.http[node_id] = f"127.0.0.1:{free_port()}"
+        with self.config_path.open("a") as f:
+            f.write("\n".join(self._node_lines(node_id)) + "\n")
+        return node_id
+
+    def _node_lines(self, node_id: str) -> list[str]:
+        n = self.ids.index(node_id)
+        return ["[[nodes]]", f'id = "{node_id}"', f'region = "{REGIONS[n % len(REGIONS)]}"',
+                f'raft = "{self.raft[node_id]}"', f'http = "{self.http[node_id]}"',
+                f'data_dir = "{self.workdir / "data" / node_id}"', ""]
 
     # -- processes ----------------------------------------------------------------------------
     def start(self, node_id: str, args: Sequence[str] | None = None) -> None:
