@@ -161,3 +161,21 @@ def test_admin_members_endpoint_needs_the_token_and_the_leader(cluster: OpsClust
                           token=c.admin_token)
     assert code == 422 and "is the leader" in answer["error"]
     assert _voters(c, leader) == set(c.ids)                  # nothing changed
+
+
+def test_tls_cluster_adds_a_node_with_a_certificate_from_the_existing_ca(
+        tmp_path: Path) -> None:
+    c = OpsCluster(tmp_path, 3, name="members-tls", transport="tls")
+    try:
+        c.start_all()
+        leader = c.wait_leader(timeout=20)
+        new = _join(c)
+        out = c.cli("members", "add", new, "--config", str(c.config_path))
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert c.post(leader, "/admin/transfer-leadership", {"to": new})[0] == 200
+        assert c.wait_leader() == new                      # it leads over mutual TLS
+        assert _voters(c, new) == set(c.ids)
+        out = c.cli("certs", "issue", "instance-9", "--ca-dir", str(tmp_path))
+        assert out.returncode == 1 and "has no ca.pem or ca.key" in out.stderr
+    finally:
+        c.stop_all()

@@ -1,4 +1,7 @@
-"""``hastate certs init``: the cluster CA and one certificate per node for mutual TLS on Raft.
+"""``hastate certs init|issue``: the cluster CA and node certificates for mutual TLS on Raft.
+
+``init`` makes a new CA and a certificate per node; ``issue`` signs one more node's
+certificate with the existing CA (a node about to be added with ``hastate members add``).
 
 Each node certificate names its node id as the URI SAN ``urn:hastate:node:<id>`` (what the
 transport checks, see docs/security.md). Private keys are written with mode 0600 into an
@@ -59,8 +62,41 @@ def init(config_path: str | None, nodes: tuple[str, ...], out_dir: str, days: in
     (out / "ca.pem").write_bytes(ca.cert_pem)
     tls.write_private(out / "ca.key", ca.key_pem)
     for node_id in ids:
-        issued = tls.issue_node_cert(ca, node_id, days=days)
-        (out / f"{node_id}.pem").write_bytes(issued.cert_pem)
-        tls.write_private(out / f"{node_id}.key", issued.key_pem)
+        _write_node_cert(out, ca, node_id, days)
     click.echo(f"wrote CA and {len(ids)} node certificates ({', '.join(ids)}) to "
                f"{os.fspath(out)}; keep ca.key offline")
+
+
+def _write_node_cert(out: Path, ca: tls.Issued, node_id: str, days: int) -> None:
+    issued = tls.issue_node_cert(ca, node_id, days=days)
+    (out / f"{node_id}.pem").write_bytes(issued.cert_pem)
+    tls.write_private(out / f"{node_id}.key", issued.key_pem)
+
+
+@certs.command("issue")
+@click.argument("node_id", metavar="ID")
+@click.option("--ca-dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Directory holding the cluster's ca.pem and ca.key (from `certs init`).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Where to write ID.pem and ID.key (default: --ca-dir).")
+@click.option("--days", default=825, show_default=True, type=click.IntRange(1, 3650),
+              help="Validity of the certificate.")
+@click.option("--force", is_flag=True, help="Overwrite ID.pem and ID.key if they exist.")
+def issue(node_id: str, ca_dir: str, out_dir: str | None, days: int, force: bool) -> None:
+    """Sign a certificate for node ID with the existing cluster CA."""
+    tls.check_node_id(node_id)
+    src = Path(ca_dir)
+    missing = [n for n in ("ca.pem", "ca.key") if not (src / n).is_file()]
+    if missing:
+        raise click.ClickException(f"{src} has no {' or '.join(missing)}; point --ca-dir at "
+                                   "the directory `hastate certs init` wrote")
+    out = Path(out_dir) if out_dir else src
+    existing = [n for n in (f"{node_id}.pem", f"{node_id}.key") if (out / n).exists()]
+    if existing and not force:
+        raise click.ClickException(f"{out} already has {', '.join(existing)}; use --force "
+                                   "to replace them")
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ca = tls.Issued((src / "ca.pem").read_bytes(), (src / "ca.key").read_bytes())
+    _write_node_cert(out, ca, node_id, days)
+    click.echo(f"wrote {node_id}.pem and {node_id}.key to {os.fspath(out)}, signed by "
+               f"{os.fspath(src / 'ca.pem')}")

@@ -54,10 +54,10 @@ def node() -> None:
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Cluster file (TOML).")
 @click.option("--id", "node_id", required=True, help="This node's id in the cluster file.")
-@click.option("--join", is_flag=True,
+@click.option("--join", is_flag=True, envvar="HASTATE_JOIN",
               help="First start of a node being added to a running cluster: it stays passive "
                    "(never campaigns) until `hastate members add ID` commits it. Ignored once "
-                   "the data_dir holds Raft data.")
+                   "the data_dir holds Raft data. Env: HASTATE_JOIN=1.")
 def run(config_path: str, node_id: str, join: bool) -> None:
     """Run node ID in the foreground until SIGTERM or Ctrl-C."""
     serve(config_path, node_id, join=join)

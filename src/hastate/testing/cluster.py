@@ -38,6 +38,7 @@ class LocalCluster:
                  snapshot_interval: float = 2.0, snapshot_keep: int = 5,
                  ship_interval: float = 1.0, transport: str = "plaintext") -> None:
         self.workdir = Path(workdir)
+        self.transport = transport
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ids = [f"instance-{i + 1}" for i in range(size)]
         self.raft = {i: f"127.0.0.1:{free_port()}" for i in self.ids}
@@ -66,8 +67,8 @@ class LocalCluster:
     def add_node(self) -> str:
         """Append a new node's ``[[nodes]]`` entry to the cluster file; return its id.
 
-        Start it with ``start(id, ["node", "run", "--join"])`` and add it with
-        ``hastate members add`` (plaintext and psk clusters: tls would need its certificate).
+        In a tls cluster its certificate is signed by the cluster CA (``certs issue``).
+        Start it with ``start(id, ["node", "run", "--join"])``, then ``hastate members add``.
         """
         node_id = f"instance-{len(self.ids) + 1}"
         self.ids.append(node_id)
@@ -75,6 +76,10 @@ class LocalCluster:
         self.http[node_id] = f"127.0.0.1:{free_port()}"
         with self.config_path.open("a") as f:
             f.write("\n".join(self._node_lines(node_id)) + "\n")
+        if self.transport == "tls":
+            subprocess.run([sys.executable, "-m", "hastate", "certs", "issue", node_id,
+                            "--ca-dir", str(self.workdir / "tls")], check=True,
+                           capture_output=True)
         return node_id
 
     def _node_lines(self, node_id: str) -> list[str]:
