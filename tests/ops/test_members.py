@@ -16,7 +16,7 @@ import pytest
 
 from hastate.testing import BackgroundWriter, wait_for
 
-from .conftest import OpsCluster
+from .conftest import OpsCluster, sample
 
 pytestmark = pytest.mark.integration
 
@@ -57,12 +57,15 @@ def test_add_and_remove_members_under_writes(cluster: OpsCluster) -> None:
         time.sleep(1.0)   # longer than an election timeout: a joiner must not campaign
         joiner = c.status(new)
         assert joiner["member"] is False and joiner["term"] == 0 and not joiner["is_leader"]
+        assert sample(c.scrape(new), "hastate_voter", node=new) == 0
 
         out = c.cli("members", "add", new, "--config", config)
         assert out.returncode == 0, out.stdout + out.stderr
         assert f"{new} added at commit index" in out.stdout and "caught up" in out.stdout
         assert _voters(c, c.wait_leader()) == {"instance-1", "instance-2", "instance-3", new}
         assert c.status(new)["member"] is True
+        assert sample(c.scrape(new), "hastate_voter", node=new) == 1
+        assert sample(c.scrape("instance-1"), "hastate_members", node="instance-1") == 4
 
         # Four voters: one dead follower leaves three, still a majority.
         victim = next(n for n in ("instance-2", "instance-3") if n != c.leader())

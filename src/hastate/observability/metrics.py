@@ -96,6 +96,9 @@ class _StatusCollector:
         yield gauge("hastate_healthy", "1 when the last health check passed", st["healthy"])
         yield gauge("hastate_ready", "1 when a leader is known and this node applied all "
                     "it knows committed", st["ready"])
+        yield gauge("hastate_voter", "1 while this node is in its own configuration (0: joining "
+                    "or removed)", st["member"])
+        yield gauge("hastate_members", "Voters in this node's configuration", len(st["members"]))
         yield counter("hastate_leader_changes", "Leader changes seen by this node",
                       st["leader_changes"])
         yield counter("hastate_elections_started", "Elections this node started (as candidate)",
