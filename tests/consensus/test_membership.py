@@ -1,15 +1,17 @@
-"""The configuration travels in dumps: a node added after compaction gets it from the
-leader's dump, and every node restarts into the log's configuration, not the bootstrap."""
+"""The configuration follows the log: it changes when an entry is appended, is undone when
+the entry is truncated, travels in dumps (a node added after compaction gets it from the
+leader's dump), and every node restarts into the log's configuration, not the bootstrap."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from hastate import StateManager
-from hastate.consensus.membership import Member
+from hastate.consensus.membership import Change, Member
 from hastate.consensus.node import DUMP
 from hastate.state.dump import decode_dump
 from hastate.testing import free_port, wait_for
@@ -84,3 +86,37 @@ def test_a_node_added_after_compaction_gets_the_configuration_from_the_dump(
     new_leader = next(sm for sm in managers.values() if sm.is_leader())
     assert new_leader.get_state() == expected
     new_leader.save_state({"restarted": True})
+
+
+def _on_tick_thread(sm: StateManager, fn: Callable[[], Any]) -> Any:
+    done, box = threading.Event(), []
+    sm.node.call_soon(lambda: (box.append(fn()), done.set()))
+    assert done.wait(5)
+    return box[0]
+
+
+def test_an_appended_change_applies_at_once_and_is_undone_when_truncated(
+        tmp_path: Path, addresses: dict[str, str], managers: dict[str, StateManager]) -> None:
+    """n1 follows a leader n2 that is only a name here: the test plays its messages."""
+    three = {k: addresses[k] for k in ("n1", "n2", "n3")}
+    managers["n1"] = sm = _manager(tmp_path, three, "n1").start()
+    so = sm.node.syncobj
+    leader = next(n for n in so.otherNodes if n.id == three["n2"])
+    add_n4 = Change("add", Member("n4", addresses["n4"])).encode()
+
+    def append(term: int, entries: list[tuple[bytes, int, int]]) -> None:
+        so._SyncObj__onMessageReceived(leader, {
+            "type": "append_entries", "term": term, "prevLogIdx": 1, "prevLogTerm": 0,
+            "entries": entries, "commit_index": 1})
+
+    _on_tick_thread(sm, lambda: append(5, [(add_n4, 2, 5)]))
+    assert {m.id for m in sm.members()} == {"n1", "n2", "n3", "n4"}    # uncommitted, in effect
+    assert _on_tick_thread(sm, lambda: so.lease._peers) == {three["n2"], three["n3"],
+                                                            addresses["n4"]}
+    # A leader of a later term never had it: the conflicting entry goes, and so does n4.
+    _on_tick_thread(sm, lambda: append(6, [(b"\x01", 2, 6)]))
+    assert {m.id for m in sm.members()} == {"n1", "n2", "n3"}
+    assert addresses["n4"] not in {n.id for n in so.otherNodes}
+    sm.stop()
+    managers["n1"] = again = _manager(tmp_path, three, "n1").start()
+    assert {m.id for m in again.members()} == {"n1", "n2", "n3"}        # from the journal
