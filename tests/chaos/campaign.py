@@ -86,7 +86,7 @@ SECRET_ENV = "HASTATE_CHAOS_SECRET"
 NETWORK_KINDS = ("isolate-one", "isolate-leader", "partition-random",
                  "partition-leader-minority", "bridge", "one-way", "flap")
 PROCESS_KINDS = ("kill-one", "kill-leader", "kill-majority", "kill-all", "pause-leader",
-                 "pause-one", "isolate-leader-kill-new")
+                 "pause-one", "isolate-leader-kill-new", "replace-one")
 #: Needs RunConfig.tmpfs_mb (each data dir on its own small tmpfs).
 DISK_KINDS = ("disk-full-one", "disk-full-leader")
 ALL_KINDS = NETWORK_KINDS + PROCESS_KINDS
@@ -295,7 +295,7 @@ class ChaosCluster:
         return self.workdir / f"lease-{node}.jsonl"
 
     # -- node processes ---------------------------------------------------------------------
-    def start(self, node: str) -> None:
+    def start(self, node: str, join: bool = False) -> None:
         self.killed.discard(node)
         env = dict(os.environ, **{SECRET_ENV: self.secret,
                                   "HASTATE_LEASE_TRACE": str(self.trace_path(node))})
@@ -304,7 +304,8 @@ class ChaosCluster:
                 node, [sys.executable, str(NODE_MAIN), "--config", str(self.config_path),
                        "--id", node, "--api-port", str(API_PORT),
                        "--compaction", str(self.compaction),
-                       "--write-timeout", str(self.write_timeout)],
+                       "--write-timeout", str(self.write_timeout),
+                       *(["--join"] if join else [])],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def start_all(self) -> None:
@@ -326,6 +327,30 @@ class ChaosCluster:
         proc.wait(10)
         self.paused.discard(node)
         self.killed.add(node)
+
+    def wipe(self, node: str) -> None:
+        """Delete everything in ``node``'s data dir (a replacement machine's empty disk)."""
+        for path in self.data_dir(node).iterdir():
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+    def change_members(self, op: str, node: str, timeout: float = 20.0) -> str:
+        """Ask the current leader to add or remove ``node``, retrying while leadership moves."""
+        deadline = time.monotonic() + timeout
+        last: Any = "no leader"
+        while time.monotonic() < deadline:
+            leader = self.wait_leader(timeout=max(0.1, deadline - time.monotonic()),
+                                      exclude=node if op == "remove" else None)
+            if leader is None:
+                break
+            reply = self.call(leader, "POST", "/members", {"op": op, "id": node}, timeout=15)
+            if reply is not None and reply.get("result") == "ok":
+                return f"{op} {node} via {leader} at index {reply['index']}"
+            last = reply
+            time.sleep(0.2)
+        raise RuntimeError(f"membership {op} of {node} failed: {last}")
 
     def pause(self, node: str) -> None:
         if self.alive(node):
@@ -618,6 +643,18 @@ class Nemesis:
             c.pause(target)
             resume = [target]
             survivors = [x for x in nodes if x != target]
+        elif kind == "replace-one":
+            # The "replace a dead region" runbook under load: remove a follower, kill it,
+            # wipe its disk, start it again with --join and add it back.
+            target = fault.target or rng.choice([x for x in nodes if x != leader])
+            record.targets = [target]
+            measure = False
+            steps = [c.change_members("remove", target)]
+            c.kill(target)
+            c.wipe(target)
+            c.start(target, join=True)
+            steps.append(c.change_members("add", target))
+            record.note = "; ".join(steps)
         elif kind == "isolate-leader-kill-new":
             # Isolate the leader; once the others elected a successor, kill -9 it too.
             record.targets = [leader]

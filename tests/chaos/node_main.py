@@ -16,6 +16,8 @@ Every operation answers HTTP 200 with ``{"result": "ok" | "fail" | "unknown", ..
   POST /write   {"key", "value"}
   POST /cas     {"key", "expected", "new"}   compare-and-set *by value* (see :func:`cas`)
   POST /transfer {"to"}                      leadership transfer (targeted scenarios)
+  POST /members {"op": "add"|"remove", "id"} membership change on the leader (the member's
+                                             addresses come from the cluster file)
   GET  /status  role, leader, lease, indexes, fatal error, pid
   GET  /digest  (applied index, state hash), read atomically, for the convergence check
   GET  /diagnostics  status plus Raft internals (when a node does not converge)
@@ -138,6 +140,13 @@ def digest(sm: StateManager) -> dict[str, Any]:
                 "keys": len(machine)}
 
 
+def change_members(sm: StateManager, op: str, node_id: str) -> int:
+    if op == "add":
+        member = next(m for m in sm.config.members() if m.id == node_id)
+        return sm.add_member(member, timeout=10.0)
+    return sm.remove_member(node_id, timeout=10.0)
+
+
 def make_server(sm: StateManager, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -187,6 +196,8 @@ def make_server(sm: StateManager, port: int) -> ThreadingHTTPServer:
                 elif self.path == "/transfer":
                     reply = {"result": "ok",
                              "seconds": sm.trigger_failover(body["to"], timeout=10.0)}
+                elif self.path == "/members":
+                    reply = {"result": "ok", "index": change_members(sm, body["op"], body["id"])}
                 else:
                     self._reply({"error": "not found"}, 404)
                     return
@@ -209,12 +220,13 @@ def main() -> None:
     parser.add_argument("--api-port", type=int, required=True)
     parser.add_argument("--compaction", type=int, default=5000)
     parser.add_argument("--write-timeout", type=float, default=3.0)
+    parser.add_argument("--join", action="store_true")
     args = parser.parse_args()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks into the node log
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     sm = StateManager.from_config(args.config, args.id, write_timeout=args.write_timeout,
-                                  log_compaction_entries=args.compaction)
+                                  log_compaction_entries=args.compaction, join=args.join)
     sm.start()
     server = make_server(sm, args.api_port)
     stop = threading.Event()

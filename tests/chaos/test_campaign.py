@@ -47,6 +47,7 @@ SHORT_RUNS = [
     pytest.param(11, ("kill-all", "isolate-leader"), id="kill-all+isolate-leader"),
     pytest.param(12, ("pause-leader", "partition-leader-minority"), id="pause+minority"),
     pytest.param(13, ("kill-leader", "one-way"), id="kill-leader+one-way"),
+    pytest.param(14, ("replace-one", "isolate-one"), id="replace-one+isolate-one"),
 ]
 
 
