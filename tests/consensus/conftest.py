@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
+from hastate import StateManager
+
 from .harness import ProcCluster
+
+
+def on_tick_thread(sm: StateManager, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on ``sm``'s Raft tick thread (where PySyncObj state may be touched)."""
+    done, box = threading.Event(), []
+    sm.node.call_soon(lambda: (box.append(fn()), done.set()))
+    assert done.wait(5)
+    return box[0]
 
 
 @pytest.fixture

@@ -4,9 +4,8 @@ leader's dump), and every node restarts into the log's configuration, not the bo
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -15,6 +14,8 @@ from hastate.consensus.membership import Change, Member
 from hastate.consensus.node import DUMP
 from hastate.state.dump import decode_dump
 from hastate.testing import free_port, wait_for
+
+from .conftest import on_tick_thread
 
 CLUSTER = "membership-dump"
 
@@ -88,13 +89,6 @@ def test_a_node_added_after_compaction_gets_the_configuration_from_the_dump(
     new_leader.save_state({"restarted": True})
 
 
-def _on_tick_thread(sm: StateManager, fn: Callable[[], Any]) -> Any:
-    done, box = threading.Event(), []
-    sm.node.call_soon(lambda: (box.append(fn()), done.set()))
-    assert done.wait(5)
-    return box[0]
-
-
 def test_an_appended_change_applies_at_once_and_is_undone_when_truncated(
         tmp_path: Path, addresses: dict[str, str], managers: dict[str, StateManager]) -> None:
     """n1 follows a leader n2 that is only a name here: the test plays its messages."""
@@ -109,12 +103,12 @@ def test_an_appended_change_applies_at_once_and_is_undone_when_truncated(
             "type": "append_entries", "term": term, "prevLogIdx": 1, "prevLogTerm": 0,
             "entries": entries, "commit_index": 1})
 
-    _on_tick_thread(sm, lambda: append(5, [(add_n4, 2, 5)]))
+    on_tick_thread(sm, lambda: append(5, [(add_n4, 2, 5)]))
     assert {m.id for m in sm.members()} == {"n1", "n2", "n3", "n4"}    # uncommitted, in effect
-    assert _on_tick_thread(sm, lambda: so.lease._peers) == {three["n2"], three["n3"],
+    assert on_tick_thread(sm, lambda: so.lease._peers) == {three["n2"], three["n3"],
                                                             addresses["n4"]}
     # A leader of a later term never had it: the conflicting entry goes, and so does n4.
-    _on_tick_thread(sm, lambda: append(6, [(b"\x01", 2, 6)]))
+    on_tick_thread(sm, lambda: append(6, [(b"\x01", 2, 6)]))
     assert {m.id for m in sm.members()} == {"n1", "n2", "n3"}
     assert addresses["n4"] not in {n.id for n in so.otherNodes}
     sm.stop()

@@ -45,6 +45,8 @@ SAMPLES: list[dict[str, Any]] = [
     {"type": "hastate_transfer", "term": 3, "target": "n2"},
     {"type": "hastate_transfer_request", "target": "10.0.0.2:4321"},
     {"type": "hastate_health", "healthy": True, "applied": 12},
+    {"type": "hastate_prevote", "term": 4, "last_log_index": 90, "last_log_term": 3},
+    {"type": "hastate_prevote_reply", "term": 4, "granted": False},
 ]
 
 

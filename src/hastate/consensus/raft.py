@@ -32,6 +32,8 @@ PONG = "hastate_lease_pong"
 TRANSFER = "hastate_transfer"
 TRANSFER_REQUEST = "hastate_transfer_request"
 HEALTH = "hastate_health"
+PREVOTE = "hastate_prevote"
+PREVOTE_REPLY = "hastate_prevote_reply"
 #: Most log entries sent to a follower and not yet acknowledged (flow control).
 INFLIGHT_WINDOW = 256
 
@@ -78,6 +80,12 @@ class HastateSyncObj(SyncObj):
         self._members: Mapping[str, Member] = self._normalize({m.raft: m for m in members},
                                                               self_addr)
         self._change_index = 0  # leader: log index of its last membership change
+        # Pre-vote (Raft thesis 9.6): the term a pending round asks about, who granted it,
+        # and whether the last round won (then the next expiry starts a real election).
+        self._prevote_term: int | None = None
+        self._prevote_grants: set[str] = set()
+        self._prevote_won = False
+        self.prevotes_started = 0
         peers = [addr for addr in self._members if addr != self_addr]
         self.lease = LeaderLease(profile.lease_duration, peers)
         self.stickiness = Stickiness(profile.min_timeout)
@@ -215,6 +223,9 @@ class HastateSyncObj(SyncObj):
         if new_state != _RAFT_STATE.LEADER:
             self.lease.end()
             self.paused = False
+        if new_state != _RAFT_STATE.FOLLOWER:  # the election the pre-vote allowed started
+            self._prevote_won = False
+            self._prevote_term = None
         SyncObj._SyncObj__setState(self, new_state)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
@@ -245,6 +256,15 @@ class HastateSyncObj(SyncObj):
         if kind == TRANSFER_REQUEST:
             if self._on_transfer_request is not None:
                 self._on_transfer_request(message["target"])
+            return
+        if kind == PREVOTE:
+            self._SyncObj__transport.send(node, {"type": PREVOTE_REPLY, "term": message["term"],
+                                                 "granted": self._grants_prevote(node, message)})
+            return
+        if kind == PREVOTE_REPLY:
+            if message["granted"] and message["term"] == self._prevote_term:
+                self._prevote_grants.add(node.id)
+                self._check_prevote()
             return
         if kind == "next_node_idx" and self._SyncObj__raftState == _RAFT_STATE.LEADER and \
                 not message["success"] and message["reset"]:
@@ -604,16 +624,60 @@ class HastateSyncObj(SyncObj):
 
     # -- per-tick duties (called by the node's tick loop) ---------------------------------------
     def before_tick(self) -> None:
-        """Read waiting messages before PySyncObj decides to stand for election.
+        """Read waiting messages, then hold a pre-vote before PySyncObj may stand for election.
 
         ``_onTick`` checks the election timer *before* it polls the sockets: a follower whose
         previous tick ran long (a big batch to apply, a dump to install) would start an
-        election while the leader's heartbeats sit unread in its socket, and the higher term
-        deposes a healthy leader (PySyncObj has no pre-vote).
+        election while the leader's heartbeats sit unread in its socket. And PySyncObj has no
+        pre-vote: a node that was cut off, or stalled past its timeout, raises its term and,
+        once back, the higher term deposes a healthy leader. Here an expired timer first
+        starts a pre-vote round (no term change); only a majority of grants lets the next
+        expiry run PySyncObj's election. A transfer's timeout-now skips the round.
         """
-        if self._SyncObj__raftState != _RAFT_STATE.LEADER and \
-                self._SyncObj__raftElectionDeadline < time.monotonic():
-            self._poller.poll(0)
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            return
+        now = time.monotonic()
+        if self._SyncObj__raftElectionDeadline < now:
+            self._poller.poll(0)  # heartbeats waiting in the socket may reset the timer
+        if self._SyncObj__raftElectionDeadline >= now:
+            self._prevote_won = False  # a leader was heard from: a new round next time
+            return
+        if self._prevote_won or self._SyncObj__transferInProgress:
+            self._prevote_won = False
+            return  # PySyncObj starts the election in this tick
+        self._start_prevote(now)
+
+    def _start_prevote(self, now: float) -> None:
+        """Ask the members whether they would vote for this node in the next term."""
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        self._prevote_term = self._SyncObj__raftCurrentTerm + 1
+        self._prevote_grants = {self.selfNode.id}
+        self.prevotes_started += 1
+        last = self._SyncObj__raftLog[-1]
+        self.send(None, {"type": PREVOTE, "term": self._prevote_term,
+                         "last_log_index": last[1], "last_log_term": last[2]})
+        self._check_prevote()  # a one-member cluster needs no one else
+
+    def _check_prevote(self) -> None:
+        """With a majority of the members' grants, stand for election at once."""
+        voters = set(self._members) | {self.selfNode.id}
+        if len(self._prevote_grants & voters) * 2 > len(voters):
+            self._prevote_won = True
+            self._prevote_term = None
+            self._SyncObj__raftElectionDeadline = 0.0
+
+    def _grants_prevote(self, node: Any, message: dict[str, Any]) -> bool:
+        """Whether this node would vote for ``node`` in ``message['term']`` (changes nothing).
+
+        Yes only if that term is newer than ours, no leader was heard from within the
+        minimum election timeout (stickiness) and the candidate's log is at least as
+        up to date as ours (Raft's voting rule).
+        """
+        last = self._SyncObj__raftLog[-1]
+        return (self._SyncObj__raftState != _RAFT_STATE.LEADER and
+                message["term"] > self._SyncObj__raftCurrentTerm and
+                self.stickiness.may_vote(message["term"], node.id) and
+                (message["last_log_term"], message["last_log_index"]) >= (last[2], last[1]))
 
     def after_tick(self) -> None:
         """Send lease pings as leader; keep unhealthy nodes and non-members from campaigning."""

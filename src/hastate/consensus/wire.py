@@ -298,6 +298,8 @@ MESSAGE_TYPES: dict[str, MessageType] = {
     "hastate_transfer": MessageType.of(term=_uint, target=_str),
     "hastate_transfer_request": MessageType.of(target=_str),
     "hastate_health": MessageType.of(healthy=_bool, applied=_uint),
+    "hastate_prevote": MessageType.of(term=_uint, last_log_index=_uint, last_log_term=_uint),
+    "hastate_prevote_reply": MessageType.of(term=_uint, granted=_bool),
 }
 
 
