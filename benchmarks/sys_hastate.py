@@ -164,7 +164,7 @@ class HastateSystem(System):
             try:
                 last = so.last_log_index()
                 match = so.match_index()
-                return {self.sm.spec.id_of(a): last - m for a, m in match.items()}
+                return {self.sm.node.id_of(a): last - m for a, m in match.items()}
             except RuntimeError:  # dict changed size while copying from another thread
                 time.sleep(0.001)
         return {}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 from hypothesis import given, strategies as st
 
 from hastate.errors import CorruptDataError
-from hastate.state.dump import decode_dump, encode_dump
+from hastate.state.dump import decode_dump, encode_dump, pack_in_chunks
 
 
 def _blob(cluster: str = "c1") -> bytes:
@@ -46,3 +47,20 @@ def test_message_names_the_failed_check() -> None:
     blob[-1] ^= 0xFF
     with pytest.raises(CorruptDataError, match="obj-7: SHA-256 mismatch"):
         decode_dump(bytes(blob), source="obj-7")
+
+
+_values = st.recursive(st.none() | st.integers(-2 ** 63, 2 ** 64 - 1) | st.binary(max_size=8) | st.text(max_size=8),
+                       lambda inner: st.lists(inner, max_size=4) |
+                       st.dictionaries(st.text(max_size=4), inner, max_size=12), max_leaves=60)
+
+
+@given(_values, st.integers(1, 5))
+def test_chunked_packing_is_byte_identical_to_msgpack(value: object, chunk: int) -> None:
+    assert pack_in_chunks(value, chunk) == msgpack.packb(value, use_bin_type=True)
+
+
+def test_chunked_packing_of_a_large_state_shaped_body() -> None:
+    body = {"state": {"data": {f"k{i}": [b"v" * (i % 7), i] for i in range(20_000)},
+                      "applied_index": 9, "sessions": [], "locks": {}},
+            "raft": {"last": [b"\x01", 9, 2], "cluster": [{"id": "a", "raft": "h:1"}]}}
+    assert pack_in_chunks(body) == msgpack.packb(body, use_bin_type=True)

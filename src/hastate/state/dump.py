@@ -41,10 +41,34 @@ class DumpHeader:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def pack_in_chunks(obj: Any, chunk: int = 4096) -> bytes:
+    """``msgpack.packb(obj, use_bin_type=True)``, byte for byte, a few ms of GIL at a time.
+
+    msgpack packs a whole object in one C call that holds the GIL: for a million keys that
+    stalls the Raft thread for about a second while a dump is written in the background.
+    Maps larger than ``chunk`` are packed ``chunk`` entries per call (each call's map
+    header dropped), and maps holding maps are walked, so other threads run in between.
+    """
+    if type(obj) is not dict or (len(obj) <= chunk and
+                                 not any(type(v) is dict for v in obj.values())):
+        return msgpack.packb(obj, use_bin_type=True)
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = [packer.pack_map_header(len(obj))]
+    if len(obj) <= chunk:
+        for key, value in obj.items():
+            parts += (packer.pack(key), pack_in_chunks(value, chunk))
+        return b"".join(parts)
+    items = list(obj.items())
+    for start in range(0, len(items), chunk):
+        part = dict(items[start:start + chunk])
+        parts.append(packer.pack(part)[len(packer.pack_map_header(len(part))):])
+    return b"".join(parts)
+
+
 def encode_dump(body: dict[str, Any], *, cluster: str, index: int, term: int, keys: int,
                 extra: dict[str, Any] | None = None, level: int = 1) -> tuple[DumpHeader, bytes]:
     """Serialize ``body`` (plain msgpack types only) into the dump container."""
-    payload = zlib.compress(msgpack.packb(body, use_bin_type=True), level)
+    payload = zlib.compress(pack_in_chunks(body), level)
     header = DumpHeader(cluster=cluster, index=index, term=term, keys=keys,
                         payload_size=len(payload), sha256=hashlib.sha256(payload).hexdigest(),
                         extra=dict(extra or {}))
