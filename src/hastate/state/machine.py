@@ -255,9 +255,14 @@ class Capture:
         return len(self.data)
 
     def body(self) -> dict[str, Any]:
-        """Plain msgpack types: {"data", "applied_index", "sessions", "locks"}."""
+        """Plain msgpack types: {"data", "applied_index", "sessions", "locks"}.
+
+        ``data`` is this capture's own dict of (value, revision) tuples, not a copy: msgpack
+        packs tuples as arrays, and a million fresh lists would only feed the garbage
+        collector (a full collection holds the GIL, stalling the Raft thread).
+        """
         return {
-            "data": {k: [v, rev] for k, (v, rev) in self.data.items()},
+            "data": self.data,
             "applied_index": self.applied_index,
             "sessions": [[c, h, list(r.items())] for c, h, r in self.sessions],
             "locks": {name: list(entry) for name, entry in self.locks.items()},
