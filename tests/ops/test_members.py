@@ -121,6 +121,8 @@ def test_removing_the_leader_hands_over_first_and_the_removed_node_stays_harmles
     rows = {r["id"]: r for r in json.loads(listing.stdout)}
     assert rows["instance-2"]["voter"] is False and rows["instance-3"]["voter"] is True
     assert listing.returncode == 0, listing.stderr   # health is judged on voters only
+    status = c.cli("status", "--config", config)
+    assert status.returncode == 0 and "all 2 nodes" in status.stderr + status.stdout, status
 
 
 def test_membership_survives_a_full_restart(cluster: OpsCluster) -> None:

@@ -91,3 +91,15 @@ def test_stickiness_refuses_votes_within_min_timeout_except_announced_transfer()
     assert not sticky.may_vote(6, "x")
     sticky.allow_transfer(term=5, target="y")
     assert sticky.may_vote(6, "y") and not sticky.may_vote(6, "x")
+
+
+def test_acked_since_names_peers_that_answered_a_ping_sent_after_the_probe_began() -> None:
+    clock = Clock()
+    lease = LeaderLease(1.0, "bcd", clock)
+    lease.start(1)
+    lease.on_ack("b", 1, clock.now - 0.2)        # answered an older ping only
+    probe = clock.now
+    lease.on_ack("c", 1, clock.now + 0.01)
+    assert lease.acked_since(probe) == {"c"}
+    lease.on_ack("b", 1, clock.now + 0.02)
+    assert lease.acked_since(probe) == {"b", "c"}

@@ -84,8 +84,7 @@ def member_rows(config: ClusterConfig) -> tuple[list[dict[str, Any]], int, str]:
             "lag": row.get("lag"), "last_contact": row.get("last_contact"),
             "error": row.get("error"),
         })
-    # Health is judged on the voters only: a joining or removed node does not degrade it.
-    code, verdict = classify([row for row, r in zip(rows, out) if r["voter"] is not False])
+    code, verdict = classify(rows)
     if voters is not None and not voters <= in_file:
         verdict += ("; members missing from the cluster file: "
                     f"{', '.join(sorted(voters - in_file))} (add their [[nodes]] entries)")

@@ -63,7 +63,14 @@ def enrich(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def classify(rows: list[dict[str, Any]]) -> tuple[int, str]:
-    """Exit code and a one-line verdict for a set of status rows."""
+    """Exit code and a one-line verdict for a set of status rows.
+
+    Only voters count: a node outside the leader's configuration (removed, or joining and
+    not added yet) neither degrades the verdict nor makes it healthy.
+    """
+    leaders = [r for r in rows if r.get("is_leader")]
+    voters = {m["id"] for m in leaders[0].get("members") or []} if len(leaders) == 1 else set()
+    rows = [r for r in rows if (not voters or r["id"] in voters) and r.get("member") is not False]
     leaders = [r["id"] for r in rows if r.get("is_leader")]
     down = [r["id"] for r in rows if not r.get("reachable")]
     if len(leaders) != 1:

@@ -58,6 +58,10 @@ class LeaderLease:
         if sent > self._acks.get(peer, float("-inf")):
             self._acks[peer] = sent
 
+    def acked_since(self, sent: float) -> set[Hashable]:
+        """Peers that acknowledged a ping sent at or after ``sent`` in this term (any thread)."""
+        return {peer for peer, at in list(self._acks.items()) if at >= sent}
+
     @property
     def term(self) -> int | None:
         """Term the lease is collected for, or None when this node is not leader."""

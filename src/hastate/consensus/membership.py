@@ -118,7 +118,7 @@ def check_change(change: Change, members: Mapping[str, Member], live: Iterable[s
     """Why ``change`` must be refused now, or None when it is safe.
 
     ``members`` is the current configuration (raft address -> member), ``live`` the
-    addresses heard from recently (the leader included) and ``leader`` the leader's address.
+    addresses that answered just now (the leader included) and ``leader`` the leader's address.
     A change is safe when the members that are live now, without counting a node being
     added (it has yet to catch up), already form a majority of the new configuration, so
     committing keeps working the moment the change takes effect.

@@ -425,7 +425,19 @@ class RaftNode:
         the leader, MembershipRefused (with the reason) when the change would lose quorum,
         conflicts with the configuration or another change is still in flight, and
         WriteTimeoutError when it does not commit within ``timeout``.
+
+        "Reachable" is probed, not remembered: only members that acknowledge a lease ping
+        sent after this call began count (waiting up to the minimum election timeout for
+        them). A connection to a node killed a moment ago can look fine for that long, and a
+        change that cannot commit still takes effect on the leader (Raft applies a
+        configuration when it is appended), leaving the cluster unable to commit anything.
         """
+        since = time.monotonic()
+        probe_end = since + self.spec.profile.min_timeout
+        so = self._syncobj
+        while time.monotonic() < probe_end and \
+                not set(so.members) - {self.spec.address} <= so.lease.acked_since(since):
+            time.sleep(0.01)
         done = threading.Event()
         box: list[Any] = []
 
@@ -440,7 +452,7 @@ class RaftNode:
 
         def on_tick_thread() -> None:
             try:
-                change = self._membership_change(op, member)
+                change = self._membership_change(op, member, since)
             except HAStateError as exc:
                 finish(exc)
                 return
@@ -456,8 +468,11 @@ class RaftNode:
             raise box[0]
         return box[0]
 
-    def _membership_change(self, op: str, member: Member | str) -> Change:
-        """Tick thread: the change to propose, or the reason to refuse it."""
+    def _membership_change(self, op: str, member: Member | str, since: float) -> Change:
+        """Tick thread: the change to propose, or the reason to refuse it.
+
+        Live members: this node and those that acknowledged a ping sent after ``since``.
+        """
         so = self._syncobj
         if not self.is_leader():
             raise NotLeaderError("membership changes run on the leader", leader=self.leader_id())
@@ -475,11 +490,7 @@ class RaftNode:
         if not so.caught_up_in_term():
             raise MembershipRefused("this leader has not committed an entry in its term yet; "
                                     "retry in a moment")
-        now = time.monotonic()
-        fresh = self.spec.profile.min_timeout
-        connected = so.connected_peers()
-        live = {self.spec.address} | {addr for addr, t in so.last_contact().items()
-                                      if now - t < fresh and addr in connected}
+        live = {self.spec.address} | so.lease.acked_since(since)
         reason = check_change(Change(op, member), members, live, self.spec.address)
         if reason is not None:
             raise MembershipRefused(f"{op} {member.id} refused: {reason}")

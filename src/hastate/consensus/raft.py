@@ -374,22 +374,23 @@ class HastateSyncObj(SyncObj):
         self._members = dict(members)
         self.lease.set_peers(peers)
 
+    def _changes_after(self, index: int) -> list[Change]:
+        """The membership changes in this node's log after ``index``, oldest first."""
+        changes = (decode_change(entry[0]) for entry in self._SyncObj__getEntries(index + 1))
+        return [change for change in changes if change is not None]
+
     def _configuration_from(self, base: Mapping[str, Member], after_index: int) -> None:
         """Adopt ``base`` plus every membership change in the log after ``after_index``."""
         members = dict(base)
-        for command, _idx, _term in self._SyncObj__getEntries(after_index + 1):
-            change = decode_change(command)
-            if change is not None:
-                members = change.apply(members)
+        for change in self._changes_after(after_index):
+            members = change.apply(members)
         self._set_configuration(members)
 
     def _configuration_at(self, index: int) -> dict[str, Member]:
         """The configuration as of log ``index``: undo the changes in the log after it."""
         members = dict(self._members)
-        for command, _idx, _term in reversed(self._SyncObj__getEntries(index + 1)):
-            change = decode_change(command)
-            if change is not None:
-                members = change.apply(members, reverse=True)
+        for change in reversed(self._changes_after(index)):
+            members = change.apply(members, reverse=True)
         return members
 
     def _members_from_dump(self, cluster: list[Any]) -> dict[str, Member]:
@@ -448,10 +449,8 @@ class HastateSyncObj(SyncObj):
                                         "refusing to truncate committed log")
                     logger.critical(self.fatal_error)
                     return
-                for dropped in reversed(self._SyncObj__getEntries(idx)):
-                    change = decode_change(dropped[0])
-                    if change is not None:
-                        self._SyncObj__doChangeCluster(change, reverse=True)
+                for change in reversed(self._changes_after(idx - 1)):
+                    self._SyncObj__doChangeCluster(change, reverse=True)
                 self._SyncObj__deleteEntriesFrom(idx)
             for entry in entries[pos:]:
                 self._SyncObj__raftLog.add(*entry)
