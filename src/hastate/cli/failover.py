@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from hastate.cli.exit import fail
 from hastate.cli.status import fetch_status
 from hastate.config import ClusterConfig, load_config
 
@@ -66,10 +67,6 @@ def post_admin(http: str, path: str, body: dict[str, Any], token: str,
         return exc.code, answer
 
 
-def _fail(code: int, message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    raise SystemExit(code)
-
 
 @click.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
@@ -91,8 +88,8 @@ def failover(config_path: str, target: str, timeout: float) -> None:
     rows = fetch_status(config)
     reachable = [r for r in rows if r.get("reachable")]
     if not reachable:
-        _fail(EXIT_UNREACHABLE, "no node answered /status; are the nodes running and is the "
-              "http address in the cluster file reachable from here?")
+        fail("no node answered /status; are the nodes running and is the "
+             "http address in the cluster file reachable from here?", EXIT_UNREACHABLE)
     before = next((r["id"] for r in rows if r.get("is_leader")), None)
     if before == target:
         click.echo(f"{target} already leads (term {_row(rows, target).get('term')}); "
@@ -100,9 +97,9 @@ def failover(config_path: str, target: str, timeout: float) -> None:
         return
     target_row = _row(rows, target)
     if not target_row.get("reachable"):
-        _fail(EXIT_NOT_MOVED, f"{target} does not answer /status ({target_row.get('error')}); "
-              "start it (and wait for `hastate status` to show it ready) before moving "
-              "leadership to it")
+        fail(f"{target} does not answer /status ({target_row.get('error')}); "
+             "start it (and wait for `hastate status` to show it ready) before moving "
+             "leadership to it", EXIT_NOT_MOVED)
     # Ask the leader first; any other reachable node can drive the transfer too.
     order = sorted(reachable, key=lambda r: (r["id"] != before, r["id"] == target))
     by_id = {n.id: n for n in config.nodes}
@@ -121,13 +118,14 @@ def failover(config_path: str, target: str, timeout: float) -> None:
             last_error = f"{row['id']} ({http}): {getattr(exc, 'reason', exc)}"
             continue
         if code == 401:
-            _fail(EXIT_UNAUTHORIZED, f"{row['id']} refused the admin token: {answer.get('error')}"
-                  f"; export {config.admin_token_env} with the token the nodes were started with")
+            fail(f"{row['id']} refused the admin token: {answer.get('error')}; export "
+                 f"{config.admin_token_env} with the token the nodes were started with",
+                 EXIT_UNAUTHORIZED)
         if code == 200:
             break
         last_error = f"{row['id']} answered {code}: {answer.get('error')}"
     else:
-        _fail(EXIT_NOT_MOVED, f"leadership did not move to {target}: {last_error}")
+        fail(f"leadership did not move to {target}: {last_error}", EXIT_NOT_MOVED)
     # The node that drove the transfer saw the target lead; confirm with the target itself.
     while time.monotonic() < deadline:
         st = next(iter(fetch_status(_only(config, target))), {})
@@ -137,8 +135,8 @@ def failover(config_path: str, target: str, timeout: float) -> None:
                        f"(term {st.get('term')}, fencing token {st.get('fencing_token')})")
             return
         time.sleep(0.02)
-    _fail(EXIT_NOT_MOVED, f"{target} did not report holding the leader lease within "
-          f"{timeout:.0f}s; check `hastate status --config {config_path}`")
+    fail(f"{target} did not report holding the leader lease within "
+         f"{timeout:.0f}s; check `hastate status --config {config_path}`", EXIT_NOT_MOVED)
 
 
 def _row(rows: list[dict[str, Any]], node_id: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import click
 
+from hastate.cli.exit import fail
 from hastate.cli.failover import (EXIT_UNAUTHORIZED, EXIT_UNREACHABLE, EXIT_USAGE,
                                   admin_token, post_admin)
 from hastate.cli.status import classify, fetch_status
@@ -34,10 +35,6 @@ EXIT_REFUSED = 5
 _COLUMNS = ("id", "region", "raft", "http", "voter", "in_file", "reachable", "role", "healthy",
             "ready", "connected", "lag", "last_contact")
 
-
-def _fail(code: int, message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    raise SystemExit(code)
 
 
 def _leader(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -166,20 +163,19 @@ def _post_to_leader(config: ClusterConfig, body: dict[str, Any], token: str,
         if code == 200:
             return answer
         if code == 401:
-            _fail(EXIT_UNAUTHORIZED, f"{leader['id']} refused the admin token: "
-                  f"{answer.get('error')}; export {config.admin_token_env} with the token the "
-                  "nodes were started with")
+            fail(f"{leader['id']} refused the admin token: "
+                 f"{answer.get('error')}; export {config.admin_token_env} with the token the "
+                 "nodes were started with", EXIT_UNAUTHORIZED)
         if code == 422:
-            _fail(EXIT_REFUSED, str(answer.get("error")))
+            fail(str(answer.get("error")), EXIT_REFUSED)
         if code == 400:
-            _fail(EXIT_USAGE, str(answer.get("error")))
+            fail(str(answer.get("error")), EXIT_USAGE)
         if code == 504:
-            _fail(EXIT_NOT_DONE, f"{answer.get('error')}; run `hastate members --config "
-                  f"{config.path}` to see whether it took effect")
+            fail(f"{answer.get('error')}; run `hastate members --config "
+                 f"{config.path}` to see whether it took effect", EXIT_NOT_DONE)
         last = f"{leader['id']} answered {code}: {answer.get('error')}"
         time.sleep(0.2)
-    _fail(EXIT_NOT_DONE, f"membership change not made: {last}")
-    raise AssertionError  # unreachable: _fail exits
+    fail(f"membership change not made: {last}", EXIT_NOT_DONE)
 
 
 @members.command("add")
@@ -196,9 +192,9 @@ def add(ctx: click.Context, node_id: str, config_path: str | None, timeout: floa
     deadline = started + timeout
     own = next(iter(fetch_status(dataclasses.replace(config, nodes=(node,)))))
     if not own.get("reachable"):
-        _fail(EXIT_UNREACHABLE, f"{node_id} does not answer /status at {node.http} "
-              f"({own.get('error')}); start it first: hastate node run --config {config.path} "
-              f"--id {node_id} --join")
+        fail(f"{node_id} does not answer /status at {node.http} "
+             f"({own.get('error')}); start it first: hastate node run --config {config.path} "
+             f"--id {node_id} --join", EXIT_UNREACHABLE)
     member = {"id": node.id, "raft": node.raft, "http": node.http, "region": node.region}
     answer = _post_to_leader(config, {"op": "add", "member": member}, token, deadline)
     index = answer["commit_index"]
@@ -213,8 +209,8 @@ def add(ctx: click.Context, node_id: str, config_path: str | None, timeout: floa
                        f"{time.monotonic() - started:.2f}s after the request")
             return
         time.sleep(0.1)
-    _fail(EXIT_NOT_DONE, f"{node_id} is a member but has not caught up to index {index} "
-          f"within {timeout:.0f}s; watch `hastate status --config {config.path}`")
+    fail(f"{node_id} is a member but has not caught up to index {index} "
+         f"within {timeout:.0f}s; watch `hastate status --config {config.path}`", EXIT_NOT_DONE)
 
 
 @members.command("remove")
@@ -231,8 +227,8 @@ def remove(ctx: click.Context, node_id: str, config_path: str | None, timeout: f
     rows = fetch_status(config)
     view = _view(rows)
     if view is not None and node_id not in {m["id"] for m in view}:
-        _fail(EXIT_REFUSED, f"{node_id!r} is not a member; members: "
-              f"{sorted(m['id'] for m in view)}")
+        fail(f"{node_id!r} is not a member; members: "
+             f"{sorted(m['id'] for m in view)}", EXIT_REFUSED)
     leader = _leader(rows)
     if leader is not None and leader["id"] == node_id:
         _hand_over(config, leader, token, deadline)
@@ -250,15 +246,16 @@ def _hand_over(config: ClusterConfig, leader: dict[str, Any], token: str,
     peers = [(p.get("lag") if p.get("lag") is not None else float("inf"), pid)
              for pid, p in leader.get("peers", {}).items() if p.get("connected")]
     if not peers:
-        _fail(EXIT_REFUSED, f"{leader['id']} leads and no other member is connected to it: "
-              "cannot move leadership before removing it")
+        fail(f"{leader['id']} leads and no other member is connected to it: "
+             "cannot move leadership before removing it", EXIT_REFUSED)
     target = min(peers)[1]
     http = _http_of(config, [leader])[leader["id"]]
     code, answer = post_admin(http, "/admin/transfer-leadership", {"to": target}, token,
                               timeout=max(1.0, deadline - time.monotonic()))
     if code == 401:
-        _fail(EXIT_UNAUTHORIZED, f"{leader['id']} refused the admin token: {answer.get('error')}")
+        fail(f"{leader['id']} refused the admin token: {answer.get('error')}",
+             EXIT_UNAUTHORIZED)
     if code != 200:
-        _fail(EXIT_NOT_DONE, f"could not move leadership off {leader['id']} before removing it:"
-              f" {answer.get('error')}")
+        fail(f"could not move leadership off {leader['id']} before removing it:"
+             f" {answer.get('error')}", EXIT_NOT_DONE)
     click.echo(f"leadership moved {leader['id']} -> {target} in {answer['seconds']:.2f}s")

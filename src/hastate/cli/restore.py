@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from hastate.cli.exit import fail
 from hastate.config import load_config
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.errors import ConfigError, CorruptDataError, SnapshotError, SnapshotNotFoundError
@@ -20,12 +21,6 @@ from hastate.snapshots.restore import rebuild
 from hastate.snapshots.store import open_store
 
 EXIT_CORRUPT, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STORE = 1, 2, 3, 4
-
-
-def fail(message: str, code: int) -> None:
-    """Print ``message`` to stderr and exit with ``code``."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def _parse_time(value: str | None) -> float | None:

@@ -14,7 +14,8 @@ import urllib.request
 
 import click
 
-from hastate.cli.restore import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_STORE, fail
+from hastate.cli.exit import fail
+from hastate.cli.restore import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_STORE
 from hastate.cli.status import fetch_status
 from hastate.config import ClusterConfig, load_config
 from hastate.errors import CorruptDataError, SnapshotError, SnapshotNotFoundError

@@ -403,10 +403,10 @@ class RaftNode:
             return None
         if address == self.spec.address:
             return self.spec.node_id
-        for member in [*self.members(), *self.spec.members]:
+        for member in [*self.members(), *self.spec.bootstrap()]:  # then removed members
             if member.raft == address:
                 return member.id
-        return next((i for i, a in self.spec.peers.items() if a == address), address)
+        return address
 
     def address_of(self, node_id: str) -> str:
         """Raft address of member ``node_id``; FailoverError naming the members otherwise."""
@@ -435,7 +435,7 @@ class RaftNode:
         since = time.monotonic()
         probe_end = since + self.spec.profile.min_timeout
         so = self._syncobj
-        while time.monotonic() < probe_end and \
+        while self.is_leader() and time.monotonic() < probe_end and \
                 not set(so.members) - {self.spec.address} <= so.lease.acked_since(since):
             time.sleep(0.01)
         done = threading.Event()
@@ -490,11 +490,12 @@ class RaftNode:
         if not so.caught_up_in_term():
             raise MembershipRefused("this leader has not committed an entry in its term yet; "
                                     "retry in a moment")
+        change = Change(op, member)
         live = {self.spec.address} | so.lease.acked_since(since)
-        reason = check_change(Change(op, member), members, live, self.spec.address)
+        reason = check_change(change, members, live, self.spec.address)
         if reason is not None:
             raise MembershipRefused(f"{op} {member.id} refused: {reason}")
-        return Change(op, member)
+        return change
 
     # -- leadership transfer ----------------------------------------------------------------
     def _on_transfer_request(self, target_address: str) -> None:

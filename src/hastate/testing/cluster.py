@@ -36,7 +36,8 @@ class LocalCluster:
     def __init__(self, workdir: str | os.PathLike[str], size: int = 3, *, name: str = "demo",
                  profile: str = "lan", snapshot_store: str | None = None,
                  snapshot_interval: float = 2.0, snapshot_keep: int = 5,
-                 ship_interval: float = 1.0, transport: str = "plaintext") -> None:
+                 ship_interval: float = 1.0, transport: str = "plaintext",
+                 restore_if_empty: bool = False) -> None:
         self.workdir = Path(workdir)
         self.transport = transport
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,8 @@ class LocalCluster:
         if snapshot_store:
             lines += ["[snapshots]", f'store = "{snapshot_store}"',
                       f"interval = {snapshot_interval}", f"keep = {snapshot_keep}",
-                      f"ship_interval = {ship_interval}", ""]
+                      f"ship_interval = {ship_interval}",
+                      f"restore_if_empty = {'true' if restore_if_empty else 'false'}", ""]
         for node_id in self.ids:
             lines += self._node_lines(node_id)
         self.config_path.write_text("\n".join(lines))
