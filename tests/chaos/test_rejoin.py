@@ -21,8 +21,6 @@ commit index). Before the fix this test failed in 8 of 9 runs; see docs/pysyncob
 
 from __future__ import annotations
 
-import pytest
-
 from .campaign import run_rejoin_scenario
 
 
