@@ -154,13 +154,14 @@ class RaftNode:
         self._leaderless_since: float | None = None
         self._journal: DurableJournal | None = None
         self._bootstrap: list[Member] = []
+        self._seeded_at = 0
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
         """Check the data directory, bind the raft port and start ticking."""
         self.spec.data_dir.mkdir(parents=True, exist_ok=True)
         self._bootstrap = self._check_identity()
-        self._check_dump()
+        self._seeded_at = self._check_dump()
         # Issue 4: our fsync'ed journal, opened here so a torn, corrupt or foreign journal
         # fails start() with a message naming the file (HastateSyncObj installs it).
         self._journal = DurableJournal(self.spec.data_dir / JOURNAL, cluster=self.spec.cluster,
@@ -209,11 +210,16 @@ class RaftNode:
                 field="data_dir", value=str(self.spec.data_dir))
         return bootstrap
 
-    def _check_dump(self) -> None:
-        """Verify the full dump before PySyncObj (which swallows load errors) reads it."""
+    def _check_dump(self) -> int:
+        """Verify the full dump before PySyncObj (which swallows load errors) reads it.
+
+        Returns the index of a dump written by a restore (``consensus/seed.py``), else 0.
+        """
         path = self.spec.data_dir / DUMP
-        if path.exists():
-            decode_dump(path.read_bytes(), source=str(path), cluster=self.spec.cluster)
+        if not path.exists():
+            return 0
+        header, _ = decode_dump(path.read_bytes(), source=str(path), cluster=self.spec.cluster)
+        return header.index if header.extra.get("seeded") else 0
 
     def _conf(self) -> SyncObjConf:
         profile = self.spec.profile
@@ -247,7 +253,8 @@ class RaftNode:
                 [self.machine],
                 self.spec.profile, transport_class=self._transport_class,
                 on_transfer_request=self._on_transfer_request, is_healthy=self._is_healthy,
-                journal=self._journal, prepare_dump=self._prepare_dump)
+                journal=self._journal, prepare_dump=self._prepare_dump,
+                seeded_at=self._seeded_at)
             self._waker = _Waker(self._syncobj._poller)
         except HAStateError as exc:  # issue 4: journal/dump refused; its message says why
             self._journal.close()

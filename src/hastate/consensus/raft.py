@@ -72,11 +72,14 @@ class HastateSyncObj(SyncObj):
                  on_transfer_request: Callable[[str], None] | None = None,
                  is_healthy: Callable[[], bool] = lambda: True,
                  journal: DurableJournal | None = None,
-                 prepare_dump: PrepareDump | None = None) -> None:
+                 prepare_dump: PrepareDump | None = None, seeded_at: int = 0) -> None:
         # The configuration (Raft address -> member), replaced (never mutated) on every
         # change so other threads can read it without a lock. It may lack this node: a node
         # joining a cluster, or one that learned it was removed.
         self._self_id = self_id
+        # A restore seeds the log with two no-ops ending at this index, in a stand-in term
+        # (the snapshot's), not necessarily the term of the cluster's entries there.
+        self._seeded_at = seeded_at
         self._members: Mapping[str, Member] = self._normalize({m.raft: m for m in members},
                                                               self_addr)
         self._change_index = 0  # leader: log index of its last membership change
@@ -195,6 +198,11 @@ class HastateSyncObj(SyncObj):
                 # No cap before a term's first ack (match 0) or while a dump is being sent
                 # (nextIndex at or below the log's start): those must not stall.
                 next_index = self._SyncObj__raftNextIndex.get(node, 0)
+                if self._is_seed_entry(next_index):
+                    # A restore's stand-in no-ops are not the commands they replace: a
+                    # follower that needs them gets the dump (PySyncObj sends the dump to a
+                    # follower whose nextIndex is at or below the log's start).
+                    next_index = self._SyncObj__raftNextIndex[node] = first
                 capped = acked > 0 and next_index > first
                 self._log_cap = acked + INFLIGHT_WINDOW if capped else None
                 if self._log_cap is not None and next_index > self._log_cap:
@@ -432,7 +440,7 @@ class HastateSyncObj(SyncObj):
         if not prev:
             self._SyncObj__sendNextNodeIdx(node, success=False, reset=True)
             return
-        if prev[0][2] != prev_term:
+        if prev[0][2] != prev_term and not self._is_seed_entry(prev_idx):
             self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=self._conflict_hint(prev_idx),
                                            success=False, reset=True)
             return
@@ -440,7 +448,7 @@ class HastateSyncObj(SyncObj):
         entries = message.get("entries", [])
         for pos, (command, idx, entry_term) in enumerate(entries):
             have = self._SyncObj__getEntries(idx, 1)
-            if have and have[0][2] == entry_term:
+            if have and (have[0][2] == entry_term or self._is_seed_entry(idx)):
                 verified = idx
                 continue
             if have:
@@ -466,6 +474,19 @@ class HastateSyncObj(SyncObj):
         if leader_commit > self._SyncObj__raftCommitIndex:
             self._SyncObj__raftCommitIndex = min(leader_commit, verified)
             self._SyncObj__raftLog.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
+
+    def _is_seed_entry(self, index: int) -> bool:
+        """Whether the entry at ``index`` is one of a restore's two stand-in no-ops.
+
+        They stand for the state committed at the seed's index (the restore replays
+        committed commands only): as a follower they match the leader's entries there
+        whatever their term says; as a leader this node sends its dump instead of them.
+        Without this, a node seeded from a snapshot taken after a leader change never
+        catches up: every append at the seed's index is a term mismatch at a committed
+        index, and the leader may not move below it.
+        """
+        return index <= self._seeded_at and index <= self._SyncObj__raftCommitIndex and \
+            bool(self._SyncObj__getEntries(index, 1))
 
     def _conflict_hint(self, index: int) -> int:
         """Where the leader should retry after a term mismatch at ``index``.
