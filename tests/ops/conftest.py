@@ -4,6 +4,7 @@ processes. Helpers scrape and parse /metrics with prometheus-client's parser."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -85,27 +86,29 @@ def sample(families: dict[str, Any], name: str, **labels: str) -> float | None:
     return None
 
 
-def _start(cluster: OpsCluster) -> None:
-    cluster.start_embedded()
-    for node_id in ("instance-2", "instance-3"):
-        cluster.start(node_id)
-    cluster.sm.wait_ready(20)
-    cluster.wait_ready(timeout=20)
+@contextlib.contextmanager
+def running(cluster: OpsCluster, timeout: float = 20.0) -> Iterator[OpsCluster]:
+    """Start instance-1 embedded and the others as processes; stop all of them on exit."""
+    try:
+        cluster.start_embedded()
+        for node_id in cluster.ids[1:]:
+            cluster.start(node_id)
+        cluster.sm.wait_ready(timeout)
+        cluster.wait_ready(timeout=timeout)
+        yield cluster
+    finally:
+        cluster.resume_all()
+        cluster.stop_all()
+        cluster.stop_embedded()
 
 
 @pytest.fixture(scope="package")
 def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsCluster]:
     """Shared by the package's tests; tests leave it with all three nodes running."""
     root = tmp_path_factory.mktemp("ops")
-    cluster = OpsCluster(root, 3, name="ops", snapshot_store=f"file://{root / 'store'}",
-                         snapshot_interval=60)
-    try:
-        _start(cluster)
+    with running(OpsCluster(root, 3, name="ops", snapshot_store=f"file://{root / 'store'}",
+                            snapshot_interval=60)) as cluster:
         yield cluster
-    finally:
-        cluster.resume_all()
-        cluster.stop_all()
-        cluster.stop_embedded()
 
 
 @pytest.fixture

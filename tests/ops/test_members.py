@@ -16,25 +16,15 @@ import pytest
 
 from hastate.testing import BackgroundWriter, wait_for
 
-from .conftest import OpsCluster, sample
+from .conftest import OpsCluster, running, sample
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[OpsCluster]:
-    c = OpsCluster(tmp_path, 3, name="members")
-    try:
-        c.start_embedded()
-        c.start("instance-2")
-        c.start("instance-3")
-        c.sm.wait_ready(20)
-        c.wait_ready(timeout=20)
+    with running(OpsCluster(tmp_path, 3, name="members")) as c:
         yield c
-    finally:
-        c.resume_all()
-        c.stop_all()
-        c.stop_embedded()
 
 
 def _voters(c: OpsCluster, node_id: str) -> set[str]:
@@ -193,14 +183,11 @@ def test_replacement_seeded_from_the_snapshot_store_joins_and_converges(
     from the newest snapshot and shipped log, then is added and catches up. ``new-term``:
     the snapshot is taken after a leader change with no write since, so the term it records
     is newer than the term of the entry it ends at."""
-    c = OpsCluster(tmp_path, 3, name="members-dr", snapshot_store=f"file://{tmp_path / 'store'}",
-                   snapshot_interval=60, ship_interval=0.5, restore_if_empty=True)
-    config = str(c.config_path)
-    try:
-        c.start_embedded()
-        c.start("instance-2")
-        c.start("instance-3")
-        c.sm.wait_ready(20)
+    cluster = OpsCluster(tmp_path, 3, name="members-dr", ship_interval=0.5,
+                         snapshot_store=f"file://{tmp_path / 'store'}", snapshot_interval=60,
+                         restore_if_empty=True)
+    with running(cluster) as c:
+        config = str(c.config_path)
         for i in range(300):
             c.sm.save_state({f"k{i}": i})
         time.sleep(1.5)                                  # three ship intervals
@@ -222,6 +209,3 @@ def test_replacement_seeded_from_the_snapshot_store_joins_and_converges(
                               for n in alive}) == 1,
                  what="the seeded node converging with the members")
         assert (c.state(new, "local") or {})["state"]["after"] is True
-    finally:
-        c.stop_all()
-        c.stop_embedded()

@@ -41,7 +41,7 @@ from hastate.observability.http import NodeHTTPServer
 from hastate.testing import wait_for
 from hastate.testing.cluster import REGIONS, free_port
 
-from .conftest import OpsCluster
+from .conftest import OpsCluster, running
 
 pytestmark = pytest.mark.integration
 
@@ -103,18 +103,8 @@ def proxied(tmp_path: Path) -> Iterator[ProxiedCluster]:
     from chaos.proxy import TcpProxy   # tests/ is on sys.path (tests/ops is a package)
 
     with TcpProxy() as proxy:
-        cluster = ProxiedCluster(tmp_path, proxy)
-        try:
-            cluster.start_embedded()
-            for node_id in ("instance-2", "instance-3"):
-                cluster.start(node_id)
-            cluster.sm.wait_ready(30)
-            cluster.wait_ready(timeout=30)
+        with running(ProxiedCluster(tmp_path, proxy), timeout=30) as cluster:
             yield cluster
-        finally:
-            cluster.resume_all()
-            cluster.stop_all()
-            cluster.stop_embedded()
 
 
 def test_multi_region_profile_holds_leader_under_100ms_rtt_and_fails_over_in_bound(
