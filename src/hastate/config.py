@@ -36,6 +36,10 @@ class NodeConfig:
     data_dir: Path
 
 
+def _member(node: NodeConfig) -> Member:
+    return Member(node.id, node.raft, node.http, node.region)
+
+
 @dataclass(frozen=True)
 class SnapshotConfig:
     """Where and how often the leader uploads snapshots (disaster recovery)."""
@@ -76,7 +80,11 @@ class ClusterConfig:
 
     def members(self) -> list[Member]:
         """The file's nodes as membership records (the bootstrap configuration)."""
-        return [Member(n.id, n.raft, n.http, n.region) for n in self.nodes]
+        return [_member(n) for n in self.nodes]
+
+    def member(self, node_id: str) -> Member:
+        """Node ``node_id`` as a membership record; ConfigError naming the ids if unknown."""
+        return _member(self.node(node_id))
 
     def node(self, node_id: str) -> NodeConfig:
         """The node with ``node_id``; ConfigError lists the known ids otherwise."""

@@ -142,8 +142,7 @@ def digest(sm: StateManager) -> dict[str, Any]:
 
 def change_members(sm: StateManager, op: str, node_id: str) -> int:
     if op == "add":
-        member = next(m for m in sm.config.members() if m.id == node_id)
-        return sm.add_member(member, timeout=10.0)
+        return sm.add_member(sm.config.member(node_id), timeout=10.0)
     return sm.remove_member(node_id, timeout=10.0)
 
 

@@ -10,7 +10,6 @@ usage (unknown ID, no admin token); 3 no node reachable; 4 the token was refused
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -21,7 +20,7 @@ from typing import Any
 import click
 
 from hastate.cli.exit import fail
-from hastate.cli.status import fetch_status
+from hastate.cli.status import fetch_status, node_status
 from hastate.config import ClusterConfig, load_config
 
 EXIT_NOT_MOVED = 1
@@ -128,7 +127,7 @@ def failover(config_path: str, target: str, timeout: float) -> None:
         fail(f"leadership did not move to {target}: {last_error}", EXIT_NOT_MOVED)
     # The node that drove the transfer saw the target lead; confirm with the target itself.
     while time.monotonic() < deadline:
-        st = next(iter(fetch_status(_only(config, target))), {})
+        st = node_status(config, target)
         if st.get("is_leader"):
             took = time.monotonic() - started
             click.echo(f"leadership moved {before or '(none)'} -> {target} in {took:.2f}s "
@@ -142,6 +141,3 @@ def failover(config_path: str, target: str, timeout: float) -> None:
 def _row(rows: list[dict[str, Any]], node_id: str) -> dict[str, Any]:
     return next(r for r in rows if r["id"] == node_id)
 
-
-def _only(config: ClusterConfig, node_id: str) -> ClusterConfig:
-    return dataclasses.replace(config, nodes=tuple(n for n in config.nodes if n.id == node_id))

@@ -26,7 +26,7 @@ import click
 from hastate.cli.exit import fail
 from hastate.cli.failover import (EXIT_UNAUTHORIZED, EXIT_UNREACHABLE, EXIT_USAGE,
                                   admin_token, post_admin)
-from hastate.cli.status import classify, fetch_status
+from hastate.cli.status import classify, fetch_status, node_status
 from hastate.config import ClusterConfig, NodeConfig, load_config
 
 EXIT_NOT_DONE = 1
@@ -186,24 +186,22 @@ def add(ctx: click.Context, node_id: str, config_path: str | None, timeout: floa
     Waits until the change is committed and ID has caught up, and prints how long each took.
     """
     config = _config(ctx, config_path)
-    node = config.node(node_id)
+    member = config.member(node_id)
     token = admin_token(config)
     started = time.monotonic()
     deadline = started + timeout
-    own = next(iter(fetch_status(dataclasses.replace(config, nodes=(node,)))))
+    own = node_status(config, node_id)
     if not own.get("reachable"):
-        fail(f"{node_id} does not answer /status at {node.http} "
+        fail(f"{node_id} does not answer /status at {member.http} "
              f"({own.get('error')}); start it first: hastate node run --config {config.path} "
              f"--id {node_id} --join", EXIT_UNREACHABLE)
-    member = {"id": node.id, "raft": node.raft, "http": node.http, "region": node.region}
-    answer = _post_to_leader(config, {"op": "add", "member": member}, token, deadline)
+    answer = _post_to_leader(config, {"op": "add", "member": member.to_dict()}, token, deadline)
     index = answer["commit_index"]
     committed = time.monotonic() - started
     click.echo(f"{node_id} added at commit index {index} in {committed:.2f}s; "
                f"members: {', '.join(m['id'] for m in answer['members'])}")
-    single = dataclasses.replace(config, nodes=(node,))
     while time.monotonic() < deadline:
-        st = next(iter(fetch_status(single)))
+        st = node_status(config, node_id)
         if st.get("member") and st.get("applied_index", 0) >= index:
             click.echo(f"{node_id} caught up (applied index {st['applied_index']}) "
                        f"{time.monotonic() - started:.2f}s after the request")

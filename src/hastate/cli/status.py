@@ -7,6 +7,7 @@ not ready or unhealthy (the cluster works with less margin); 2 bad config or usa
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -39,6 +40,11 @@ def fetch_status(config: ClusterConfig, timeout: float = 1.0) -> list[dict[str, 
             row["error"] = "no http address in the cluster file"
         rows.append(row)
     return enrich(rows)
+
+
+def node_status(config: ClusterConfig, node_id: str, timeout: float = 1.0) -> dict[str, Any]:
+    """/status of the file's node ``node_id`` (``reachable`` False when it does not answer)."""
+    return fetch_status(dataclasses.replace(config, nodes=(config.node(node_id),)), timeout)[0]
 
 
 def enrich(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -73,13 +73,13 @@ class HastateSyncObj(SyncObj):
                  is_healthy: Callable[[], bool] = lambda: True,
                  journal: DurableJournal | None = None,
                  prepare_dump: PrepareDump | None = None, seeded_at: int = 0) -> None:
-        # The configuration (Raft address -> member), replaced (never mutated) on every
-        # change so other threads can read it without a lock. It may lack this node: a node
-        # joining a cluster, or one that learned it was removed.
         self._self_id = self_id
         # A restore seeds the log with two no-ops ending at this index, in a stand-in term
         # (the snapshot's), not necessarily the term of the cluster's entries there.
         self._seeded_at = seeded_at
+        # The configuration (Raft address -> member), replaced (never mutated) on every
+        # change so other threads can read it without a lock. It may lack this node: a node
+        # joining a cluster, or one that learned it was removed.
         self._members: Mapping[str, Member] = self._normalize({m.raft: m for m in members},
                                                               self_addr)
         self._change_index = 0  # leader: log index of its last membership change
