@@ -17,14 +17,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping
 
-from pysyncobj.config import FAIL_REASON
-
 from hastate.config import ClusterConfig, SnapshotConfig, load_config
 from hastate.consensus.journal import fdatasync
 from hastate.consensus.membership import Member
 from hastate.consensus.node import NodeSpec, RaftNode
+from hastate.consensus.outcome import NOT_PROPOSED, Outcome
 from hastate.consensus.profiles import get_profile
-from hastate.consensus.raft import HEALTH
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, check_mode, make_transport_class
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
@@ -41,10 +39,6 @@ from hastate.state.machine import ReplicatedState
 logger = logging.getLogger(__name__)
 
 Consistency = Literal["linearizable", "local"]
-
-# Failures after which the command certainly never entered the log.
-_NOT_PROPOSED = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER,
-                 FAIL_REASON.REQUEST_DENIED}
 
 
 class StateManager:
@@ -140,7 +134,7 @@ class StateManager:
                 self._restore_if_empty()
             self.snapshots = SnapshotService(
                 self.snapshot_settings, cluster=self.spec.cluster, machine=self.machine,
-                is_leader=self.is_leader, term=lambda: self.node.syncobj.raftCurrentTerm)
+                is_leader=self.is_leader, term=self.node.term)
         self.node.start()
         if self.snapshots is not None:
             self.snapshots.start()
@@ -185,9 +179,9 @@ class StateManager:
 
     def ready(self) -> bool:
         """A leader is known and this node has applied everything it knows is committed."""
-        so = self.node.syncobj
-        return self.node.running and so.leader_address() is not None and \
-            so.raftLastApplied >= so.raftCommitIndex
+        st = self.node.status()
+        return self.node.running and st.leader_address is not None and \
+            st.applied_index >= st.commit_index
 
     def stop(self) -> None:
         """Stop health checks, leadership callbacks and the Raft node."""
@@ -271,9 +265,9 @@ class StateManager:
             if remaining <= 0:
                 break
             done = threading.Event()
-            box: list[tuple[Any, int]] = []
+            box: list[tuple[Any, Outcome]] = []
 
-            def callback(result: Any, error: int, box: list = box, done: threading.Event = done) -> None:
+            def callback(result: Any, error: Outcome, box: list = box, done: threading.Event = done) -> None:
                 box.append((result, error))
                 done.set()
 
@@ -282,12 +276,12 @@ class StateManager:
                 maybe_applied = True
                 continue
             result, error = box[0]
-            if error == FAIL_REASON.SUCCESS:
+            if error == Outcome.SUCCESS:
                 if result[0] == "expired":
                     raise WriteError("write was retried after its dedup entry expired",
                                      outcome_unknown=True)
                 return result
-            if error not in _NOT_PROPOSED:
+            if error not in NOT_PROPOSED:
                 maybe_applied = True
             time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
             backoff = min(backoff * 2, 0.2)
@@ -337,7 +331,7 @@ class StateManager:
         return self.machine.snapshot(keys)
 
     def _lease_read_ok(self) -> bool:
-        return self.node.is_leader() and self.node.syncobj.caught_up_in_term()
+        return self.node.is_leader() and self.node.caught_up_in_term()
 
     def revisions(self) -> dict[str, int]:
         """Log index of the last change of every key (for compare_and_set)."""
@@ -408,16 +402,14 @@ class StateManager:
         self._health_ok = ok
         if not ok:
             self.health_check_failures += 1
-        message = {"type": HEALTH, "healthy": ok, "applied": self.machine.applied_index}
-        self.node.call_soon(lambda: self.node.syncobj.send(None, message))
+        self.node.publish_health(ok, self.machine.applied_index)
 
     def _pick_failover_target(self) -> str | None:
-        so = self.node.syncobj
+        st = self.node.status()
         fresh = time.monotonic() - 3 * self._policy.settings.health_check_interval
-        match = so.match_index()
-        candidates = [(match.get(addr, 0), self.node.id_of(addr))
-                      for addr, (ok, _applied, when) in dict(so.peer_health).items()
-                      if ok and when >= fresh and addr in so.connected_peers()]
+        candidates = [(st.match_index.get(addr, 0), self.node.id_of(addr))
+                      for addr, (ok, _applied, when) in st.peer_health.items()
+                      if ok and when >= fresh and addr in st.connected]
         return max(candidates)[1] if candidates else None
 
     def trigger_failover(self, target_instance: str | None = None, *,
@@ -433,7 +425,7 @@ class StateManager:
                                      leader=self.leader())
             target_instance = self._pick_failover_target()
             if target_instance is None:
-                match = self.node.syncobj.match_index()
+                match = self.node.status().match_index
                 if not match:
                     raise NotLeaderError("no peer to hand leadership to")
                 target_instance = self.node.id_of(max(match, key=match.get))
@@ -461,15 +453,15 @@ class StateManager:
     # -- status -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """What operators ask first: who leads, how far each node got, who is connected."""
-        so = self.node.syncobj
+        st = self.node.status()
         now = time.monotonic()
-        leading = self.node.is_leader()
-        match = so.match_index() if so.role == "leader" else {}
-        contact = so.last_contact() if so.role == "leader" else {}
-        connected = so.connected_peers()
+        leading = st.is_leader
+        match = st.match_index if st.role == "leader" else {}
+        contact = st.last_contact if st.role == "leader" else {}
+        connected = st.connected
         peers = {}
-        last_index = so.last_log_index()
-        members = self.node.members()
+        last_index = st.last_log_index
+        members = st.members
         for member in members:
             if member.id == self.instance_id:
                 continue
@@ -485,26 +477,26 @@ class StateManager:
             "id": self.instance_id,
             "region": self.region,
             "cluster": self.spec.cluster,
-            "role": so.role if so.role != "leader" or leading else "leader-without-lease",
+            "role": st.role if st.role != "leader" or leading else "leader-without-lease",
             "is_leader": leading,
-            "term": so.raftCurrentTerm,
-            "leader": self.node.leader_id(),
-            "fencing_token": self.node.fencing_token(),
-            "lease_remaining": round(so.lease.remaining(), 3),
-            "commit_index": so.raftCommitIndex,
-            "applied_index": so.raftLastApplied,
+            "term": st.term,
+            "leader": st.leader_id,
+            "fencing_token": st.fencing_token,
+            "lease_remaining": round(st.lease_remaining, 3),
+            "commit_index": st.commit_index,
+            "applied_index": st.applied_index,
             "last_log_index": last_index,
-            "log_entries": so.log_length(),
+            "log_entries": st.log_entries,
             "keys": len(self.machine),
-            "leader_changes": self.node.leader_changes,
+            "leader_changes": st.leader_changes,
             "healthy": self._health_ok,
             "health_check_failures": self.health_check_failures,
             "failovers": dict(self.failovers_total),
             "profile": self.spec.profile.name,
             "ready": self.ready(),
-            "fatal_error": self.node.fatal_error,
+            "fatal_error": st.fatal_error,
             "snapshots": self.snapshots.status() if self.snapshots is not None else None,
-            "member": so.is_member,
+            "member": st.is_member,
             "members": [m.to_dict() for m in members],
             "peers": peers,
         }

@@ -26,7 +26,8 @@ Every operation answers HTTP 200 with ``{"result": "ok" | "fail" | "unknown", ..
 ``fail`` is only answered when the operation certainly took no effect
 (``WriteError.outcome_unknown`` False, a CAS conflict, a CAS whose expected value did not
 match so nothing was proposed, a failed read); anything that may have been applied is
-``unknown``. With ``HASTATE_LEASE_TRACE`` set, hastate itself logs lease intervals.
+``unknown``. With ``HASTATE_LEASE_TRACE`` set, the node logs its lease intervals
+(``hastate.testing.lease_trace``).
 SIGUSR1 writes every thread's stack to the node's log (faulthandler).
 """
 
@@ -45,6 +46,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from hastate import StateManager
+from hastate.testing.lease_trace import trace_leases_from_env
 from hastate.errors import ConflictError, HAStateError, ReadError, WriteError
 
 log = logging.getLogger("chaos.node")
@@ -226,6 +228,7 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     sm = StateManager.from_config(args.config, args.id, write_timeout=args.write_timeout,
                                   log_compaction_entries=args.compaction, join=args.join)
+    trace_leases_from_env(sm.node)
     sm.start()
     server = make_server(sm, args.api_port)
     stop = threading.Event()

@@ -15,8 +15,8 @@ as an application would use it. Both serve the same small JSON control API
   GET  /exec             how often each write was executed by this replica's state machine
   POST /transfer         move leadership to a named node
 
-With ``HASTATE_LEASE_TRACE`` set, hastate nodes log their lease intervals (consensus/node.py)
-and raw nodes log every Raft state change, one JSON line each.
+With ``HASTATE_LEASE_TRACE`` set, hastate nodes log their lease intervals (``hastate.testing.lease_trace``,
+a tick observer on the RaftNode) and raw nodes log every Raft state change, one JSON line each.
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ class HastateEngine:
     def __init__(self, node_id: str, spec: dict[str, Any]) -> None:
         from hastate import StateManager
         from hastate.state.codec import Command, encode_value
+        from hastate.testing.lease_trace import trace_leases_from_env
         self._Command, self._encode_value = Command, encode_value
         peers = {n: v["raft"] for n, v in spec["nodes"].items()}
         self.sm = StateManager(node_id, peers, data_dir=os.path.join(spec["data"], node_id),
@@ -140,6 +141,7 @@ class HastateEngine:
                                log_compaction_entries=spec.get("compaction", 5000))
         self.executed: Counter[str] = Counter()
         self.sm.machine.add_listener(self._on_apply)
+        trace_leases_from_env(self.sm.node)
         self.sm.start()
         so = self.sm.node.syncobj
         self.sampler = Sampler(lambda: (so.raftCommitIndex, so.last_log_index(),

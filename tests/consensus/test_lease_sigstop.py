@@ -1,8 +1,8 @@
-"""Defect 5: a paused leader and its successor never both act as leader (issue 4).
+"""Defect 5: a paused leader and its successor never both act as leader.
 
 Each node logs, on the machine-wide ``time.monotonic()`` clock, the intervals in which it
 could answer "I am the leader": for hastate the lease intervals (``HASTATE_LEASE_TRACE``,
-consensus/node.py: from the start of the tick that took the lease to the expiry it
+hastate/testing/lease_trace.py: from the start of the tick that took the lease to the expiry it
 promised, so each interval is an over-approximation); for raw PySyncObj the intervals in
 which ``_isLeader()`` is True (from ``onStateChanged``). The leader is SIGSTOPped for longer
 than the election timeout, so the others elect a new one while it is frozen.

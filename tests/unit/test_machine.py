@@ -13,12 +13,12 @@ from hastate.state.machine import DEDUP_WINDOW, ReplicatedState
 
 def make() -> ReplicatedState:
     machine = ReplicatedState()
-    machine._syncObj = SimpleNamespace(raftLastApplied=0)
+    machine._syncObj = SimpleNamespace(raftLastApplied=0)  # stands in for Raft's applied index
     return machine
 
 
 def apply(machine: ReplicatedState, cmd: Command) -> tuple:
-    result = machine.apply(cmd.encode(), _doApply=True)
+    result = machine.apply_at(machine._syncObj.raftLastApplied + 1, cmd.encode())
     machine._syncObj.raftLastApplied += 1
     return result
 

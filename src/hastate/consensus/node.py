@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pysyncobj import SyncObjConf
-from pysyncobj.config import FAIL_REASON
 from pysyncobj.poller import POLL_EVENT_TYPE
 
 from hastate._fsutil import atomic_write
 from hastate.consensus.journal import DurableJournal
+from hastate.consensus.consumer import MachineConsumer
 from hastate.consensus.membership import Change, Member, check_change
+from hastate.consensus.outcome import Outcome
 from hastate.consensus.profiles import TimingProfile
-from hastate.consensus.raft import TRANSFER_REQUEST, HastateSyncObj
+from hastate.consensus.raft import HEALTH, TRANSFER_REQUEST, HastateSyncObj
+from hastate.consensus.status import RaftStatus
 from hastate.errors import (ConfigError, CorruptDataError, FailoverError, HAStateError,
                             MembershipRefused, NotLeaderError, WriteTimeoutError)
 from hastate.state.dump import decode_dump, encode_dump
@@ -101,34 +103,6 @@ class _Waker:
             os.close(self._w)
 
 
-class _LeaseTrace:
-    """Test instrumentation (issue 4): with HASTATE_LEASE_TRACE=<file>, append one JSON line
-    per lease change: ``{"node", "term", "from", "until"}`` on time.monotonic(), where
-    ``from`` is the start of the tick in which the lease was extended (a lower bound of
-    when is_leader() could first be True) and ``until`` the expiry it promised. One
-    machine shares one monotonic clock, so tests check that no two nodes' intervals
-    overlap (tests/consensus/test_lease_sigstop.py).
-    """
-
-    def __init__(self, path: str, node_id: str) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._node = node_id
-        self._until = float("-inf")
-
-    @classmethod
-    def from_env(cls, node_id: str) -> "_LeaseTrace | None":
-        path = os.environ.get("HASTATE_LEASE_TRACE")
-        return cls(path, node_id) if path else None
-
-    def record(self, tick_start: float, syncobj: HastateSyncObj) -> None:
-        until = syncobj.lease.expires_at()
-        if until != self._until and until > tick_start:
-            line = {"node": self._node, "term": syncobj.lease.term, "from": tick_start,
-                    "until": until}
-            os.write(self._fd, (json.dumps(line) + "\n").encode())
-        self._until = until
-
-
 class RaftNode:
     """A running Raft replica of a :class:`ReplicatedState`."""
 
@@ -155,6 +129,8 @@ class RaftNode:
         self._journal: DurableJournal | None = None
         self._bootstrap: list[Member] = []
         self._seeded_at = 0
+        self._consumer = MachineConsumer(machine)
+        self._tick_observers: list[Callable[[float], None]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -162,7 +138,7 @@ class RaftNode:
         self.spec.data_dir.mkdir(parents=True, exist_ok=True)
         self._bootstrap = self._check_identity()
         self._seeded_at = self._check_dump()
-        # Issue 4: our fsync'ed journal, opened here so a torn, corrupt or foreign journal
+        # Defect 4 (nothing fsync'ed): our journal, opened here so a torn, corrupt or foreign journal
         # fails start() with a message naming the file (HastateSyncObj installs it).
         self._journal = DurableJournal(self.spec.data_dir / JOURNAL, cluster=self.spec.cluster,
                                        node_id=self.spec.node_id, sync=self._journal_sync)
@@ -237,7 +213,7 @@ class RaftNode:
             bindAddress=self.spec.address,
             maxBindRetries=10,
             bindRetryTime=0.2,
-            journalFile=None,  # issue 4: HastateSyncObj installs our DurableJournal instead
+            journalFile=None,  # defect 4: HastateSyncObj installs our DurableJournal instead
             dynamicMembershipChange=True,  # `hastate members add|remove` (membership.py)
             fullDumpFile=str(self.spec.data_dir / DUMP),
             serializer=self._serialize,
@@ -250,13 +226,13 @@ class RaftNode:
         try:
             self._syncobj = HastateSyncObj(
                 self.spec.address, self.spec.node_id, self._bootstrap, self._conf(),
-                [self.machine],
+                [self._consumer],
                 self.spec.profile, transport_class=self._transport_class,
                 on_transfer_request=self._on_transfer_request, is_healthy=self._is_healthy,
                 journal=self._journal, prepare_dump=self._prepare_dump,
                 seeded_at=self._seeded_at)
             self._waker = _Waker(self._syncobj._poller)
-        except HAStateError as exc:  # issue 4: journal/dump refused; its message says why
+        except HAStateError as exc:  # journal or dump refused; its message says why
             self._journal.close()
             self._start_error = exc
             self._started.set()
@@ -272,15 +248,14 @@ class RaftNode:
         logger.info("raft node started", extra={"node": self.spec.node_id,
                                                  "address": self.spec.address})
         syncobj = self._syncobj
-        trace = _LeaseTrace.from_env(self.spec.node_id)  # issue 4 tests; None in production
         try:
             while not self._stopping.is_set() and self.fatal_error is None:
                 tick_start = time.monotonic()
                 syncobj.before_tick()
                 syncobj.doTick(self.spec.profile.append_entries_period / 2)
                 syncobj.after_tick()
-                if trace is not None:
-                    trace.record(tick_start, syncobj)
+                for observer in self._tick_observers:
+                    observer(tick_start)
                 self._track_leader()
                 self._run_tasks()
                 self._drive_transfer()
@@ -313,6 +288,15 @@ class RaftNode:
             if leader is not None:
                 self.leader_changes += 1
             self._last_leader = leader
+
+    def add_tick_observer(self, observer: Callable[[float], None]) -> None:
+        """Call ``observer(tick_start)`` on the tick thread after every tick.
+
+        ``tick_start`` is the tick's ``time.monotonic()`` at its start. Observers read public
+        methods only (:meth:`role`, :meth:`term`, :meth:`lease_expiry`...) and must be quick:
+        they delay the next tick. Any thread may add one (the list is replaced, not mutated).
+        """
+        self._tick_observers = [*self._tick_observers, observer]
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the tick thread after the current tick."""
@@ -364,18 +348,65 @@ class RaftNode:
         return tuple(raft["last"]), tuple(raft["prev"]), list(raft["cluster"])
 
     # -- proposals and reads ----------------------------------------------------------------
-    def propose(self, raw: bytes, callback: Callable[[Any, int], None]) -> None:
-        """Queue an encoded command; ``callback(result, fail_reason)`` runs on the tick thread."""
-        self.machine.apply(raw, callback=callback)
+    def propose(self, raw: bytes, callback: Callable[[Any, Outcome], None]) -> None:
+        """Queue an encoded command; ``callback(result, outcome)`` runs on the tick thread."""
+        self._consumer.apply(raw, callback=lambda result, error: callback(result,
+                                                                          Outcome(error)))
         if self._waker is not None:
             self._waker.wake()
 
     @property
     def syncobj(self) -> HastateSyncObj:
-        """The underlying SyncObj (read-only use from other threads)."""
+        """The underlying SyncObj, for the consensus package and its tests only.
+
+        Code outside ``consensus/`` reads :meth:`status` and the methods below instead.
+        """
         if self._syncobj is None:
             raise HAStateError("node is not started")
         return self._syncobj
+
+    def status(self) -> RaftStatus:
+        """A snapshot of this node's Raft state (any thread; HAStateError before start)."""
+        so = self.syncobj
+        role = so.role
+        return RaftStatus(
+            node_id=self.spec.node_id, address=self.spec.address, role=role,
+            is_leader=self.is_leader(), term=so.raftCurrentTerm, leader_id=self.leader_id(),
+            leader_address=so.leader_address(), fencing_token=self.fencing_token(),
+            lease_remaining=so.lease.remaining(), commit_index=so.raftCommitIndex,
+            applied_index=so.raftLastApplied, last_log_index=so.last_log_index(),
+            log_entries=so.log_length(), caught_up_in_term=so.caught_up_in_term(),
+            match_index=so.match_index(), last_contact=so.last_contact(),
+            connected=frozenset(so.connected_peers()), peer_health=dict(so.peer_health),
+            members=tuple(self.members()), is_member=so.is_member,
+            leader_changes=self.leader_changes, fatal_error=self.fatal_error,
+            compactions=so.compactions_total, prevotes_started=so.prevotes_started)
+
+    def role(self) -> str:
+        """'leader', 'follower' or 'candidate' as Raft sees it (not lease-checked)."""
+        return self.syncobj.role
+
+    def term(self) -> int:
+        """This node's current Raft term."""
+        return self.syncobj.raftCurrentTerm
+
+    def compactions(self) -> int:
+        """Log compactions this node completed since it started."""
+        return self.syncobj.compactions_total
+
+    def lease_expiry(self) -> tuple[int | None, float]:
+        """(term, monotonic expiry) of this node's leader lease; (None, -inf) when none."""
+        lease = self.syncobj.lease
+        return lease.term, lease.expires_at()
+
+    def caught_up_in_term(self) -> bool:
+        """Leader: its term's no-op and everything committed are applied (lease reads)."""
+        return self.syncobj.caught_up_in_term()
+
+    def publish_health(self, healthy: bool, applied: int) -> None:
+        """Tell every peer this node's health and applied index (they pick failover targets)."""
+        message = {"type": HEALTH, "healthy": healthy, "applied": applied}
+        self.call_soon(lambda: self.syncobj.send(None, message))
 
     def is_leader(self) -> bool:
         """True only while this node is Raft leader *and* holds a majority-acknowledged lease."""
@@ -453,7 +484,7 @@ class RaftNode:
             done.set()
 
         def on_commit(_result: Any, error: int) -> None:
-            finish(self._syncobj.raftCommitIndex if error == FAIL_REASON.SUCCESS else
+            finish(self._syncobj.raftCommitIndex if error == Outcome.SUCCESS else
                    MembershipRefused(f"the leader did not commit the change (PySyncObj "
                                      f"failure {error}); check `hastate members` and retry"))
 

@@ -105,7 +105,7 @@ class _StatusCollector:
                       stats.elections_started)
         yield counter("hastate_prevotes_started", "Pre-vote rounds this node started (an "
                       "election needs a majority's grant first)",
-                      manager.node.syncobj.prevotes_started)
+                      manager.node.status().prevotes_started)
         yield counter("hastate_log_compactions", "Times this node compacted its Raft log",
                       stats.log_compactions)
         yield counter("hastate_health_check_failures", "Failed health checks on this node",

@@ -226,7 +226,7 @@ def for_node(node_id: str) -> NodeStats:
 
 
 class RaftEventCounter:
-    """On-tick callback counting elections started and log compactions from public accessors.
+    """Tick observer counting elections started and log compactions from RaftNode's methods.
 
     An election starts when this node becomes candidate for a term (a candidate whose
     election times out starts another one with the next term); compactions are counted by
@@ -234,18 +234,18 @@ class RaftEventCounter:
     """
 
     def __init__(self, manager: "StateManager", stats: NodeStats) -> None:
-        self._syncobj = manager.node.syncobj
+        self._node = manager.node
         self._stats = stats
         self._candidate_term: int | None = None
 
-    def __call__(self) -> None:
-        so = self._syncobj
-        if so.role == "candidate":
-            term = so.raftCurrentTerm
+    def __call__(self, _tick_start: float) -> None:
+        node = self._node
+        if node.role() == "candidate":
+            term = node.term()
             if term != self._candidate_term:
                 self._candidate_term = term
                 self._stats.elections_started += 1
-        self._stats.log_compactions = so.compactions_total
+        self._stats.log_compactions = node.compactions()
 
 
 def attach(manager: "StateManager") -> NodeStats | None:
@@ -256,12 +256,12 @@ def attach(manager: "StateManager") -> NodeStats | None:
     stats = for_node(manager.instance_id)
     if not manager.node.running:
         return None
-    so = manager.node.syncobj
+    node = manager.node
     with _nodes_lock:
-        if so not in _attached:
+        if node not in _attached:
             counter = RaftEventCounter(manager, stats)
-            _attached[so] = counter
-            so.addOnTickCallback(counter)
+            _attached[node] = counter
+            node.add_tick_observer(counter)
             stats.journal_path = manager.spec.data_dir / JOURNAL_FILE
     service = getattr(manager, "snapshots", None)
     if service is not stats._service:

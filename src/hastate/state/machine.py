@@ -18,7 +18,6 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
 import msgpack
-from pysyncobj import SyncObjConsumer, replicated
 
 from hastate.state.codec import Command, decode_value
 
@@ -40,11 +39,10 @@ Result = tuple  # ("ok", index) | ("conflict", key, expected, actual) | ("expire
 ApplyListener = Callable[[int, int, Command, Result], None]
 
 
-class ReplicatedState(SyncObjConsumer):
-    """Owns the replicated dict; mutated only through :meth:`apply` on the Raft thread."""
+class ReplicatedState:
+    """Owns the replicated dict; mutated only through :meth:`apply_at` on the Raft thread."""
 
     def __init__(self) -> None:
-        super().__init__()
         self._lock = threading.RLock()
         self._data: dict[str, tuple[bytes, int]] = {}
         self._applied_index = 0
@@ -54,12 +52,7 @@ class ReplicatedState(SyncObjConsumer):
         self._locks: dict[str, tuple[str, int, float]] = {}
         self._listeners: list[ApplyListener] = []
 
-    # -- replicated --------------------------------------------------------------------
-    @replicated
-    def apply(self, raw: bytes) -> Result:
-        """Apply one encoded :class:`Command` at the next log index; return its result."""
-        return self.apply_at(self._syncObj.raftLastApplied + 1, raw)
-
+    # -- replicated (consensus/consumer.py calls this for each committed entry) -------------
     def apply_at(self, index: int, raw: bytes) -> Result:
         """Apply an encoded command at log ``index`` (Raft thread, or restore's replay)."""
         command = Command.decode(raw)
