@@ -1,4 +1,4 @@
-"""Retried writes are applied exactly once (issue 4)."""
+"""Defect 6: retried writes are applied exactly once."""
 
 from __future__ import annotations
 

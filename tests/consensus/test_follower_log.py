@@ -1,4 +1,4 @@
-"""Defects 2/3: a follower's log never moves backwards under load (issue 4)."""
+"""Defects 2 and 3: a follower's log never moves backwards under load."""
 
 from __future__ import annotations
 

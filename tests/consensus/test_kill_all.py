@@ -1,4 +1,4 @@
-"""Defect 1: kill -9 of every node must not lose an acknowledged write (issue 4)."""
+"""Defect 1: kill -9 of every node must not lose an acknowledged write."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Leadership transfer to a named node succeeds under steady writes (issue 4)."""
+"""Leadership transfer to a named node succeeds under steady writes."""
 
 from __future__ import annotations
 

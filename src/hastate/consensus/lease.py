@@ -5,6 +5,10 @@ A leader may act only while a majority acknowledged a lease ping it *sent* less 
 their own election timer) for the minimum election timeout after hearing from it. Since
 ``duration`` < minimum election timeout, the old leader's lease ends before any new
 leader can be elected: no two nodes act as leader at the same time.
+
+Defect 5: PySyncObj has neither, so an isolated or paused leader keeps acting as leader.
+Defect 8: this lease (with the term as fencing token) is what hastate offers instead of
+PySyncObj's ``ReplLockManager``, which trusts the client's wall clock and has no token.
 """
 
 from __future__ import annotations

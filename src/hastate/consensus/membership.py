@@ -3,7 +3,8 @@
 A configuration is a set of :class:`Member` records (id, Raft address, HTTP address, region).
 It changes one server at a time through the Raft log (PySyncObj's dynamic membership): a
 change takes effect on each node as soon as the entry is in its log, and is undone if the
-entry is truncated. PySyncObj pickles its membership commands; hastate's are msgpack
+entry is truncated. Defect 12: PySyncObj pickles its membership commands (and accepts a
+second change while the first is uncommitted); hastate's are msgpack
 (``MEMBERSHIP`` type byte + ``{"op", "member"}``), so they pass the transport's strict
 schema and carry the node id with the address.
 """

@@ -68,7 +68,10 @@ class NodeSpec:
 
 
 class _Waker:
-    """A pipe in PySyncObj's poller: writing a byte ends the tick thread's poll at once."""
+    """A pipe in PySyncObj's poller: writing a byte ends the tick thread's poll at once.
+
+    Defect 10: PySyncObj does not wake its poller for a proposal in batch mode.
+    """
 
     def __init__(self, poller: Any) -> None:
         self._r, self._w = os.pipe()

@@ -1,8 +1,14 @@
 """PySyncObj's SyncObj, corrected where hastate needs it. The only module that subclasses it.
 
-Each override names the behaviour it adds or the PySyncObj 0.3.17 defect it corrects
-(docs/pysyncobj-defects.md). PySyncObj keeps its state in name-mangled attributes
-(``_SyncObj__x``); we read them through :meth:`_raft` accessors kept in this one file.
+Each override names the behaviour it adds or the PySyncObj 0.3.17 defect it corrects as
+"defect N" (docs/pysyncobj-defects.md; tests/consensus/test_pysyncobj_contract.py checks that
+the tags and the document agree). PySyncObj keeps its state in name-mangled attributes
+(``_SyncObj__x``), read and overridden only in this file (the same test checks every such
+name exists in the pinned PySyncObj); other modules use the public accessors below.
+Decisions that are pure functions of numbers live in :mod:`hastate.consensus.rules`.
+
+Over 500 lines on purpose: one subclass of one PySyncObj class, whose overrides share its
+name-mangled state; splitting it would spread those private names over several files.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import _RAFT_STATE
 
+from hastate.consensus import rules
 from hastate.consensus.journal import DurableJournal, DurableSerializer
 from hastate.consensus.lease import LeaderLease, Stickiness
 from hastate.consensus.membership import Change, Member, decode_change
@@ -158,6 +165,7 @@ class HastateSyncObj(SyncObj):
     def _checkCommandsToApply(self) -> None:
         """Drain the proposal queue, then send at once: one append_entries carries the batch.
 
+        Defect 10: PySyncObj sends a batch only every ``appendEntriesPeriod``.
         PySyncObj batches by waiting for the next ``appendEntriesPeriod`` (~100 ms per write);
         sending right after draining keeps an idle pipeline fast and a busy one batched.
         """
@@ -166,13 +174,16 @@ class HastateSyncObj(SyncObj):
         before = self.last_log_index()
         super()._checkCommandsToApply()
         if self._SyncObj__raftState == _RAFT_STATE.LEADER and self.last_log_index() != before:
-            # Issue 4: the leader's own copy is durable (one fsync for the whole drained
+            # Defect 4: the leader's own copy is durable (one fsync for the whole drained
             # batch) before the entries are sent, so before they can count toward commit.
             self.flush_journal()
             self._SyncObj__sendAppendEntries()
 
     def _SyncObj__applyLogEntries(self) -> bool:
-        """Apply committed entries; tell followers about a new commit index without waiting."""
+        """Apply committed entries; tell followers about a new commit index without waiting.
+
+        Defect 10: PySyncObj tells them at its next ``appendEntriesPeriod``.
+        """
         need_send = SyncObj._SyncObj__applyLogEntries(self)
         if self._SyncObj__raftState == _RAFT_STATE.LEADER and \
                 self._SyncObj__raftCommitIndex != self._sent_commit:
@@ -203,8 +214,7 @@ class HastateSyncObj(SyncObj):
                     # follower that needs them gets the dump (PySyncObj sends the dump to a
                     # follower whose nextIndex is at or below the log's start).
                     next_index = self._SyncObj__raftNextIndex[node] = first
-                capped = acked > 0 and next_index > first
-                self._log_cap = acked + INFLIGHT_WINDOW if capped else None
+                self._log_cap = rules.send_window(acked, next_index, first, INFLIGHT_WINDOW)
                 if self._log_cap is not None and next_index > self._log_cap:
                     continue  # window full: wait for acks (lease pings keep its timer reset)
                 connected.intersection_update({node})
@@ -221,7 +231,7 @@ class HastateSyncObj(SyncObj):
     # -- leadership -------------------------------------------------------------------------
     def _SyncObj__onBecomeLeader(self) -> None:
         SyncObj._SyncObj__onBecomeLeader(self)
-        self.flush_journal()  # issue 4: the term's no-op is durable before it can commit
+        self.flush_journal()  # defect 4: the term's no-op is durable before it can commit
         self.lease.start(self._SyncObj__raftCurrentTerm)
         self.paused = False
         self._last_ping = 0.0
@@ -265,7 +275,7 @@ class HastateSyncObj(SyncObj):
             if self._on_transfer_request is not None:
                 self._on_transfer_request(message["target"])
             return
-        if kind == PREVOTE:
+        if kind == PREVOTE:  # defect 13: answer a pre-vote round without changing any state
             self._SyncObj__transport.send(node, {"type": PREVOTE_REPLY, "term": message["term"],
                                                  "granted": self._grants_prevote(node, message)})
             return
@@ -276,13 +286,12 @@ class HastateSyncObj(SyncObj):
             return
         if kind == "next_node_idx" and self._SyncObj__raftState == _RAFT_STATE.LEADER and \
                 not message["success"] and message["reset"]:
-            # A failure hint may only move nextIndex back. Replies to batches sent in one
-            # burst disagree ("mismatch at N" for the first, "no entry N" for later ones);
-            # PySyncObj applies each hint as is, so nextIndex flips between N and N+1 forever
-            # and a rejoining old leader never catches up (found by the chaos campaign).
+            # Defect 11: a failure hint may only move nextIndex back (rules.clamp_next_index);
+            # PySyncObj applies each hint as is, so a rejoining old leader never catches up.
             current = self._SyncObj__raftNextIndex.get(node)
-            if current is not None and message["next_node_idx"] > current:
-                message = {**message, "next_node_idx": current}
+            clamped = rules.clamp_next_index(message["next_node_idx"], current)
+            if clamped != message["next_node_idx"]:
+                message = {**message, "next_node_idx": clamped}
         if kind == "request_vote" and self._SyncObj__raftState != _RAFT_STATE.LEADER and \
                 not self.stickiness.may_vote(message["term"], node.id):
             # Defect 5 (no stickiness): ignore a vote request, without adopting its term,
@@ -292,7 +301,7 @@ class HastateSyncObj(SyncObj):
                 "transmission" not in message and message["term"] >= term:
             self._append_entries(node, message)
             return
-        if kind == "timeout_now" and not self._is_healthy():
+        if kind == "timeout_now" and not self._is_healthy():  # health-driven failover
             logger.warning("refusing leadership transfer: this node fails its health check")
             return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
@@ -320,12 +329,13 @@ class HastateSyncObj(SyncObj):
         self._applyCommand(change.encode(), callback)
 
     def _SyncObj__parseChangeClusterRequest(self, command: bytes) -> Change | None:
-        """Our msgpack membership commands (PySyncObj unpickles its own)."""
+        """Our msgpack membership commands (defect 12: PySyncObj unpickles its own)."""
         return decode_change(command)
 
     def _SyncObj__changeCluster(self, request: Change) -> bool:
         """Leader, at append: allow a change only after this term's no-op and the previous
-        change committed (PySyncObj declares that check but never records the index)."""
+        change committed (defect 12: PySyncObj declares that check but never records the
+        index)."""
         noop = self._SyncObj__noopIDx
         if noop is None or self.raftLastApplied < noop or self.pending_change() is not None:
             return False
@@ -339,6 +349,7 @@ class HastateSyncObj(SyncObj):
 
         Called when the entry enters the log (leader: at append; follower: when received),
         again when it is applied (a no-op then) and, with ``reverse``, when it is truncated.
+        Defect 12: PySyncObj tells nothing above Raft (transport ids, lease voters).
         """
         before = self._members
         after = request.apply(before, reverse)
@@ -416,7 +427,7 @@ class HastateSyncObj(SyncObj):
     def _append_entries(self, node: Any, message: dict[str, Any]) -> None:
         """Follower side of append_entries, truncating only at a real conflict.
 
-        Defect 2/3: PySyncObj deletes every entry after ``prevLogIdx`` even when nothing
+        Defects 2 and 3: PySyncObj deletes every entry after ``prevLogIdx`` even when nothing
         conflicts, so a duplicate or reordered batch rolls back acknowledged (even committed)
         entries, and can leave an empty log that raises IndexError on every tick. Raft says:
         keep matching entries, delete only from the first index whose term differs.
@@ -471,9 +482,10 @@ class HastateSyncObj(SyncObj):
         self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=verified + 1, success=True)
         leader_commit = message["commit_index"]
         self._SyncObj__leaderCommitIndex = leader_commit
-        if leader_commit > self._SyncObj__raftCommitIndex:
-            self._SyncObj__raftCommitIndex = min(leader_commit, verified)
-            self._SyncObj__raftLog.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
+        commit = rules.follower_commit(self._SyncObj__raftCommitIndex, leader_commit, verified)
+        if commit != self._SyncObj__raftCommitIndex:
+            self._SyncObj__raftCommitIndex = commit
+            self._SyncObj__raftLog.setRaftCommitIndex(commit)
 
     def _is_seed_entry(self, index: int) -> bool:
         """Whether the entry at ``index`` is one of a restore's two stand-in no-ops.
@@ -489,26 +501,19 @@ class HastateSyncObj(SyncObj):
             bool(self._SyncObj__getEntries(index, 1))
 
     def _conflict_hint(self, index: int) -> int:
-        """Where the leader should retry after a term mismatch at ``index``.
+        """Where the leader should retry after a term mismatch at ``index`` (defect 11)."""
+        return rules.conflict_hint(index, self._SyncObj__raftCommitIndex, self._term_at)
 
-        The first index of our conflicting term, but never at or below our commit index
-        (committed entries match the leader's): the leader skips a whole term per round
-        trip instead of walking back one entry at a time.
-        """
-        term = self._SyncObj__getEntries(index, 1)[0][2]
-        floor = self._SyncObj__raftCommitIndex + 1
-        while index > floor:
-            before = self._SyncObj__getEntries(index - 1, 1)
-            if not before or before[0][2] != term:
-                break
-            index -= 1
-        return max(index, floor)
+    def _term_at(self, index: int) -> int | None:
+        """Term of this node's entry at ``index``, or None when the log does not hold it."""
+        entry = self._SyncObj__getEntries(index, 1)
+        return entry[0][2] if entry else None
 
     def before_ack(self) -> None:
         """Make appended entries durable before they are acknowledged (one fsync per batch)."""
         self.flush_journal()
 
-    # -- durable storage (issue 4; defects 1 and 4; see consensus/journal.py) -------------------
+    # -- durable storage (defects 1, 4 and 9; see consensus/journal.py) ------------------------
     # PySyncObj builds its journal inside SyncObj.__init__ from conf.journalFile, with no hook.
     # RaftNode therefore passes journalFile=None (PySyncObj makes a throwaway MemoryJournal)
     # and hands us a DurableJournal, which replaces it right after SyncObj.__init__, before
@@ -523,7 +528,7 @@ class HastateSyncObj(SyncObj):
         thread (it disables fork), so a large state stalls heartbeats and triggers
         elections. Here the tick thread only takes a shallow copy; a thread writes the dump
         durably, and only then, back on the tick thread, is the journal truncated (so a
-        crash at any point leaves a dump plus every entry after it: defect 1).
+        crash at any point leaves a dump plus every entry after it: defect 1). Defect 9.
         """
         now = time.monotonic()
         job = self._compaction
@@ -540,13 +545,11 @@ class HastateSyncObj(SyncObj):
             self.compactions_total += 1
             return
         conf = self.conf
-        # Count entries applied since the last dump, not the log's length: under pipelined
-        # load the unapplied tail alone can exceed the threshold, and compaction (which can
-        # only drop applied entries) would then run back to back.
-        since_dump = self.raftLastApplied - (self._SyncObj__lastSerializedEntry or 0)
-        if since_dump <= conf.logCompactionMinEntries and \
-                now - self._SyncObj__lastSerializedTime <= conf.logCompactionMinTime and \
-                not self._SyncObj__forceLogCompaction:
+        if not rules.compaction_due(
+                applied=self.raftLastApplied, last_dumped=self._SyncObj__lastSerializedEntry or 0,
+                now=now, last_dump_time=self._SyncObj__lastSerializedTime,
+                min_entries=conf.logCompactionMinEntries, min_seconds=conf.logCompactionMinTime,
+                forced=self._SyncObj__forceLogCompaction):
             return
         self._SyncObj__forceLogCompaction = False
         entries = self._SyncObj__getEntries(self.raftLastApplied - 1, 2)
@@ -591,16 +594,15 @@ class HastateSyncObj(SyncObj):
     def _dump_is_stale(self, path: str) -> bool:
         """A dump sent by the leader ends at an entry this node has committed or holds.
 
-        Raft §7: such a snapshot is ignored and the log after it kept; PySyncObj instead
-        resets the log to it, moving a caught-up follower backwards (below its commit index).
+        Defect 2 (2b): such a snapshot is ignored and the log after it kept; PySyncObj resets
+        the log to it, moving a caught-up follower backwards (below its commit index).
         """
         try:
             header, _ = read_header(Path(path).read_bytes(), source=path)
         except CorruptDataError:
             return False  # not ours to judge: loading it reports the corruption
-        have = self._SyncObj__getEntries(header.index, 1)
-        return header.index <= self._SyncObj__raftCommitIndex or \
-            bool(have and have[0][2] == header.term)
+        return rules.dump_is_stale(header.index, header.term, self._SyncObj__raftCommitIndex,
+                                   self._term_at(header.index))
 
     def flush_journal(self) -> int:
         """Group commit: make every appended entry durable; returns how many were synced."""
@@ -634,8 +636,8 @@ class HastateSyncObj(SyncObj):
                 raise
             raise CorruptDataError(self.fatal_error) from exc
         self._SyncObj__raftLastApplied = last[1]
-        # Everything in the dump was applied, hence committed; never past the log's end.
-        commit = min(max(self._SyncObj__raftCommitIndex, last[1]), self.last_log_index())
+        commit = rules.commit_after_dump(self._SyncObj__raftCommitIndex, last[1],
+                                         self.last_log_index())
         self._SyncObj__raftCommitIndex = commit
         log.setRaftCommitIndex(commit)
         self._SyncObj__onSetCodeVersion(0)
@@ -646,6 +648,7 @@ class HastateSyncObj(SyncObj):
     def before_tick(self) -> None:
         """Read waiting messages, then hold a pre-vote before PySyncObj may stand for election.
 
+        Defect 13 (no pre-vote).
         ``_onTick`` checks the election timer *before* it polls the sockets: a follower whose
         previous tick ran long (a big batch to apply, a dump to install) would start an
         election while the leader's heartbeats sit unread in its socket. And PySyncObj has no
@@ -681,7 +684,7 @@ class HastateSyncObj(SyncObj):
     def _check_prevote(self) -> None:
         """With a majority of the members' grants, stand for election at once."""
         voters = set(self._members) | {self.selfNode.id}
-        if len(self._prevote_grants & voters) * 2 > len(voters):
+        if rules.has_majority(self._prevote_grants, voters):
             self._prevote_won = True
             self._prevote_term = None
             self._SyncObj__raftElectionDeadline = 0.0
@@ -694,10 +697,12 @@ class HastateSyncObj(SyncObj):
         up to date as ours (Raft's voting rule).
         """
         last = self._SyncObj__raftLog[-1]
-        return (self._SyncObj__raftState != _RAFT_STATE.LEADER and
-                message["term"] > self._SyncObj__raftCurrentTerm and
-                self.stickiness.may_vote(message["term"], node.id) and
-                (message["last_log_term"], message["last_log_index"]) >= (last[2], last[1]))
+        return rules.grants_prevote(
+            leader=self._SyncObj__raftState == _RAFT_STATE.LEADER, term=message["term"],
+            current_term=self._SyncObj__raftCurrentTerm,
+            sticky_allows=self.stickiness.may_vote(message["term"], node.id),
+            candidate_last=(message["last_log_term"], message["last_log_index"]),
+            own_last=(last[2], last[1]))
 
     def after_tick(self) -> None:
         """Send lease pings as leader; keep unhealthy nodes and non-members from campaigning."""

@@ -1,8 +1,8 @@
 """The Raft transport: PySyncObj's TCP transport without pickle, with TLS or PSK, and bounded.
 
-PySyncObj 0.3.17's ``TCPTransport`` unpickles every frame it receives, trusts the address a
-peer claims, buffers announced frames of any size and answers admin commands ('status',
-'add', 'remove', 'transfer') on the Raft port. This subclass keeps PySyncObj's connection
+Defect 7: PySyncObj 0.3.17's ``TCPTransport`` unpickles every frame it receives, trusts the
+address a peer claims, buffers announced frames of any size and answers admin commands
+('status', 'add', 'remove', 'transfer') on the Raft port. ``SecureTransport`` keeps its connection
 bookkeeping (who dials whom, reconnects, node add/drop) and replaces everything that touches
 the network:
 
