@@ -26,6 +26,9 @@ At open, a bad record at the end of the file is a torn write from a crash and is
 (nothing after the last fsync was acknowledged). A bad record *followed by a valid one*
 cannot come from a torn append: the file is corrupt and the node refuses to start, with
 :class:`~hastate.errors.CorruptDataError` naming the file and the offset.
+
+Over 500 lines on purpose: the record layout, the writer, startup recovery and the dump
+serializer that compaction waits for must agree byte for byte; one file keeps them together.
 """
 
 from __future__ import annotations

@@ -42,10 +42,10 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 if TYPE_CHECKING:
-    from hastate.manager import StateManager
+    from hastate.consensus.node import NodeSpec, RaftNode
 
 #: The Raft journal's file name inside data_dir (hastate.consensus.node.JOURNAL).
 JOURNAL_FILE = "raft.journal"
@@ -225,6 +225,14 @@ def for_node(node_id: str) -> NodeStats:
     return stats
 
 
+class Observed(Protocol):
+    """What :func:`attach` reads of a node's manager (``StateManager`` has it)."""
+
+    instance_id: str
+    node: "RaftNode"
+    spec: "NodeSpec"
+
+
 class RaftEventCounter:
     """Tick observer counting elections started and log compactions from RaftNode's methods.
 
@@ -233,7 +241,7 @@ class RaftEventCounter:
     the Raft layer itself. Runs on the tick thread: a few attribute reads per tick.
     """
 
-    def __init__(self, manager: "StateManager", stats: NodeStats) -> None:
+    def __init__(self, manager: Observed, stats: NodeStats) -> None:
         self._node = manager.node
         self._stats = stats
         self._candidate_term: int | None = None
@@ -248,7 +256,7 @@ class RaftEventCounter:
         self._stats.log_compactions = node.compactions()
 
 
-def attach(manager: "StateManager") -> NodeStats | None:
+def attach(manager: Observed) -> NodeStats | None:
     """Install the Raft event counter on a started manager once; return its NodeStats.
 
     Returns None (and installs nothing) while the node is not started.
