@@ -104,3 +104,23 @@ def test_lost_lease_acks_cost_the_leader_its_lease_but_not_raft_leadership(
     assert cluster.network.dropped > 0
     undo()
     wait_for(node.is_leader, what="the lease to come back once acks arrive")
+
+
+def test_a_follower_cut_off_past_a_compaction_catches_up_from_the_leaders_dump(
+        tmp_path: Path) -> None:
+    with MemoryCluster(3, data_dir=tmp_path / "data", log_compaction_entries=20) as cluster:
+        leader = cluster.wait_leader()
+        cut = cluster.others(leader)[0]
+        cluster.partition(cut)
+        for i in range(100):
+            result = cluster.write(leader, {f"k{i}": i})
+            assert result is not None and result[1] == Outcome.SUCCESS
+        wait_for(lambda: cluster.nodes[leader].status().compactions > 0,
+                 what="the leader compacted its log")
+        status = cluster.nodes[leader].status()
+        assert status.log_entries < status.last_log_index   # the early entries are gone
+        cluster.heal()
+        wait_for(lambda: cluster.state(cut) == cluster.state(leader), timeout=20,
+                 what="the cut-off follower caught up")
+        assert len(cluster.state(cut)) == 100
+        assert cluster.nodes[cut].status().log_entries < 100  # it started from the dump
