@@ -388,7 +388,8 @@ class RaftNode:
             connected=frozenset(so.connected_peers()), peer_health=dict(so.peer_health),
             members=tuple(self.members()), is_member=so.is_member,
             leader_changes=self.leader_changes, fatal_error=self.fatal_error,
-            compactions=so.compactions_total, prevotes_started=so.prevotes_started)
+            compactions=so.compactions_total, prevotes_started=so.prevotes_started,
+            elections_started=so.elections_started)
 
     def role(self) -> str:
         """'leader', 'follower' or 'candidate' as Raft sees it (not lease-checked)."""
@@ -401,6 +402,10 @@ class RaftNode:
     def compactions(self) -> int:
         """Log compactions this node completed since it started."""
         return self.syncobj.compactions_total
+
+    def elections_started(self) -> int:
+        """Elections this node started (as candidate) since it started."""
+        return self.syncobj.elections_started
 
     def lease_expiry(self) -> tuple[int | None, float]:
         """(term, monotonic expiry) of this node's leader lease; (None, -inf) when none."""

@@ -96,6 +96,7 @@ class HastateSyncObj(SyncObj):
         self._prevote_grants: set[str] = set()
         self._prevote_won = False
         self.prevotes_started = 0
+        self.elections_started = 0  # PySyncObj elections (each after a won pre-vote round)
         peers = [addr for addr in self._members if addr != self_addr]
         self.lease = LeaderLease(profile.lease_duration, peers)
         self.stickiness = Stickiness(profile.min_timeout)
@@ -244,6 +245,8 @@ class HastateSyncObj(SyncObj):
         if new_state != _RAFT_STATE.FOLLOWER:  # the election the pre-vote allowed started
             self._prevote_won = False
             self._prevote_term = None
+        if new_state == _RAFT_STATE.CANDIDATE:  # PySyncObj sets it only to start an election
+            self.elections_started += 1
         SyncObj._SyncObj__setState(self, new_state)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:

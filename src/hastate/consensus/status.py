@@ -44,6 +44,7 @@ class RaftStatus:
     fatal_error: str | None
     compactions: int
     prevotes_started: int
+    elections_started: int          # since this node's start, each a new term as candidate
 
     def lag(self, address: str) -> int | None:
         """Leader: entries ``address`` is behind this node's log end (None if unknown)."""

@@ -234,25 +234,26 @@ class Observed(Protocol):
 
 
 class RaftEventCounter:
-    """Tick observer counting elections started and log compactions from RaftNode's methods.
+    """Tick observer copying the Raft layer's election and compaction counts into NodeStats.
 
     An election starts when this node becomes candidate for a term (a candidate whose
-    election times out starts another one with the next term); compactions are counted by
-    the Raft layer itself. Runs on the tick thread: a few attribute reads per tick.
+    election times out starts another one with the next term); the Raft layer counts both.
+    Elections add up across restarts of the node in this process. Runs on the tick thread:
+    two attribute reads per tick.
     """
 
     def __init__(self, manager: Observed, stats: NodeStats) -> None:
         self._node = manager.node
         self._stats = stats
-        self._candidate_term: int | None = None
+        self._elections_seen = 0
 
     def __call__(self, _tick_start: float) -> None:
         node = self._node
-        if node.role() == "candidate":
-            term = node.term()
-            if term != self._candidate_term:
-                self._candidate_term = term
-                self._stats.elections_started += 1
+        started = node.elections_started()
+        if started < self._elections_seen:  # the node restarted: its count began again
+            self._elections_seen = 0
+        self._stats.elections_started += started - self._elections_seen
+        self._elections_seen = started
         self._stats.log_compactions = node.compactions()
 
 
