@@ -267,7 +267,8 @@ class StateManager:
             done = threading.Event()
             box: list[tuple[Any, Outcome]] = []
 
-            def callback(result: Any, error: Outcome, box: list = box, done: threading.Event = done) -> None:
+            def callback(result: Any, error: Outcome, box: list = box,
+                         done: threading.Event = done) -> None:
                 box.append((result, error))
                 done.set()
 

@@ -26,8 +26,8 @@ from pysyncobj import SyncObjConf
 from pysyncobj.poller import POLL_EVENT_TYPE
 
 from hastate._fsutil import atomic_write
-from hastate.consensus.journal import DurableJournal
 from hastate.consensus.consumer import MachineConsumer
+from hastate.consensus.journal import DurableJournal
 from hastate.consensus.membership import Change, Member, check_change
 from hastate.consensus.outcome import Outcome
 from hastate.consensus.profiles import TimingProfile
@@ -146,8 +146,8 @@ class RaftNode:
         self.spec.data_dir.mkdir(parents=True, exist_ok=True)
         self._bootstrap = self._check_identity()
         self._seeded_at = self._check_dump()
-        # Defect 4 (nothing fsync'ed): our journal, opened here so a torn, corrupt or foreign journal
-        # fails start() with a message naming the file (HastateSyncObj installs it).
+        # Defect 4 (nothing fsync'ed): our journal, opened here so a torn, corrupt or foreign
+        # journal fails start() with a message naming the file (HastateSyncObj installs it).
         self._journal = DurableJournal(self.spec.data_dir / JOURNAL, cluster=self.spec.cluster,
                                        node_id=self.spec.node_id, sync=self._journal_sync)
         self._thread = threading.Thread(target=self._run, name=f"hastate-raft-{self.spec.node_id}",

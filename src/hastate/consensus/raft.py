@@ -166,9 +166,9 @@ class HastateSyncObj(SyncObj):
     def _checkCommandsToApply(self) -> None:
         """Drain the proposal queue, then send at once: one append_entries carries the batch.
 
-        Defect 10: PySyncObj sends a batch only every ``appendEntriesPeriod``.
-        PySyncObj batches by waiting for the next ``appendEntriesPeriod`` (~100 ms per write);
-        sending right after draining keeps an idle pipeline fast and a busy one batched.
+        Defect 10: PySyncObj batches by waiting for the next ``appendEntriesPeriod`` (~100 ms
+        per write); sending right after draining keeps an idle pipeline fast and a busy one
+        batched.
         """
         if self.paused and self._SyncObj__raftState == _RAFT_STATE.LEADER:
             return

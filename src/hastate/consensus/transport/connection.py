@@ -1,4 +1,4 @@
-"""The connection state machine: one Raft connection, secured by TLS or a PSK, on PySyncObj's poller.
+"""The connection state machine: one Raft connection, secured by TLS or a PSK, on the poller.
 
 Phases: idle -> connecting -> (tls-handshake | psk-handshake) -> open; any protocol
 violation or timeout closes it (back to idle). See :class:`SecureConnection`.
