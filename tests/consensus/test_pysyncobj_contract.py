@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import inspect
 import re
+import tomllib
 from pathlib import Path
 
 import pysyncobj.syncobj
@@ -52,6 +54,13 @@ def hastate_private_uses() -> dict[str, list[str]]:
             if name and name.startswith(MANGLED):
                 uses.setdefault(name, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
     return uses
+
+
+def test_the_installed_pysyncobj_is_the_pinned_one() -> None:
+    """The checks below read the installed PySyncObj: it must be the version hastate pins."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = [d for d in deps if d.lower().startswith("pysyncobj")]
+    assert pins == [f"pysyncobj=={importlib.metadata.version('pysyncobj')}"], pins
 
 
 def test_syncobj_private_names_are_read_from_the_pinned_source() -> None:
