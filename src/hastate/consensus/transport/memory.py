@@ -140,12 +140,15 @@ class MemoryNetwork:
                 return False
             receiver = self._endpoints[dst]
             drops = self._drops
-        if any(rule(src, dst, message) for rule in drops):
-            self.dropped += 1
-            return True  # lost on the way: the sender cannot tell
-        self.delivered += 1
-        receiver._post(("message", src, body))
-        return True
+        lost = any(rule(src, dst, message) for rule in drops)  # user code: outside the lock
+        with self._lock:
+            if lost:
+                self.dropped += 1
+            else:
+                self.delivered += 1
+        if not lost:
+            receiver._post(("message", src, body))
+        return True  # a lost message looks sent: the sender cannot tell
 
 
 class MemoryTransport(Transport):
