@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hastate.errors import SnapshotError, SnapshotNotFoundError
-from hastate.snapshots.file import FileStore
+from hastate.snapshots.stores.file import FileStore
 from hastate.snapshots.format import load, write_snapshot
 from hastate.snapshots.store import PreconditionFailed, open_store
 

@@ -12,7 +12,7 @@ from hastate.snapshots.format import (
     snapshot_name,
     write_snapshot,
 )
-from hastate.snapshots.memory import MemoryStore
+from hastate.snapshots.stores.memory import MemoryStore
 from hastate.snapshots.store import SnapshotStore
 from hastate.state.dump import encode_dump
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hastate.errors import SnapshotError, SnapshotNotFoundError
-from hastate.snapshots.memory import MemoryStore
+from hastate.snapshots.stores.memory import MemoryStore
 from hastate.snapshots.store import PreconditionFailed, SnapshotStore, open_store
 
 BLOB = bytes(range(256)) * 64
