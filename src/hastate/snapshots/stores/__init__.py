@@ -34,6 +34,8 @@ BACKENDS: dict[str, Backend] = {
     "file": Backend("file", "file:///var/lib/hastate/snapshots"),
     "memory": Backend("memory", "memory://name"),
     "gs": Backend("gcs", "gs://bucket/prefix", extra="gcs"),
+    "s3": Backend("s3", "s3://bucket/prefix", extra="s3"),
+    "az": Backend("azure", "az://container/prefix", extra="azure"),
 }
 
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9]*$")
