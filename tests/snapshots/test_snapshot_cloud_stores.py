@@ -1,0 +1,149 @@
+"""What the S3 and Azure stores add to the contract: layout, integrity, URLs and failures."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from store_servers import AzuriteServer, MotoS3Server, free_port, open_test_url
+
+from hastate.errors import CorruptDataError, SnapshotError
+from hastate.snapshots.store import PreconditionFailed, open_store
+from hastate.snapshots.stores._checksum import SHA256_KEY
+from hastate.snapshots.stores._etag import etag_of, generation_of
+
+
+@pytest.mark.s3
+class TestS3Store:
+    """s3:// against moto's server."""
+
+    def test_objects_live_under_the_prefix_with_their_checksum(
+            self, s3_server: MotoS3Server) -> None:
+        """Keys are prefix/name; the SHA-256 travels as metadata; the ETag is the generation."""
+        bucket = s3_server.create_bucket()
+        store = open_test_url(s3_server.url(bucket, "prod/east"))
+        generation = store.write("snapshots/a", b"abc")
+        head = s3_server.client().head_object(Bucket=bucket, Key="prod/east/snapshots/a")
+        assert head["Metadata"][SHA256_KEY] == \
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        assert generation_of(head["ETag"]) == generation
+        assert str(store) == "s3://" + bucket + "/prod/east"
+
+    def test_object_corrupted_at_rest_is_refused(self, s3_server: MotoS3Server) -> None:
+        """Bytes replaced behind the store's back no longer match the stored SHA-256."""
+        bucket = s3_server.create_bucket()
+        store = open_test_url(s3_server.url(bucket))
+        store.write("snapshots/a", b"good bytes")
+        client = s3_server.client()
+        metadata = client.head_object(Bucket=bucket, Key="cluster-a/snapshots/a")["Metadata"]
+        client.put_object(Bucket=bucket, Key="cluster-a/snapshots/a", Body=b"evil bytes",
+                          Metadata=metadata)
+        with pytest.raises(CorruptDataError, match="cluster-a/snapshots/a: SHA-256 check"):
+            store.read("snapshots/a")
+
+    def test_missing_bucket_names_it_and_says_to_create_it(
+            self, s3_server: MotoS3Server) -> None:
+        """A wrong bucket is a SnapshotError with the create command."""
+        store = open_test_url(s3_server.url("no-such-bucket"))
+        with pytest.raises(SnapshotError, match="bucket 'no-such-bucket' does not exist.*aws s3 mb"):
+            store.write("x", b"1")
+
+    def test_unreachable_endpoint_fails_naming_the_store(self, s3_server: MotoS3Server) -> None:
+        """A dead endpoint is reported with the endpoint and what to check."""
+        url = f"s3://bucket/p?endpoint_url=http://127.0.0.1:{free_port()}"
+        with pytest.raises(SnapshotError, match="s3://bucket/p: init failed: store unreachable"):
+            open_test_url(url).list()
+
+    def test_if_match_on_a_missing_object_is_a_precondition_failure(
+            self, s3_server: MotoS3Server) -> None:
+        """Replacing an object that was deleted meanwhile fails like any stale write."""
+        store = open_test_url(s3_server.url(s3_server.create_bucket()))
+        generation = store.write("m", b"v1")
+        store.delete("m")
+        with pytest.raises(PreconditionFailed):
+            store.write("m", b"v2", if_generation_match=generation)
+
+
+@pytest.mark.azure
+class TestAzureStore:
+    """az:// against Azurite."""
+
+    def test_blobs_live_under_the_prefix_with_their_checksum(
+            self, azure_server: AzuriteServer) -> None:
+        """Blob names are prefix/name; the SHA-256 travels as metadata; the ETag is the generation."""
+        container = azure_server.create_container()
+        store = open_test_url(azure_server.url(container, "prod/west"))
+        generation = store.write("snapshots/a", b"abc")
+        blob = azure_server.service().get_blob_client(container, "prod/west/snapshots/a")
+        props = blob.get_blob_properties()
+        assert props.metadata[SHA256_KEY] == \
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        assert generation_of(props.etag) == generation
+        assert store.write("snapshots/a", b"abc") != generation   # Azure ETags change per write
+
+    def test_blob_corrupted_at_rest_is_refused(self, azure_server: AzuriteServer) -> None:
+        """Bytes replaced behind the store's back no longer match the stored SHA-256."""
+        container = azure_server.create_container()
+        store = open_test_url(azure_server.url(container))
+        store.write("snapshots/a", b"good bytes")
+        blob = azure_server.service().get_blob_client(container, "cluster-a/snapshots/a")
+        metadata = blob.get_blob_properties().metadata
+        blob.upload_blob(b"evil bytes", overwrite=True, metadata=metadata)
+        with pytest.raises(CorruptDataError, match="cluster-a/snapshots/a: SHA-256 check"):
+            store.read("snapshots/a")
+
+    def test_missing_container_names_it_and_says_to_create_it(
+            self, azure_server: AzuriteServer) -> None:
+        """A wrong container is a SnapshotError with the create command."""
+        store = open_test_url(azure_server.url("no-such-container"))
+        with pytest.raises(SnapshotError, match="container 'no-such-container' does not exist"):
+            store.read("x")
+
+    def test_no_account_anywhere_names_the_environment_variables(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without a connection string or account the error says which variables to set."""
+        pytest.importorskip("azure.storage.blob")
+        for var in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT"):
+            monkeypatch.delenv(var, raising=False)
+        with pytest.raises(SnapshotError, match="AZURE_STORAGE_CONNECTION_STRING"):
+            open_store("az://container/p").list()
+
+
+class TestCloudURLs:
+    """URL options are validated when the store is opened, before any network call."""
+
+    @pytest.mark.parametrize("url, message", [
+        ("s3:///prefix", "needs a bucket"),
+        ("az:///prefix", "needs a container"),
+        ("s3://b/p?endpoint=http://x", "unknown URL option 'endpoint'"),
+        ("s3://b/p?endpoint_url=ftp://x", "endpoint_url 'ftp://x' must look like"),
+        ("s3://b/p?region=a&region=b", "given twice"),
+        ("az://c/p?account=", "'account' is empty"),
+        ("az://c/p#frag", "no #fragment"),
+    ])
+    def test_bad_cloud_urls_are_refused(self, url: str, message: str) -> None:
+        """Each malformed URL names what is wrong."""
+        pytest.importorskip("boto3")
+        pytest.importorskip("azure.storage.blob")
+        with pytest.raises(SnapshotError, match=message):
+            open_store(url)
+
+    @pytest.mark.parametrize("scheme, module, extra", [("s3", "boto3", "s3"),
+                                                       ("az", "azure.core", "azure")])
+    def test_missing_sdk_names_the_extra_to_install(self, monkeypatch: pytest.MonkeyPatch,
+                                                    scheme: str, module: str,
+                                                    extra: str) -> None:
+        """Without the SDK, opening the URL says which pip extra brings it."""
+        backend = {"s3": "s3", "az": "azure"}[scheme]
+        monkeypatch.delitem(sys.modules, f"hastate.snapshots.stores.{backend}", raising=False)
+        monkeypatch.setitem(sys.modules, module, None)
+        with pytest.raises(SnapshotError, match=rf"pip install 'hastate\[{extra}\]'"):
+            open_store(f"{scheme}://bucket/prefix")
+
+    def test_generation_and_etag_round_trip(self) -> None:
+        """Any ETag maps to a positive generation and back; foreign numbers map to none."""
+        for etag in ['"d41d8cd98f00b204e9800998ecf8427e"', '"0x8DC0A1B2C3D4E5F"', '"a-2"']:
+            assert generation_of(etag) > 0
+            assert etag_of(generation_of(etag)) == etag
+        assert etag_of(0) is None
+        assert etag_of(1) is None      # byte 0x01 is no ETag character
