@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from store_servers import AzuriteServer, Environ, MotoS3Server, free_port, open_test_url
+from store_servers import (AzuriteServer, Environ, MotoS3Server, cloud_store_url, free_port,
+                           open_test_url)
 
 from hastate.snapshots.store import SnapshotStore, open_store
 
@@ -140,17 +141,6 @@ def azure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteSe
     finally:
         server.stop()
         env.restore()
-
-
-def cloud_store_url(request: pytest.FixtureRequest, backend: str) -> str:
-    """URL of a fresh, empty store of a cloud ``backend`` (gcs, s3, azure) on its emulator."""
-    if backend == "gcs":
-        return f"gs://{request.getfixturevalue('gcs_bucket')}/cluster-a"
-    if backend == "s3":
-        server = request.getfixturevalue("s3_server")
-        return server.url(server.create_bucket())
-    server = request.getfixturevalue("azure_server")
-    return server.url(server.create_container())
 
 
 #: Every backend, with the marks of the emulated ones.

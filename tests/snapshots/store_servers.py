@@ -171,6 +171,17 @@ class AzuriteServer:
         _stop(self._proc)
 
 
+def cloud_store_url(request: pytest.FixtureRequest, backend: str) -> str:
+    """URL of a fresh, empty store of a cloud ``backend`` (gcs, s3, azure) on its emulator."""
+    if backend == "gcs":
+        return f"gs://{request.getfixturevalue('gcs_bucket')}/cluster-a"
+    if backend == "s3":
+        server = request.getfixturevalue("s3_server")
+        return server.url(server.create_bucket())
+    server = request.getfixturevalue("azure_server")
+    return server.url(server.create_container())
+
+
 def open_test_url(url: str) -> SnapshotStore:
     """open_store with the tests' short retries and timeouts for the cloud schemes."""
     options = {"gs": GCS_OPTIONS, "s3": S3_OPTIONS, "az": AZURE_OPTIONS}.get(

@@ -3,38 +3,19 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from dr_harness import DRCluster, restore
 
-from hastate import StateManager
 from hastate.consensus.seed import is_empty
 from hastate.snapshots import list_snapshots
 from hastate.snapshots.segments import list_segments
 from hastate.testing import LocalCluster, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-class DRCluster(LocalCluster):
-    """instance-1 embedded (the writer); instance-2/3 real processes; all snapshot to ``url``."""
-
-    sm: StateManager
-
-    def boot(self) -> "DRCluster":
-        self.start("instance-2")
-        self.start("instance-3")
-        self.sm = StateManager.from_config(self.config_path, "instance-1")
-        self.sm.start(wait_ready=20)
-        return self
-
-    def shutdown(self) -> None:
-        self.stop_all()
-        self.sm.stop()
 
 
 @pytest.fixture(params=["file", pytest.param("gcs", marks=pytest.mark.gcs)])
@@ -60,11 +41,6 @@ def write_rounds_each_snapshotted(dr: DRCluster, store, rounds: int) -> None:
         dr.sm.save_state({"round": round_})
         index = dr.sm.machine.applied_index
         wait_for(lambda: list_snapshots(store) and list_snapshots(store)[0].index >= index)
-
-
-def restore(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hastate", "restore", "--config", str(config),
-                           *args], capture_output=True, text=True, timeout=120)
 
 
 def test_only_the_leader_uploads_and_a_new_leader_takes_over(dr: DRCluster, store_url: str, open_test_store) -> None:

@@ -6,8 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import cloud_store_url
-from store_servers import open_test_url
+from store_servers import cloud_store_url, open_test_url
 
 from hastate.cli import cli
 from hastate.errors import CorruptDataError
