@@ -6,12 +6,14 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, strategies as st
 from store_servers import cloud_store_url, open_test_url
 
 from hastate.cli import cli
 from hastate.errors import CorruptDataError
-from hastate.snapshots.copy import copy_store
-from hastate.snapshots.format import list_snapshots, write_snapshot
+from hastate.snapshots.copy import copy_store, merge_manifest
+from hastate.snapshots.format import (Manifest, SnapshotMeta, list_snapshots, snapshot_name,
+                                      write_snapshot)
 from hastate.snapshots.restore import rebuild
 from hastate.snapshots.segments import encode_segment
 from hastate.snapshots.store import SnapshotStore
@@ -122,3 +124,23 @@ def test_cli_copy_reports_and_exit_codes(request: pytest.FixtureRequest, tmp_pat
     assert out.exit_code == 3 and "no manifest" in out.output
     out = runner.invoke(cli, ["snapshot", "copy", "--from", dst_url, "--to", dst_url])
     assert out.exit_code == 2 and "same store" in out.output
+
+
+def _meta(index: int, tag: str) -> SnapshotMeta:
+    return SnapshotMeta(name=snapshot_name(index, 1), cluster=CLUSTER, index=index, term=1,
+                        created_at=float(index), format_version=1, size=1, sha256=tag * 64,
+                        keys=0)
+
+
+@given(st.sets(st.integers(1, 40), max_size=12), st.sets(st.integers(1, 40), max_size=12))
+def test_merged_manifest_is_the_union_newest_first_keeping_the_destinations_entries(
+        dest_indexes: set[int], source_indexes: set[int]) -> None:
+    """Against a model: every index once, descending, the destination's entry where both have it."""
+    dest = Manifest(cluster=CLUSTER, snapshots=tuple(
+        _meta(i, "d") for i in sorted(dest_indexes, reverse=True)))
+    source = tuple(_meta(i, "s") for i in sorted(source_indexes, reverse=True))
+    merged = merge_manifest(dest, source)
+    expected = sorted(dest_indexes | source_indexes, reverse=True)
+    assert [s.index for s in merged.snapshots] == expected
+    assert all(s.sha256[0] == ("d" if s.index in dest_indexes else "s")
+               for s in merged.snapshots)

@@ -65,7 +65,7 @@ def copy_store(source: SnapshotStore, dest: SnapshotStore, *,
     for _first, _last, name in list_segments(source):
         read_segment(source, name, cluster)                # verifies before copying
         _copy_object(source, dest, name, result)
-    listed = update_manifest(dest, cluster, lambda m: _merged(m, manifest.snapshots))
+    listed = update_manifest(dest, cluster, lambda m: merge_manifest(m, manifest.snapshots))
     for meta in manifest.snapshots:
         verify(dest, meta.name, cluster)                   # full check through the new manifest
     result.snapshots_listed = len(listed.snapshots)
@@ -98,7 +98,7 @@ def _copy_object(source: SnapshotStore, dest: SnapshotStore, name: str, result: 
                                "it and copy again")
 
 
-def _merged(current: Manifest, snapshots: tuple[SnapshotMeta, ...]) -> Manifest:
+def merge_manifest(current: Manifest, snapshots: tuple[SnapshotMeta, ...]) -> Manifest:
     """``current`` plus the entries of ``snapshots`` it lacks, newest first."""
     names = {s.name for s in current.snapshots}
     union = [*current.snapshots, *(s for s in snapshots if s.name not in names)]

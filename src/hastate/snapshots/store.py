@@ -5,8 +5,9 @@ object has a *generation*: a positive integer that changes on each write and is 
 reused for that name, so ``write(..., if_generation_match=g)`` is a compare-and-set
 (``0`` means "must not exist yet"). One allowed difference: on S3 the generation is the
 ETag, the MD5 of the bytes, so rewriting identical bytes keeps it (a compare-and-set then
-still only succeeds on exactly the content the writer read). Multi-step logic (manifest, verification, retention)
-lives in :mod:`hastate.snapshots.format` as functions over this Protocol.
+still only succeeds on exactly the content the writer read). Multi-step logic (manifest,
+verification, retention) lives in :mod:`hastate.snapshots.format` as functions over this
+Protocol.
 
 Backends live in :mod:`hastate.snapshots.stores`, one module each, found by URL scheme
 through its ``BACKENDS`` map; :func:`open_store` is re-exported here.
