@@ -62,7 +62,7 @@ class SnapshotStore(Protocol):
 
     @property
     def type(self) -> str:
-        """Short backend name for logs and metrics labels (``file``, ``gs``, ``memory``)."""
+        """Short backend name for logs and metrics: ``file``, ``gs``, ``s3``, ``az``, ``memory``."""
         ...
 
     def init(self) -> None:
