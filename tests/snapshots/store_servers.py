@@ -91,6 +91,7 @@ class MotoS3Server:
                             "pip install 'moto[server]' (or pip install -e '.[test]')")
         self.port = free_port()
         self.log_path = log_path
+        self._client = None
         with open(log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
@@ -106,9 +107,12 @@ class MotoS3Server:
         return f"s3://{bucket}/{prefix}?endpoint_url={self.endpoint}"
 
     def client(self):  # boto3 client, untyped (boto3 ships no stubs)
-        """A raw boto3 client, for setting up buckets and tampering with objects."""
-        import boto3
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        """A raw boto3 client (made once), for setting up buckets and tampering with objects."""
+        if self._client is None:
+            import boto3
+            self._client = boto3.client("s3", endpoint_url=self.endpoint,
+                                        region_name="us-east-1")
+        return self._client
 
     def create_bucket(self) -> str:
         name = f"b-{uuid.uuid4().hex[:16]}"

@@ -68,8 +68,13 @@ def test_only_the_leader_uploads_and_a_new_leader_takes_over(dr: DRCluster, stor
     target = dr.sm.machine.applied_index
     wait_for(lambda: list_snapshots(store)[0].index >= target)
     new_leader = dr.sm.leader()
-    took_over = dr.sm.status() if new_leader == "instance-1" else dr.status("instance-3")
-    assert took_over["snapshots"]["uploads_total"] >= 1
+
+    def new_leader_uploads() -> int:
+        took_over = dr.sm.status() if new_leader == "instance-1" else dr.status("instance-3")
+        return took_over["snapshots"]["uploads_total"]
+
+    # the uploader counts an upload just after the manifest lists it: wait for the count
+    wait_for(lambda: new_leader_uploads() >= 1)
 
 
 def test_unchanged_state_is_not_uploaded_again_and_retention_keeps_n(dr: DRCluster,

@@ -72,7 +72,7 @@ class TestAzureStore:
 
     def test_blobs_live_under_the_prefix_with_their_checksum(
             self, azure_server: AzuriteServer) -> None:
-        """Blob names are prefix/name; the SHA-256 travels as metadata; the ETag is the generation."""
+        """Blob names are prefix/name; the SHA-256 travels as metadata; ETag = generation."""
         container = azure_server.create_container()
         store = open_test_url(azure_server.url(container, "prod/west"))
         generation = store.write("snapshots/a", b"abc")

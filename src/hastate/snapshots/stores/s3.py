@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import functools
 import hashlib
 import logging
 import threading
@@ -50,6 +51,19 @@ _DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotM
 _UNREACHABLE = (botocore.exceptions.EndpointConnectionError,
                 botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError,
                 botocore.exceptions.ConnectionClosedError)
+
+
+_session_lock = threading.Lock()
+
+
+@functools.cache
+def _session() -> boto3.session.Session:
+    """The process's one boto3 session (a new client from it costs a third of a new session's).
+
+    The session keeps the loaded service model across the clients of the store, its
+    mirrors and copies; it also caches credentials once found (refreshable ones refresh).
+    """
+    return boto3.session.Session()
 
 
 class S3Store:
@@ -93,9 +107,10 @@ class S3Store:
                     # checksum trailers are refused by many S3-compatible servers.
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required")
-                self._client = boto3.session.Session().client(
-                    "s3", endpoint_url=self.endpoint_url, region_name=self.region,
-                    config=config)
+                with _session_lock:   # boto3 sessions are not thread-safe; clients are
+                    self._client = _session().client(
+                        "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+                        config=config)
             if not self._ready:
                 try:
                     self._client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(""),
