@@ -24,8 +24,9 @@ S3_OPTIONS = {"max_attempts": 2, "timeout": (0.5, 5.0)}
 AZURE_OPTIONS = {"retries": 1, "timeout": (0.5, 5.0)}
 READY_TIMEOUT = 30.0
 _REPO = Path(__file__).resolve().parents[2]
-#: Where .ci/run installs Azurite (npm install --prefix .ci/node azurite@3.35.0).
-AZURITE_INSTALL = "npm install --prefix .ci/node azurite@3.35.0"
+#: How .ci/run installs the npm servers (Azurite; s3rver, an S3 server without conditional
+#: writes, as the negative control of the S3 store's check for them).
+NPM_INSTALL = "npm install --prefix .ci/node azurite@3.35.0 s3rver@3.7.1"
 #: Azurite's fixed development account (public, documented by Microsoft).
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
@@ -123,23 +124,49 @@ class MotoS3Server:
         _stop(self._proc)
 
 
-def azurite_binary() -> str | None:
-    """Azurite's blob server: $HASTATE_AZURITE, the .ci/node install, or azurite-blob on PATH."""
-    for candidate in (os.environ.get("HASTATE_AZURITE"),
-                      str(_REPO / ".ci" / "node" / "node_modules" / ".bin" / "azurite-blob"),
-                      shutil.which("azurite-blob")):
+def npm_binary(name: str, env_var: str) -> str | None:
+    """An npm server's binary: ``$env_var``, the .ci/node install, or ``name`` on PATH."""
+    for candidate in (os.environ.get(env_var),
+                      str(_REPO / ".ci" / "node" / "node_modules" / ".bin" / name),
+                      shutil.which(name)):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+class S3rverServer:
+    """s3rver on a loopback port: an S3 server that ignores conditional writes."""
+
+    def __init__(self, root: Path) -> None:
+        binary = npm_binary("s3rver", "HASTATE_S3RVER")
+        if binary is None:
+            pytest.skip(f"s3rver is not installed: run `{NPM_INSTALL}` in the repository (or "
+                        "set HASTATE_S3RVER to an s3rver binary)")
+        self.port = free_port()
+        self.log_path = root / "s3rver.log"
+        (root / "data").mkdir()
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                [binary, "--address", "127.0.0.1", "--port", str(self.port), "--directory",
+                 str(root / "data"), "--silent", "--allow-mismatched-signatures"],
+                stdout=log, stderr=log)
+        _wait_listening(self._proc, self.port, "s3rver", self.log_path)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        _stop(self._proc)
 
 
 class AzuriteServer:
     """Azurite's Blob service as its own process on a loopback port, data in a temp dir."""
 
     def __init__(self, root: Path) -> None:
-        binary = azurite_binary()
+        binary = npm_binary("azurite-blob", "HASTATE_AZURITE")
         if binary is None:
-            pytest.skip(f"Azurite is not installed: run `{AZURITE_INSTALL}` in the repository "
+            pytest.skip(f"Azurite is not installed: run `{NPM_INSTALL}` in the repository "
                         "(or set HASTATE_AZURITE to an azurite-blob binary)")
         self.port = free_port()
         self.log_path = root / "azurite.log"

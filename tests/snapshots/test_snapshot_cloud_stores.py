@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, strategies as st
-from store_servers import AzuriteServer, MotoS3Server, free_port, open_test_url
+from store_servers import AzuriteServer, MotoS3Server, S3rverServer, free_port, open_test_url
 
 from hastate.errors import CorruptDataError, SnapshotError
 from hastate.snapshots.store import PreconditionFailed, open_store
@@ -55,6 +56,39 @@ class TestS3Store:
         url = f"s3://bucket/p?endpoint_url=http://127.0.0.1:{free_port()}"
         with pytest.raises(SnapshotError, match="s3://bucket/p: init failed: store unreachable"):
             open_test_url(url).list()
+
+    def test_a_service_that_ignores_conditional_writes_is_refused(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """s3rver accepts If-None-Match and overwrites anyway: the store refuses to use it.
+
+        s3rver only knows its own access key, given to the store as an AWS profile.
+        """
+        import boto3
+        credentials = tmp_path / "aws-credentials"
+        credentials.write_text("[s3rver]\naws_access_key_id = S3RVER\n"
+                               "aws_secret_access_key = S3RVER\n")
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+        server = S3rverServer(tmp_path)
+        try:
+            raw = boto3.session.Session(profile_name="s3rver").client(
+                "s3", endpoint_url=server.endpoint, region_name="us-east-1")
+            raw.create_bucket(Bucket="ignores-conditions")
+            store = open_test_url(f"s3://ignores-conditions/p?endpoint_url={server.endpoint}"
+                                  "&profile=s3rver&region=us-east-1")
+            with pytest.raises(SnapshotError, match="ignores conditional writes"):
+                store.write("manifest.json", b"{}")
+            assert raw.list_objects_v2(Bucket="ignores-conditions").get("KeyCount") == 0
+        finally:
+            server.stop()
+
+    def test_unknown_profile_is_named(self, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        """?profile= naming no profile of the AWS config files says where to add it."""
+        pytest.importorskip("boto3")
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+        with pytest.raises(SnapshotError, match="AWS profile 'dr-account' not found"):
+            open_store("s3://b/p?profile=dr-account").list()
 
     def test_if_match_on_a_missing_object_is_a_precondition_failure(
             self, s3_server: MotoS3Server) -> None:
@@ -120,6 +154,7 @@ class TestCloudURLs:
         ("s3://b/p?endpoint=http://x", "unknown URL option 'endpoint'"),
         ("s3://b/p?endpoint_url=ftp://x", "endpoint_url 'ftp://x' must look like"),
         ("s3://b/p?region=a&region=b", "given twice"),
+        ("s3://b/p?profile=", "'profile' is empty"),
         ("az://c/p?account=", "'account' is empty"),
         ("az://c/p#frag", "no #fragment"),
     ])

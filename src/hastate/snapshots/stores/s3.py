@@ -2,9 +2,13 @@
 
 Needs ``hastate[s3]`` (boto3, imported only here). Region and credentials come from the
 usual AWS chain (``AWS_REGION``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
-``AWS_PROFILE``, instance or pod roles). For an S3-compatible service put its endpoint in
-the URL, ``s3://bucket/prefix?endpoint_url=https://minio.internal:9000`` (``region=`` is
-accepted too), or set ``AWS_ENDPOINT_URL_S3`` as boto3 itself reads it.
+``AWS_PROFILE``, instance or pod roles); ``?profile=NAME`` picks a profile of the AWS
+config files for this store alone (e.g. a mirror in a separate DR account). For an
+S3-compatible service put its endpoint in the URL,
+``s3://bucket/prefix?endpoint_url=https://minio.internal:9000`` (``region=`` is accepted
+too), or set ``AWS_ENDPOINT_URL_S3`` as boto3 itself reads it. A service that ignores
+conditional writes is refused when the store is first used (see
+:meth:`S3Store._check_conditional_writes`).
 
 Generations are the objects' ETags (see :mod:`._etag`) and preconditions are S3
 conditional writes: ``If-None-Match: *`` to create, ``If-Match: <etag>`` to replace, so two
@@ -24,6 +28,7 @@ import functools
 import hashlib
 import logging
 import threading
+import uuid
 from typing import Any
 
 import boto3
@@ -42,7 +47,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = (5.0, 30.0)
 #: Attempts per call (botocore's "standard" retry mode: transient errors and throttling).
 DEFAULT_MAX_ATTEMPTS = 4
-_URL_OPTIONS = frozenset({"endpoint_url", "region"})
+_URL_OPTIONS = frozenset({"endpoint_url", "region", "profile"})
 #: Error codes S3 (and compatible servers) use for a failed write precondition.
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
@@ -57,13 +62,14 @@ _session_lock = threading.Lock()
 
 
 @functools.cache
-def _session() -> boto3.session.Session:
-    """The process's one boto3 session (a new client from it costs a third of a new session's).
+def _session(profile: str | None) -> boto3.session.Session:
+    """The process's boto3 session for ``profile`` (None: the default credential chain).
 
-    The session keeps the loaded service model across the clients of the store, its
-    mirrors and copies; it also caches credentials once found (refreshable ones refresh).
+    A new client from a session costs a third of a new session's: the session keeps the
+    loaded service model across the clients of the store, its mirrors and copies. It also
+    caches the credentials once found (refreshable ones refresh themselves).
     """
-    return boto3.session.Session()
+    return boto3.session.Session(profile_name=profile)
 
 
 class S3Store:
@@ -72,7 +78,7 @@ class S3Store:
     type = "s3"
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 region: str | None = None, client: Any = None,
+                 region: str | None = None, profile: str | None = None, client: Any = None,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
         if not bucket:
@@ -83,6 +89,7 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.region = region
+        self.profile = profile
         self.timeout = timeout
         self.max_attempts = max_attempts
         self._client = client
@@ -107,20 +114,49 @@ class S3Store:
                     # checksum trailers are refused by many S3-compatible servers.
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required")
-                with _session_lock:   # boto3 sessions are not thread-safe; clients are
-                    self._client = _session().client(
-                        "s3", endpoint_url=self.endpoint_url, region_name=self.region,
-                        config=config)
+                try:
+                    with _session_lock:   # boto3 sessions are not thread-safe; clients are
+                        self._client = _session(self.profile).client(
+                            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+                            config=config)
+                except botocore.exceptions.ProfileNotFound as exc:
+                    raise SnapshotError(f"{self}: AWS profile {self.profile!r} not found "
+                                        f"({exc}); add it to ~/.aws/config (or the file in "
+                                        "AWS_CONFIG_FILE) or fix ?profile= in the URL") from exc
             if not self._ready:
                 try:
                     self._client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(""),
                                                  MaxKeys=1)
+                    self._check_conditional_writes(self._client)
                 except (botocore.exceptions.BotoCoreError,
                         botocore.exceptions.ClientError) as exc:
                     raise self._error(exc, "init", "") from exc
                 self._ready = True
                 logger.debug("connected to %s", self)
             return self._client
+
+    def _check_conditional_writes(self, client: Any) -> None:
+        """Refuse a service that ignores ``If-None-Match``: the manifest's safety needs it.
+
+        Some S3-compatible servers accept the header and overwrite anyway; with them two
+        uploaders could silently replace each other's manifest. A throw-away object under
+        ``.hastate/`` (never a valid object name, so never listed as one) is created twice.
+        """
+        key = self._key(f".hastate/precondition-probe-{uuid.uuid4().hex}")
+        client.put_object(Bucket=self.bucket, Key=key, Body=b"")
+        try:
+            client.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*")
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) not in _PRECONDITION_CODES:
+                raise
+        else:
+            raise SnapshotError(
+                f"{self}: the S3 service at {self.endpoint_url or 'the default endpoint'} "
+                "ignores conditional writes (If-None-Match); hastate needs them so that two "
+                "uploaders can never overwrite each other's manifest: use a service that "
+                "supports them (AWS S3 does)")
+        finally:
+            client.delete_object(Bucket=self.bucket, Key=key)
 
     def write(self, name: str, data: bytes, *, if_generation_match: int | None = None) -> int:
         """Upload ``name`` if the precondition holds; return the new generation."""
@@ -230,11 +266,12 @@ class S3Store:
 
 def from_url(url: str, *, client: Any = None, timeout: tuple[float, float] = DEFAULT_TIMEOUT,
              max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> S3Store:
-    """Open ``s3://bucket/prefix[?endpoint_url=...&region=...]``."""
+    """Open ``s3://bucket/prefix[?endpoint_url=...&region=...&profile=...]``."""
     bucket, prefix, options = split_cloud_url(url, container="bucket",
                                               example="s3://my-bucket/hastate",
                                               options=_URL_OPTIONS)
     endpoint = options.get("endpoint_url")
     return S3Store(bucket, prefix, endpoint_url=check_endpoint(endpoint, url) if endpoint else None,
-                   region=options.get("region"), client=client, timeout=timeout,
+                   region=options.get("region"), profile=options.get("profile"),
+                   client=client, timeout=timeout,
                    max_attempts=max_attempts)
