@@ -21,7 +21,7 @@ _CLUSTER_KEYS = {"name", "profile", "secret_env", "admin_token_env", "transport"
 _TLS_KEYS = {"ca", "cert", "key"}
 TRANSPORTS = ("tls", "psk", "plaintext")
 _NODE_KEYS = {"id", "region", "raft", "http", "data_dir"}
-_SNAPSHOT_KEYS = {"store", "interval", "keep", "ship_interval", "restore_if_empty"}
+_SNAPSHOT_KEYS = {"store", "mirrors", "interval", "keep", "ship_interval", "restore_if_empty"}
 _TOP_KEYS = {"cluster", "nodes", "snapshots", "tls"}
 
 
@@ -44,7 +44,8 @@ def _member(node: NodeConfig) -> Member:
 class SnapshotConfig:
     """Where and how often the leader uploads snapshots (disaster recovery)."""
 
-    store: str | None = None          # "file:///dir" or "gs://bucket/prefix"; None = off
+    store: str | None = None          # "file:///dir", "gs://…", "s3://…", "az://…"; None = off
+    mirrors: tuple[str, ...] = ()     # further stores the leader also ships to (best effort)
     interval: float = 300.0           # seconds between snapshots (skipped when unchanged)
     keep: int = 24                    # snapshots retained
     ship_interval: float = 1.0        # seconds between shipped log segments
@@ -180,6 +181,32 @@ def _number(table: Mapping[str, Any], key: str, default: float, where: str,
     return value
 
 
+def _store_url(url: str | None, base: Path) -> str | None:
+    """A store URL with a relative ``file://`` path resolved against the cluster file's dir."""
+    if url is not None and url.startswith("file://") and not url.startswith("file:///"):
+        return "file://" + str((base / url[len("file://"):]).resolve())
+    return url
+
+
+def _mirrors(value: Any, store: str | None, base: Path, path: str | None) -> tuple[str, ...]:
+    """Validate ``[snapshots] mirrors``: distinct store URLs, none the primary store."""
+    where = "snapshots.mirrors"
+    if not isinstance(value, list) or \
+            not all(isinstance(u, str) and "://" in u for u in value):
+        raise ConfigError(f"must be a list of store URLs like [\"s3://bucket/prefix\", "
+                          f"\"az://container/prefix\"] (got {value!r})", field=where,
+                          value=value, path=path)
+    if value and store is None:
+        raise ConfigError("mirrors need a primary store: set [snapshots] store as well",
+                          field=where, value=value, path=path)
+    urls = tuple(_store_url(u, base) or u for u in value)
+    repeated = sorted({u for u in urls if urls.count(u) > 1 or u == store})
+    if repeated:
+        raise ConfigError(f"{repeated} listed twice (a mirror must differ from the store and "
+                          "from every other mirror)", field=where, value=value, path=path)
+    return urls
+
+
 def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
                  base_dir: Path | None = None) -> ClusterConfig:
     """Validate a parsed TOML document; relative data_dirs resolve against ``base_dir``."""
@@ -253,14 +280,14 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
         raise ConfigError(f"must be a URL like \"file:///var/lib/hastate/snapshots\" or "
                           f"\"gs://bucket/prefix\" (got {store!r})", field="snapshots.store",
                           value=store, path=path)
-    if store is not None and store.startswith("file://") and not store.startswith("file:///"):
-        store = "file://" + str((base / store[len("file://"):]).resolve())  # relative to file
+    store = _store_url(store, base)
+    mirrors = _mirrors(snaps.get("mirrors", []), store, base, path)
     restore_if_empty = snaps.get("restore_if_empty", False)
     if not isinstance(restore_if_empty, bool):
         raise ConfigError(f"must be true or false (got {restore_if_empty!r})",
                           field="snapshots.restore_if_empty", value=restore_if_empty, path=path)
     snapshots = SnapshotConfig(
-        store=store,
+        store=store, mirrors=mirrors,
         interval=_number(snaps, "interval", 300.0, "snapshots", path, minimum=0.1),
         keep=_number(snaps, "keep", 24, "snapshots", path, minimum=1, integer=True),
         ship_interval=_number(snaps, "ship_interval", 1.0, "snapshots", path, minimum=0.05),

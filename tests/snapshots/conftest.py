@@ -1,9 +1,12 @@
-"""Fixtures for the snapshot tests: the real fake-gcs-server binary and one store per backend."""
+"""Fixtures for the snapshot tests: real emulators on loopback and one store per backend.
+
+GCS is the fake-gcs-server binary, S3 moto's server and Azure Blob Azurite, each its own
+process on 127.0.0.1 for the session; a test gets a fresh bucket or container on it.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -12,19 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from store_servers import (AzuriteServer, Environ, MotoS3Server, cloud_store_url, free_port,
+                           open_test_url)
 
 from hastate.snapshots.store import SnapshotStore, open_store
 
-#: Short client retry and timeouts so a dead emulator fails a call in about a second.
-GCS_OPTIONS = {"retry_deadline": 1.0, "timeout": (0.5, 5.0)}
 _READY_TIMEOUT = 10.0
-
-
-def _free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class FakeGcsServer:
@@ -35,7 +31,7 @@ class FakeGcsServer:
         self.binary = server._get_binary_path()
         self.log_path = log_path
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -119,20 +115,51 @@ def restartable_gcs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
         server.stop()
 
 
-@pytest.fixture(params=["memory", "file", pytest.param("gcs", marks=pytest.mark.gcs)])
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3Server]:
+    """One moto S3 server for the session; AWS_* point the default chain at test keys."""
+    env = Environ({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": None,
+                   "AWS_PROFILE": None, "AWS_ENDPOINT_URL": None,
+                   "AWS_ENDPOINT_URL_S3": None})
+    server = MotoS3Server(tmp_path_factory.mktemp("s3") / "server.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+        env.restore()
+
+
+@pytest.fixture(scope="session")
+def azure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    """One Azurite for the session, with AZURE_STORAGE_CONNECTION_STRING pointing at it."""
+    server = AzuriteServer(tmp_path_factory.mktemp("azurite"))
+    env = Environ({"AZURE_STORAGE_CONNECTION_STRING": server.connection_string,
+                   "AZURE_STORAGE_ACCOUNT": None})
+    try:
+        yield server
+    finally:
+        server.stop()
+        env.restore()
+
+
+#: Every backend, with the marks of the emulated ones.
+BACKENDS = ["memory", "file", pytest.param("gcs", marks=pytest.mark.gcs),
+            pytest.param("s3", marks=pytest.mark.s3),
+            pytest.param("azure", marks=pytest.mark.azure)]
+
+
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> SnapshotStore:
-    """An empty store of each backend; gcs talks HTTP to the emulator."""
+    """An empty store of each backend; the cloud ones talk HTTP to their emulator."""
     if request.param == "memory":
         return open_store("memory://")
     if request.param == "file":
         return open_store(f"file://{tmp_path}/store")
-    bucket = request.getfixturevalue("gcs_bucket")
-    return open_store(f"gs://{bucket}/cluster-a", **GCS_OPTIONS)
+    return open_test_url(cloud_store_url(request, request.param))
 
 
 @pytest.fixture
 def open_test_store():
-    """open_store with the tests' short GCS retry/timeouts for gs:// URLs."""
-    def opener(url: str) -> SnapshotStore:
-        return open_store(url, **GCS_OPTIONS) if url.startswith("gs://") else open_store(url)
-    return opener
+    """open_store with the tests' short retries and timeouts for cloud URLs."""
+    return open_test_url

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hastate.errors import SnapshotError, SnapshotNotFoundError
-from hastate.snapshots.file import FileStore
 from hastate.snapshots.format import load, write_snapshot
 from hastate.snapshots.store import PreconditionFailed, open_store
+from hastate.snapshots.stores.file import FileStore
 
 if TYPE_CHECKING:
     from conftest import FakeGcsServer

@@ -6,6 +6,7 @@ import dataclasses
 import threading
 
 import pytest
+from store_servers import cloud_store_url, open_test_url
 
 from hastate.snapshots.format import (
     Manifest,
@@ -106,3 +107,34 @@ def test_concurrent_updates_lose_nothing(store: SnapshotStore) -> None:
     expected = sorted((w * 100 + i for w in range(workers) for i in range(per_worker)),
                       reverse=True)
     assert [s.index for s in list_snapshots(store)] == expected
+
+
+@pytest.mark.parametrize("backend", ["file", pytest.param("gcs", marks=pytest.mark.gcs),
+                                     pytest.param("s3", marks=pytest.mark.s3),
+                                     pytest.param("azure", marks=pytest.mark.azure)])
+def test_two_uploaders_with_their_own_clients_race_and_exactly_one_wins(
+        request: pytest.FixtureRequest, tmp_path, backend: str) -> None:
+    """Two store handles (two clients, as on two nodes) create the manifest at the same moment."""
+    url = f"file://{tmp_path}/store" if backend == "file" else cloud_store_url(request, backend)
+    handles = [open_test_url(url), open_test_url(url)]
+    for handle in handles:
+        handle.init()
+    start = threading.Barrier(2)
+    outcomes: dict[int, str] = {}
+
+    def upload(i: int) -> None:
+        start.wait()
+        try:
+            write_manifest(handles[i], _with(Manifest(cluster="alpha"), 10 + i), generation=0)
+            outcomes[i] = "won"
+        except PreconditionFailed:
+            outcomes[i] = "lost"
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes.values()) == ["lost", "won"]
+    winner = next(i for i, outcome in outcomes.items() if outcome == "won")
+    assert [s.index for s in list_snapshots(handles[1 - winner])] == [10 + winner]

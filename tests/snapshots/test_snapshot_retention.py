@@ -12,8 +12,8 @@ from hastate.snapshots.format import (
     snapshot_name,
     write_snapshot,
 )
-from hastate.snapshots.memory import MemoryStore
 from hastate.snapshots.store import SnapshotStore
+from hastate.snapshots.stores.memory import MemoryStore
 from hastate.state.dump import encode_dump
 
 

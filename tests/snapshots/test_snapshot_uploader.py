@@ -11,8 +11,8 @@ import pytest
 
 from hastate.errors import SnapshotError
 from hastate.snapshots.format import list_snapshots, load, snapshot_name, write_snapshot
-from hastate.snapshots.memory import MemoryStore
 from hastate.snapshots.store import location, open_store
+from hastate.snapshots.stores.memory import MemoryStore
 from hastate.snapshots.uploader import SnapshotUploader
 
 if TYPE_CHECKING:

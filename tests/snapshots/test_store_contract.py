@@ -1,4 +1,4 @@
-"""The SnapshotStore contract, run unchanged against the memory, file and gcs backends."""
+"""The SnapshotStore contract, run unchanged against every backend (cloud ones on emulators)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from hastate.errors import SnapshotError, SnapshotNotFoundError
-from hastate.snapshots.memory import MemoryStore
 from hastate.snapshots.store import PreconditionFailed, SnapshotStore, open_store
+from hastate.snapshots.stores.memory import MemoryStore
 
 BLOB = bytes(range(256)) * 64
 
@@ -19,9 +19,9 @@ class TestContract:
     def test_satisfies_protocol_and_names_itself(self, store: SnapshotStore) -> None:
         """The store is a SnapshotStore whose str() is its URL."""
         assert isinstance(store, SnapshotStore)
-        assert store.type in ("memory", "file", "gs")
+        assert store.type in ("memory", "file", "gs", "s3", "az")
         assert str(store).startswith({"memory": "memory://", "file": "file:///",
-                                      "gs": "gs://"}[store.type])
+                                      "gs": "gs://", "s3": "s3://", "az": "az://"}[store.type])
 
     def test_empty_store_lists_nothing(self, store: SnapshotStore) -> None:
         """A new store (created lazily) has no objects, and init is idempotent."""

@@ -39,8 +39,9 @@ def _parse_time(value: str | None) -> float | None:
 @click.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Cluster file (TOML) whose nodes' data dirs are seeded.")
-@click.option("--from", "url", default=None,
-              help="Store URL (default: [snapshots] store of the cluster file).")
+@click.option("--from", "--store", "url", default=None,
+              help="Store URL: the primary, a mirror or a copy (default: [snapshots] store "
+                   "of the cluster file).")
 @click.option("--snapshot", "name", default=None, help="Restore this snapshot object.")
 @click.option("--index", type=int, default=None, help="Point-in-time: up to this log index.")
 @click.option("--time", "at_time", default=None, help="Point-in-time: up to this ISO time.")

@@ -1,4 +1,4 @@
-"""``hastate snapshot create|list|verify``: disaster-recovery snapshots of a cluster.
+"""``hastate snapshot create|list|verify|copy``: disaster-recovery snapshots of a cluster.
 
 Exit codes as ``hastate restore``: 1 verification failed, 2 bad arguments, 3 not found,
 4 store or cluster unreachable.
@@ -19,6 +19,7 @@ from hastate.cli.restore import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_STORE
 from hastate.cli.status import fetch_status
 from hastate.config import ClusterConfig, load_config
 from hastate.errors import CorruptDataError, SnapshotError, SnapshotNotFoundError
+from hastate.snapshots.copy import copy_store
 from hastate.snapshots.format import list_snapshots, verify as verify_snapshot
 from hastate.snapshots.store import SnapshotStore, open_store
 
@@ -106,3 +107,30 @@ def verify(config_path: str, url: str | None, name: str | None) -> None:
         fail(str(exc), EXIT_CORRUPT)
     except SnapshotError as exc:
         fail(str(exc), EXIT_STORE)
+
+
+@snapshot.command("copy")
+@click.option("--from", "source", required=True, help="Store URL to copy from.")
+@click.option("--to", "dest", required=True, help="Store URL to copy to (e.g. another cloud).")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Cluster file; its name must match the source's (default: not checked).")
+@click.option("--json", "as_json", is_flag=True)
+def copy(source: str, dest: str, config_path: str | None, as_json: bool) -> None:
+    """Copy snapshots, log segments and the manifest to another store, verifying both sides."""
+    if source == dest:
+        raise click.UsageError("--from and --to are the same store")
+    cluster = load_config(config_path).name if config_path else None
+    try:
+        result = copy_store(open_store(source), open_store(dest), cluster=cluster)
+    except SnapshotNotFoundError as exc:
+        fail(str(exc), EXIT_NOT_FOUND)
+    except CorruptDataError as exc:
+        fail(str(exc), EXIT_CORRUPT)
+    except SnapshotError as exc:
+        fail(str(exc), EXIT_STORE)
+    if as_json:
+        click.echo(json.dumps({**result.summary(), "from": source, "to": dest}, indent=2))
+        return
+    click.echo(f"copied {len(result.copied)} objects ({result.bytes_copied} B) from {source} "
+               f"to {dest}, {len(result.already_present)} already there; verified on both "
+               f"sides; {result.snapshots_listed} snapshots listed at the destination")

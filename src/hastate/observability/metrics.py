@@ -193,6 +193,28 @@ class _StatusCollector:
         if snap.shipping_lag_entries is not None:
             lag.add_metric([node], snap.shipping_lag_entries)
         yield lag
+        yield from _mirror_metrics(node, snap.mirrors)
+
+
+def _mirror_metrics(node: str, mirrors: tuple[dict, ...]) -> Iterator[Metric]:
+    """Per-mirror upload and shipping health, labelled with the mirror's store URL."""
+    families = [
+        (CounterMetricFamily, "hastate_snapshot_mirror_uploads",
+         "Successful snapshot uploads to a mirror store", lambda m: m["uploads_total"]),
+        (CounterMetricFamily, "hastate_snapshot_mirror_failures",
+         "Failed snapshot upload attempts to a mirror store", lambda m: m["failures_total"]),
+        (GaugeMetricFamily, "hastate_snapshot_mirror_last_success_timestamp_seconds",
+         "Unix time of the last successful snapshot upload to a mirror (0 = none)",
+         lambda m: m["last_success_at"]),
+        (CounterMetricFamily, "hastate_shipping_mirror_failures",
+         "Failed log segment uploads to a mirror store",
+         lambda m: m["shipping"]["failures_total"]),
+    ]
+    for kind, name, doc, value in families:
+        family = kind(name, doc, labels=["node", "store"])
+        for mirror in mirrors:
+            family.add_metric([node, mirror["store"]], float(value(mirror) or 0))
+        yield family
 
 
 class NodeMetrics:

@@ -133,6 +133,8 @@ class SnapshotInfo:
     shipping_last_success_at: float | None = None
     shipping_segments_total: int = 0
     shipping_failures_total: int = 0
+    # one status dict per [snapshots] mirror (SnapshotService.status()["mirrors"])
+    mirrors: tuple[dict[str, Any], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -191,7 +193,8 @@ class NodeStats:
                             shipping_lag_entries=shipping.get("lag_entries"),
                             shipping_last_success_at=shipping.get("last_shipped_at"),
                             shipping_segments_total=int(shipping.get("segments_total") or 0),
-                            shipping_failures_total=int(shipping.get("failures_total") or 0))
+                            shipping_failures_total=int(shipping.get("failures_total") or 0),
+                            mirrors=tuple(get("mirrors") or ()))
 
     def journal_bytes(self) -> int | None:
         """The journal's size: as reported, else the file's size, else None."""
@@ -284,9 +287,11 @@ def attach(manager: Observed) -> NodeStats | None:
 
 
 def _service_status(service: Any) -> dict[str, Any]:
-    """A SnapshotService's uploader counters plus its shipping status, as one dict."""
+    """A SnapshotService's uploader counters plus its shipping and mirrors' status, as one dict."""
     status = dataclasses.asdict(service.uploader.status())
-    status["shipping"] = (service.status() or {}).get("shipping")
+    full = service.status() or {}
+    status["shipping"] = full.get("shipping")
+    status["mirrors"] = full.get("mirrors")
     return status
 
 

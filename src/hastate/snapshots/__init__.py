@@ -1,7 +1,8 @@
-"""Off-cluster snapshots: stores (file, gs, memory), the manifest, verification, retention.
+"""Off-cluster snapshots: stores (file, gs, s3, az, memory), the manifest, verification,
+retention, mirrors and copies between stores.
 
-Backends are imported on demand by :func:`open_store`, so ``gs://`` support (and its
-google-cloud-storage dependency) is only loaded when a ``gs://`` URL is opened.
+Backends (``stores/``) are imported on demand by :func:`open_store`, so a cloud SDK (an
+optional extra) is only loaded when a URL of its scheme is opened.
 """
 
 from hastate.snapshots.format import (

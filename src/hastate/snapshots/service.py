@@ -4,6 +4,10 @@ Every node runs the service; only the node holding the leader lease acts, so a n
 takes the schedule over by itself. Capturing the state is a shallow copy (no Raft stall);
 encoding and uploading happen on the uploader's thread, so a slow or dead store never
 slows writes: failures show in ``status()`` and metrics.
+
+``[snapshots] mirrors`` are further stores (another cloud) that get the same snapshots and
+segments, each through its own uploader and shipper threads: a failing mirror only shows
+up in its own status, it never delays the primary store or another mirror.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from hastate.config import SnapshotConfig
@@ -22,6 +27,40 @@ from hastate.state.machine import ReplicatedState
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class _Target:
+    """One store the leader ships to, with its own upload and shipping threads."""
+
+    store: SnapshotStore
+    uploader: SnapshotUploader
+    shipper: LogShipper
+
+    def start(self) -> None:
+        self.uploader.start()
+        self.shipper.start()
+
+    def stop(self) -> None:
+        self.shipper.stop()
+        self.uploader.stop(timeout=10)
+
+    def status(self, applied_index: int) -> dict[str, Any]:
+        """Upload and shipping health of this store."""
+        up = self.uploader.status()
+        ship = self.shipper.status()
+        age = None if up.last_success_at is None else time.time() - up.last_success_at
+        shipped = ship["shipped_index"]
+        return {
+            "store": str(self.store),
+            "last_index": up.last_index, "age_seconds": age, "uploads_total": up.uploads_total,
+            "failures_total": up.failures_total, "skipped_total": up.skipped_total,
+            "dropped_total": up.dropped_total, "last_error": up.last_error,
+            "last_success_at": up.last_success_at,
+            "last_duration_seconds": up.last_duration_s, "last_size_bytes": up.last_size_bytes,
+            "shipping": {**ship, "lag_entries": None if shipped is None else
+                         max(0, applied_index - shipped)},
+        }
+
+
 class SnapshotService:
     """Leader-only snapshot schedule plus log shipping for one node."""
 
@@ -31,22 +70,36 @@ class SnapshotService:
         if settings.store is None and store is None:
             raise ValueError("SnapshotService needs [snapshots] store")
         self.settings = settings
-        self.store = store or open_store(settings.store)
         self._machine = machine
         self._is_leader = is_leader
         self._term = term
-        self.uploader = SnapshotUploader(self.store, cluster=cluster, keep=settings.keep)
-        self.shipper = LogShipper(self.store, cluster=cluster, interval=settings.ship_interval,
-                                  is_leader=is_leader, term=term, on_gap=self.request)
-        machine.add_listener(self.shipper.on_apply)
+        self._cluster = cluster
+        primary = self._target(store or open_store(settings.store))
+        self.mirrors = [self._target(open_store(url)) for url in settings.mirrors]
+        self._targets = [primary, *self.mirrors]
+        self.store = primary.store
+        self.uploader = primary.uploader
+        self.shipper = primary.shipper
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _target(self, store: SnapshotStore) -> _Target:
+        """Uploader and shipper for ``store``, the shipper fed by every applied command."""
+        target = _Target(
+            store=store,
+            uploader=SnapshotUploader(store, cluster=self._cluster, keep=self.settings.keep),
+            shipper=LogShipper(store, cluster=self._cluster,
+                               interval=self.settings.ship_interval,
+                               is_leader=self._is_leader, term=self._term,
+                               on_gap=self.request))
+        self._machine.add_listener(target.shipper.on_apply)
+        return target
+
     def start(self) -> None:
-        """Start uploader, shipper and the schedule."""
-        self.uploader.start()
-        self.shipper.start()
+        """Start every store's uploader and shipper, then the schedule."""
+        for target in self._targets:
+            target.start()
         self._thread = threading.Thread(target=self._run, name="hastate-snapshots", daemon=True)
         self._thread.start()
 
@@ -56,8 +109,8 @@ class SnapshotService:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
-        self.shipper.stop()
-        self.uploader.stop(timeout=10)
+        for target in self._targets:
+            target.stop()
 
     def request(self) -> None:
         """Take a snapshot at the next opportunity (e.g. the shipped log has a gap)."""
@@ -75,8 +128,12 @@ class SnapshotService:
         if not self._is_leader():
             return None
         capture = self._machine.capture()
-        if not self.uploader.submit(capture.body(), index=capture.applied_index,
-                                    term=self._term(), keys=len(capture)):
+        body, term = capture.body(), self._term()
+        for mirror in self.mirrors:
+            mirror.uploader.submit(body, index=capture.applied_index, term=term,
+                                   keys=len(capture))
+        if not self.uploader.submit(body, index=capture.applied_index, term=term,
+                                    keys=len(capture)):
             return None
         return capture.applied_index
 
@@ -94,17 +151,7 @@ class SnapshotService:
                 "seconds": st.last_duration_s, "skipped_unchanged": index is None}
 
     def status(self) -> dict[str, Any]:
-        """Snapshot and shipping health for status output and metrics."""
-        up = self.uploader.status()
-        ship = self.shipper.status()
-        age = None if up.last_success_at is None else time.time() - up.last_success_at
-        shipped = ship["shipped_index"]
-        return {
-            "store": str(self.store),
-            "last_index": up.last_index, "age_seconds": age, "uploads_total": up.uploads_total,
-            "failures_total": up.failures_total, "skipped_total": up.skipped_total,
-            "dropped_total": up.dropped_total, "last_error": up.last_error,
-            "last_duration_seconds": up.last_duration_s, "last_size_bytes": up.last_size_bytes,
-            "shipping": {**ship, "lag_entries": None if shipped is None else
-                         max(0, self._machine.applied_index - shipped)},
-        }
+        """Snapshot and shipping health of the primary store, plus one entry per mirror."""
+        applied = self._machine.applied_index
+        return {**self._targets[0].status(applied),
+                "mirrors": [m.status(applied) for m in self.mirrors]}

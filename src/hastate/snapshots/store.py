@@ -3,28 +3,28 @@
 A store holds named objects (``snapshots/…``, ``manifest.json``) under one location. Every
 object has a *generation*: a positive integer that changes on each write and is never
 reused for that name, so ``write(..., if_generation_match=g)`` is a compare-and-set
-(``0`` means "must not exist yet"). Multi-step logic (manifest, verification, retention)
-lives in :mod:`hastate.snapshots.format` as functions over this Protocol.
+(``0`` means "must not exist yet"). One allowed difference: on S3 the generation is the
+ETag, the MD5 of the bytes, so rewriting identical bytes keeps it (a compare-and-set then
+still only succeeds on exactly the content the writer read). Multi-step logic (manifest,
+verification, retention) lives in :mod:`hastate.snapshots.format` as functions over this
+Protocol.
 
-Backends live in ``hastate.snapshots.<module>`` and expose ``from_url(url, **options)``;
-the module is the URL scheme (``file://``, ``memory://``) except for the aliases in
-``_SCHEME_MODULES`` (``gs://`` is ``gcs.py``). Adding ``s3://`` means adding ``s3.py``.
+Backends live in :mod:`hastate.snapshots.stores`, one module each, found by URL scheme
+through its ``BACKENDS`` map; :func:`open_store` is re-exported here.
 """
 
 from __future__ import annotations
 
 import builtins
-import importlib
-import re
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from typing import Protocol, runtime_checkable
 
 from hastate.errors import SnapshotError
+from hastate.snapshots.stores import open_store
 
-#: URL schemes whose backend module is not named after the scheme.
-_SCHEME_MODULES = {"gs": "gcs"}
-_SCHEME_RE = re.compile(r"^[a-z][a-z0-9]*$")
+__all__ = ["MAX_NAME_BYTES", "ObjectInfo", "PreconditionFailed", "SnapshotStore", "check_name",
+           "location", "open_store"]
+
 #: Longest object name GCS accepts (bytes of UTF-8); applied to every backend alike.
 MAX_NAME_BYTES = 1024
 
@@ -62,7 +62,7 @@ class SnapshotStore(Protocol):
 
     @property
     def type(self) -> str:
-        """Short backend name for logs and metrics labels (``file``, ``gs``, ``memory``)."""
+        """Short backend name for logs and metrics: ``file``, ``gs``, ``s3``, ``az``, ``memory``."""
         ...
 
     def init(self) -> None:
@@ -102,30 +102,3 @@ def check_name(name: str) -> str:
 def location(store: SnapshotStore, name: str) -> str:
     """Full, human-readable address of an object, for error messages and logs."""
     return f"{str(store).rstrip('/')}/{name}"
-
-
-def open_store(url: str, **options: Any) -> SnapshotStore:
-    """Open the store at ``url``: ``file:///abs/dir``, ``gs://bucket/prefix`` or ``memory://name``.
-
-    ``options`` go to the backend's ``from_url`` (e.g. ``timeout=`` for ``gs``). Nothing is
-    contacted until the first operation.
-    """
-    scheme = urlsplit(url).scheme
-    if not _SCHEME_RE.match(scheme):
-        raise SnapshotError(f"snapshot store URL {url!r} has no scheme; use file:///abs/dir, "
-                            "gs://bucket/prefix or memory://name")
-    module_name = f"hastate.snapshots.{_SCHEME_MODULES.get(scheme, scheme)}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise SnapshotError(f"{url}: the {scheme!r} backend needs {exc.name!r}, which is "
-                                f"not installed; install it (e.g. pip install 'hastate[gcs]' "
-                                "for gs://)") from exc
-        module = None
-    from_url = getattr(module, "from_url", None)
-    if from_url is None:
-        raise SnapshotError(f"{url}: unknown snapshot store scheme {scheme!r}; "
-                            "use file://, gs:// or memory://")
-    store: SnapshotStore = from_url(url, **options)
-    return store

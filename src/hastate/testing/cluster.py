@@ -37,7 +37,7 @@ class LocalCluster:
                  profile: str = "lan", snapshot_store: str | None = None,
                  snapshot_interval: float = 2.0, snapshot_keep: int = 5,
                  ship_interval: float = 1.0, transport: str = "plaintext",
-                 restore_if_empty: bool = False) -> None:
+                 restore_if_empty: bool = False, snapshot_mirrors: tuple[str, ...] = ()) -> None:
         self.workdir = Path(workdir)
         self.transport = transport
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +55,7 @@ class LocalCluster:
                       f'key = "{tls}/{{id}}.key"', ""]
         if snapshot_store:
             lines += ["[snapshots]", f'store = "{snapshot_store}"',
+                      f"mirrors = {json.dumps(list(snapshot_mirrors))}",
                       f"interval = {snapshot_interval}", f"keep = {snapshot_keep}",
                       f"ship_interval = {ship_interval}",
                       f"restore_if_empty = {'true' if restore_if_empty else 'false'}", ""]
