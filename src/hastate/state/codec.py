@@ -197,8 +197,10 @@ class Command:
         fields = msgpack.unpackb(data, raw=False, use_list=True)
         if not isinstance(fields, list) or not fields or fields[0] != COMMAND_FORMAT_VERSION:
             raise ValueError(f"unsupported command format: {fields[:1] if isinstance(fields, list) else type(fields)}")
-        if len(fields) < 7:
-            raise ValueError(f"truncated command: {len(fields)} fields, at least 7 expected")
+        if not 7 <= len(fields) <= 8:
+            # More fields come from a newer hastate: applying without them could diverge.
+            raise ValueError(f"command has {len(fields)} fields, this hastate reads 7 or 8; "
+                             "run the same hastate version on every node")
         _, op, client, seq, values, keys, expected = fields[:7]
         meta = fields[7] if len(fields) > 7 else {}
         if op not in cls.OPS:
