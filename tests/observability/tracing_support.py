@@ -84,6 +84,10 @@ class Spans:
 
 @pytest.fixture
 def spans() -> Iterator[Spans]:
+    from hastate.observability import tracing
+    from hastate.testing import wait_for
+
+    wait_for(tracing.enabled, timeout=2 * tracing.RECHECK_SECONDS + 1, what="tracing enabled")
     _EXPORTER.clear()
     _SWITCH.on = True
     try:

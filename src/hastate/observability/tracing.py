@@ -37,7 +37,11 @@ SYSTEM = "hastate"
 _KINDS = {"internal": "INTERNAL", "client": "CLIENT", "server": "SERVER",
           "producer": "PRODUCER", "consumer": "CONSUMER"}
 
+#: How often, at most, :func:`enabled` asks the API again while tracing is off.
+RECHECK_SECONDS = 0.5
+
 _enabled = False
+_recheck_at = 0.0
 _tracer: Any = None
 _propagator: Any = TraceContextTextMapPropagator() if _trace is not None else None
 
@@ -69,20 +73,33 @@ def available() -> bool:
 def enabled() -> bool:
     """True when spans can be recorded: the API is installed and a real provider is set.
 
-    Cheap enough for every write: the answer is cached once True (OpenTelemetry lets the
-    global provider be set only once).
+    Cheap enough for every write: True is final (OpenTelemetry lets the global provider be
+    set only once), and False is asked again of the API at most every
+    :data:`RECHECK_SECONDS` (a provider installed after hastate started is noticed then).
     """
-    global _enabled, _tracer
+    global _enabled, _tracer, _recheck_at
     if _enabled:
         return True
     if _trace is None:
         return False
-    provider = _trace.get_tracer_provider()
-    if isinstance(provider, (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)):
+    now = time.monotonic()
+    if now < _recheck_at:
+        return False
+    _recheck_at = now + RECHECK_SECONDS
+    provider = _installed_provider()
+    if provider is None:
         return False
     _tracer = provider.get_tracer(SYSTEM)
     _enabled = True
     return True
+
+
+def _installed_provider() -> Any:
+    """The global tracer provider if one was installed (not the API's default), else None."""
+    provider = _trace.get_tracer_provider()
+    if isinstance(provider, (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)):
+        return None
+    return provider
 
 
 def now_ns() -> int:
@@ -223,7 +240,7 @@ def configure_from_env(instance_id: str,
         return None
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
-    if enabled():
+    if _trace is not None and _installed_provider() is not None:
         logger.info("a tracer provider is already installed; not configuring another")
         return None
     try:
