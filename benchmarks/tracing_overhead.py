@@ -1,21 +1,25 @@
 """``python -m benchmarks.tracing_overhead``: what tracing costs on sequential ``save_state``.
 
 The setup of the main benchmark's ``write-seq-64B`` (``HastateSystem``: an in-process
-leader plus two ``hastate node run`` processes), with the writing process in one of three
-configurations:
+leader written to back to back, plus two ``hastate node run`` processes), comparing the
+writing process in three configurations:
 
-* ``absent``: the OpenTelemetry API cannot be imported (hastate's no-op fallback);
-* ``off``: the API is installed and no SDK is configured, the default: tracing off;
+* ``absent``: hastate without the OpenTelemetry API (its no-op fallback, as when the
+  ``otel`` extra is not installed);
+* ``off``: the API installed and no SDK configured, the default: tracing off;
 * ``recording``: an SDK ``TracerProvider`` records every span and hands it to an exporter
-  that drops it (the cost of making spans, without any export I/O).
+  that drops it (the cost of making spans, without export I/O).
 
-A process sets its tracer provider once, so every run is its own process. Runs are
-interleaved (each round runs the three configurations, in an order rotated per round) so
-that drift and the other load on a shared machine fall on every configuration alike. The
-result is the median over rounds of each configuration's p50 and the ratios to ``absent``
-(also as the median of the per-round ratios).
+On a machine shared with other work, back-to-back runs of a few seconds differ by far
+more than 2 %. So the comparison is interleaved finely, inside one cluster: blocks of
+writes alternate between ``absent`` and the configuration under test (``off`` in one
+process, ``recording`` in another, since a process installs its tracer provider once),
+switching hastate's tracing module between its two paths; every pair of blocks sees the
+same load. Reported: the p50 of each configuration over all its blocks, their ratio, the
+median of the per-pair ratios, and the per-write cost of the tracing-off hooks measured
+in isolation (nanoseconds, the precise answer that the end-to-end ratio bounds).
 
-    python -m benchmarks.tracing_overhead [--rounds 5] [--duration 4] [--out FILE]
+    python -m benchmarks.tracing_overhead [--blocks 100] [--block-writes 40] [--out FILE]
 """
 
 from __future__ import annotations
@@ -28,22 +32,17 @@ import sys
 import time
 from typing import Any
 
-VARIANTS = ("absent", "off", "recording")
+SWITCH_WRITES = 5   # writes after each switch that are not measured (nodes see it next tick)
+_SPANS = [0]        # spans the recording configuration made (a check that it recorded)
 
 
-class _NoOpenTelemetry:
-    """An import hook that makes ``opentelemetry`` look uninstalled."""
+def _switcher(variant: str) -> Any:
+    """Install what ``variant`` needs; return ``use(name)`` switching between it and absent."""
+    from hastate.observability import tracing
 
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "opentelemetry" or name.startswith("opentelemetry."):
-            raise ImportError(f"{name} hidden by the tracing benchmark")
-        return None
-
-
-def _configure(variant: str) -> None:
-    if variant == "absent":
-        sys.meta_path.insert(0, _NoOpenTelemetry())
-    elif variant == "recording":
+    api = tracing._trace
+    tracer = None
+    if variant == "recording":
         from opentelemetry import trace
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import (SimpleSpanProcessor, SpanExporter,
@@ -51,47 +50,77 @@ def _configure(variant: str) -> None:
 
         class DropExporter(SpanExporter):
             def export(self, spans: Any) -> SpanExportResult:
+                _SPANS[0] += len(spans)
                 return SpanExportResult.SUCCESS
 
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(DropExporter()))
         trace.set_tracer_provider(provider)
+        assert tracing.enabled()
+        tracer = tracing._tracer
+
+    def use(name: str) -> None:
+        # absent: the module behaves exactly as when `import opentelemetry` failed.
+        tracing._trace = None if name == "absent" else api
+        tracing._enabled = name == "recording"
+        tracing._tracer = tracer if name == "recording" else None
+        tracing._recheck_at = float("inf")   # nothing else is installed during the run
+    return use
 
 
-def child(variant: str, duration: float) -> dict[str, Any]:
-    """One run: start the cluster, write sequentially for ``duration`` s, return latencies."""
-    _configure(variant)
-    from benchmarks.common import CLEANUP, install_signal_handlers, latency_summary
-    install_signal_handlers()  # a stopped run still stops its node processes
+def alternate(variant: str, blocks: int, block_writes: int) -> dict[str, Any]:
+    """One cluster; ``blocks`` blocks of writes, alternating between absent and ``variant``."""
+    from benchmarks.common import CLEANUP, install_signal_handlers, percentile
     from benchmarks.sys_hastate import HastateSystem
-    from benchmarks.workloads import run_sequential
-    from hastate.observability import tracing
 
-    expected = {"absent": (False, False), "off": (True, False), "recording": (True, True)}
-    assert (tracing.available(), tracing.enabled()) == expected[variant], variant
+    install_signal_handlers()  # a stopped run still stops its node processes
+    use = _switcher(variant)
+    latencies: dict[str, list[float]] = {"absent": [], variant: []}
+    pair_ratios: list[float] = []
+    value = b"x" * 64
     system = HastateSystem()
+    perf = time.perf_counter
     try:
         system.start()
-        value = b"x" * 64
-        run_sequential(lambda i: system.put(f"k{i % 1000}", value), 1.0)   # warm-up
-        run = run_sequential(lambda i: system.put(f"k{i % 1000}", value), duration)
+        i = 0
+        for _ in range(200):                                # warm-up
+            system.put(f"k{i % 1000}", value)
+            i += 1
+        for block in range(blocks):
+            order = ("absent", variant) if block % 2 == 0 else (variant, "absent")
+            p50s = {}
+            for name in order:
+                use(name)
+                measured = []
+                for n in range(SWITCH_WRITES + block_writes):
+                    t0 = perf()
+                    system.put(f"k{i % 1000}", value)
+                    if n >= SWITCH_WRITES:
+                        measured.append(perf() - t0)
+                    i += 1
+                latencies[name].extend(measured)
+                p50s[name] = percentile(sorted(measured), 50)
+            pair_ratios.append(p50s[variant] / p50s["absent"])
     finally:
+        use("off" if variant == "off" else "recording")
         system.stop()
         CLEANUP.run()
-    return {"variant": variant, "errors": run.errors, **latency_summary(run.latencies)}
+    p50 = {name: percentile(sorted(lat), 50) * 1e3 for name, lat in latencies.items()}
+    return {"variant": variant, "writes_per_configuration": len(latencies[variant]),
+            "p50_ms": p50, "ratio": p50[variant] / p50["absent"],
+            "median_pair_ratio": statistics.median(pair_ratios), "spans_recorded": _SPANS[0],
+            "pair_ratio_p25_p75": [percentile(sorted(pair_ratios), 25),
+                                   percentile(sorted(pair_ratios), 75)]}
 
 
 def micro(calls: int = 200_000) -> dict[str, float]:
-    """Nanoseconds per call that each tracing hook adds to a write while tracing is off.
-
-    Precise where the end-to-end p50 is noisy: the sum over one write's hooks, divided by
-    the write's p50, is the overhead in its purest form.
-    """
+    """Nanoseconds per call that each tracing hook adds to a write while tracing is off."""
     from hastate.consensus.entry_trace import EntryTraces
+    from hastate.observability import tracing
     from hastate.observability.operations import traced_attempt, traced_write
     from hastate.state.codec import Command
 
-    assert not __import__("hastate.observability.tracing").observability.tracing.enabled()
+    assert not tracing.enabled()
 
     def per_call(fn: Any, *args: Any) -> float:
         best = float("inf")
@@ -132,10 +161,10 @@ def micro(calls: int = 200_000) -> dict[str, float]:
     return costs
 
 
-def _run_child(variant: str, duration: float) -> dict[str, Any]:
+def _run_child(variant: str, blocks: int, block_writes: int) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "benchmarks.tracing_overhead", "--child",
-                          variant, "--duration", str(duration)],
-                         capture_output=True, text=True, timeout=300)
+                          variant, "--blocks", str(blocks), "--block-writes", str(block_writes)],
+                         capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(f"{variant} run failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -143,47 +172,32 @@ def _run_child(variant: str, duration: float) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds of writes per run")
-    parser.add_argument("--out", help="write the runs and the summary as JSON here")
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--blocks", type=int, default=100, help="blocks per configuration")
+    parser.add_argument("--block-writes", type=int, default=40, help="measured writes per block")
+    parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--child", choices=("off", "recording"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.duration)), flush=True)
+        print(json.dumps(alternate(args.child, args.blocks, args.block_writes)), flush=True)
         return
     hooks = micro()
-    runs: list[dict[str, Any]] = []
-    for round_no in range(args.rounds):
-        order = VARIANTS[round_no % 3:] + VARIANTS[:round_no % 3]
-        for variant in order:
-            result = _run_child(variant, args.duration)
-            result["round"] = round_no
-            runs.append(result)
-            print(f"round {round_no} {variant:9s} p50 {result['p50_ms']:.3f} ms "
-                  f"({result['n']} writes, {result['errors']} errors)", file=sys.stderr,
-                  flush=True)
-    p50 = {v: statistics.median(r["p50_ms"] for r in runs if r["variant"] == v)
-           for v in VARIANTS}
-    paired = {v: statistics.median(
-        next(r for r in runs if r["round"] == n and r["variant"] == v)["p50_ms"] /
-        next(r for r in runs if r["round"] == n and r["variant"] == "absent")["p50_ms"]
-        for n in range(args.rounds)) for v in VARIANTS}
-    summary = {"rounds": args.rounds, "duration_s": args.duration, "p50_ms": p50,
-               "ratio_to_absent": {v: p50[v] / p50["absent"] for v in VARIANTS},
-               "paired_ratio_to_absent": paired,
-               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    summary["hooks_ns_tracing_off"] = hooks
-    summary["hooks_share_of_p50_off"] = hooks["total per write (one tick)"] / (p50["off"] * 1e6)
-    print("configuration  median p50 (ms)  vs absent  paired")
-    for v in VARIANTS:
-        print(f"{v:13s}  {p50[v]:15.3f}  {summary['ratio_to_absent'][v]:9.3f}  {paired[v]:6.3f}")
-    print("tracing-off hooks, ns per write:")
+    runs = {v: _run_child(v, args.blocks, args.block_writes) for v in ("off", "recording")}
+    share = hooks["total per write (one tick)"] / (runs["off"]["p50_ms"]["off"] * 1e6)
+    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "blocks": args.blocks, "block_writes": args.block_writes, "runs": runs,
+              "hooks_ns_tracing_off": hooks, "hooks_share_of_p50_off": share}
+    print("configuration vs absent   p50 (ms)   absent p50   ratio   median pair ratio (p25-p75)")
+    for v, run in runs.items():
+        lo, hi = run["pair_ratio_p25_p75"]
+        print(f"{v:24s} {run['p50_ms'][v]:9.3f}   {run['p50_ms']['absent']:10.3f}   "
+              f"{run['ratio']:5.3f}   {run['median_pair_ratio']:5.3f} ({lo:.3f}-{hi:.3f})")
+    print("tracing-off hooks, ns per write (measured alone):")
     for name, ns in hooks.items():
         print(f"  {name:40s} {ns:8.0f}")
-    print(f"  = {summary['hooks_share_of_p50_off']:.3%} of the 'off' p50")
+    print(f"  = {share:.3%} of the 'off' p50")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"summary": summary, "runs": runs}, f, indent=2)
+            json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":
