@@ -173,3 +173,22 @@ def test_log_records_carry_the_ids_of_the_current_span(spans: Spans,
     assert not hasattr(outside, "trace_id") and not hasattr(outside, "span_id")
     ctx = current.get_span_context()
     assert inside.trace_id == f"{ctx.trace_id:032x}" and inside.span_id == f"{ctx.span_id:016x}"
+
+
+def test_failover_and_membership_calls_have_spans(cluster: dict[str, StateManager],
+                                                  spans: Spans) -> None:
+    leader, follower = leader_and_follower(cluster)
+    seconds = follower.trigger_failover(follower.instance_id)
+    failover = spans.one("trigger_failover")
+    assert failover.attributes["hastate.failover.target"] == follower.instance_id
+    assert failover.attributes["hastate.failover.reason"] == "manual"
+    assert failover.attributes["hastate.failover.seconds"] == seconds
+    assert failover.attributes["db.namespace"] == CLUSTER
+
+    wait_for(lambda: follower.is_leader() and follower.node.syncobj.caught_up_in_term(),
+             what="the new leader's lease")
+    index = follower.remove_member(leader.instance_id)
+    removal = spans.one("remove_member")
+    assert removal.attributes["hastate.member.id"] == leader.instance_id
+    assert removal.attributes["hastate.log.index"] == index
+    assert removal.attributes["hastate.node.id"] == follower.instance_id
