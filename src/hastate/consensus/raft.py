@@ -187,8 +187,8 @@ class HastateSyncObj(SyncObj):
             if traces.active:
                 traces.on_sent()
 
-    def _applyCommand(self, command: bytes, callback: Any, commandType: int | None = None  # noqa: N803
-                      ) -> None:
+    def _applyCommand(self, command: bytes, callback: Any,  # noqa: N802 (PySyncObj's name)
+                      commandType: int | None = None) -> None:  # noqa: N803
         """Queue a proposal; a leader notes when traced ones arrive (their queue wait)."""
         if self.traces.active and self._SyncObj__raftState == _RAFT_STATE.LEADER:
             self.traces.on_enqueue(command if commandType is None

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from hastate.manager import StateManager
 
 F = TypeVar("F", bound=Callable[..., Any])
+Callback = Callable[[Any, int], None]   # PySyncObj's (result, fail reason) callback
 
 #: Operation names of command ops whose public method has another name.
 OPERATION_NAMES = {"update": "save_state", "cas": "compare_and_set"}
@@ -104,8 +105,7 @@ def traced_write(method: F) -> F:
     return write  # type: ignore[return-value]
 
 
-def traced_attempt(node: "RaftNode", raw: bytes,
-                   callback: Callable[[Any, int], None]) -> tuple[bytes, Callable[[Any, int], None]]:
+def traced_attempt(node: "RaftNode", raw: bytes, callback: Callback) -> tuple[bytes, Callback]:
     """The (command, callback) to propose for one attempt, traced when a write span is current.
 
     Traced: a child span for the attempt, its trace context in the command's ``meta`` (a
