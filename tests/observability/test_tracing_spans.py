@@ -7,6 +7,7 @@ proposer's spans and the leader's and replicas' spans of the same trace.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -192,3 +193,26 @@ def test_failover_and_membership_calls_have_spans(cluster: dict[str, StateManage
     assert removal.attributes["hastate.member.id"] == leader.instance_id
     assert removal.attributes["hastate.log.index"] == index
     assert removal.attributes["hastate.node.id"] == follower.instance_id
+
+
+def test_concurrent_writes_each_get_every_leader_phase(cluster: dict[str, StateManager],
+                                                       spans: Spans) -> None:
+    """Batches (one drain, one fsync, one send for many entries) still give every traced
+    entry its own phase spans, whichever node the writes come from."""
+    leader, follower = leader_and_follower(cluster)
+    writers = [leader, follower] * 6
+
+    def write(n: int) -> int:
+        return writers[n].save_state({f"c{n}": n})
+    with ThreadPoolExecutor(len(writers)) as pool:
+        indexes = list(pool.map(write, range(len(writers))))
+    wait_for(lambda: len(spans.named("hastate.leader.commit")) == len(writers),
+             what="a leader span per write")
+    commits = {s.attributes["hastate.log.index"]: s for s in spans.named("hastate.leader.commit")}
+    assert sorted(commits) == sorted(indexes)
+    for index, commit in commits.items():
+        phases = {s.name: s for s in spans.children(commit)}
+        assert sorted(phases) == ["hastate.apply", "hastate.journal.fsync",
+                                  "hastate.queue_wait", "hastate.replicate"], index
+        assert phases["hastate.journal.fsync"].end_time <= phases["hastate.replicate"].start_time
+        assert 1 <= phases["hastate.journal.fsync"].attributes["hastate.batch.size"]

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 MARKER = b"traceparent"
 #: Most traced entries followed at once; beyond it the oldest are dropped (never ended).
 MAX_PENDING = 4096
+#: Flushes remembered for entries followed after the flush that made them durable.
+RECENT_FLUSHES = 256
 _REGULAR = 0  # pysyncobj's _COMMAND_TYPE.REGULAR: a @replicated call, pickled
 
 
@@ -87,8 +89,10 @@ class EntryTraces:
         #: index -> traced entry not applied yet; empty whenever nothing is traced.
         self.pending: dict[int, _Traced] = {}
         self._enqueued: dict[bytes, int] = {}   # leader: queued command -> enqueue time
+        # Recent flushes: a leader answering forwarded commands flushes once per answer
+        # inside the drain, before the drained entries are followed here.
         self._flushes: collections.deque[tuple[int, int, int, int, int]] = \
-            collections.deque(maxlen=8)
+            collections.deque(maxlen=RECENT_FLUSHES)
 
     def refresh(self) -> None:
         """Tick thread: whether tracing is enabled now."""
@@ -111,8 +115,10 @@ class EntryTraces:
         traced = self.pending[index] = _Traced(index, command, span)
         if len(self.pending) > MAX_PENDING:
             del self.pending[next(iter(self.pending))]
-        for flush in self._flushes:  # a flush inside the append already made it durable
-            self._synced(traced, *flush)
+        for flush in reversed(self._flushes):  # a flush inside the drain made it durable
+            if flush[2] <= index <= flush[3]:
+                self._synced(traced, *flush)
+                break
 
     # -- leader -------------------------------------------------------------------------
     def on_enqueue(self, command: bytes) -> None:
