@@ -21,7 +21,6 @@ costs one substring search of its bytes.
 from __future__ import annotations
 
 import collections
-import logging
 import pickle
 from typing import Any, Callable, Iterable, Mapping
 
@@ -29,8 +28,6 @@ from pysyncobj.config import FAIL_REASON
 
 from hastate.observability import tracing
 from hastate.state.codec import Command
-
-logger = logging.getLogger(__name__)
 
 #: Bytes every traced command contains (the key of its trace context in ``meta``).
 MARKER = b"traceparent"
