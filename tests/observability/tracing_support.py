@@ -8,6 +8,7 @@ then receives every finished span through a SimpleSpanProcessor.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator
 
 import pytest
@@ -80,6 +81,15 @@ class Spans:
 
     def clear(self) -> None:
         _EXPORTER.clear()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Nothing is recorded (as without an SDK) inside the block."""
+        _SWITCH.on = False
+        try:
+            yield
+        finally:
+            _SWITCH.on = True
 
 
 @pytest.fixture
