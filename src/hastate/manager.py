@@ -32,6 +32,9 @@ from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthChe
                                      default_health_check)
 from hastate.failover.watcher import BecomeLeader, LeaderWatcher, LoseLeadership
 from hastate.observability import stats
+from hastate.observability.operations import (traced_add_member, traced_attempt,
+                                              traced_failover, traced_read,
+                                              traced_remove_member, traced_write)
 from hastate.snapshots.service import SnapshotService
 from hastate.state.codec import Command, check_key, encode_value
 from hastate.state.machine import ReplicatedState
@@ -232,6 +235,7 @@ class StateManager:
             raise ConflictError(result[1], result[2], result[3])
         return result[1]
 
+    @traced_write
     def _write(self, command: Command, timeout: float | None) -> tuple:
         with self._seq_lock:
             seq = next(self._seq)
@@ -272,7 +276,7 @@ class StateManager:
                 box.append((result, error))
                 done.set()
 
-            self.node.propose(raw, callback)
+            self.node.propose(*traced_attempt(self.node, raw, callback))
             if not self._await(done, min(remaining, attempt_timeout)):
                 maybe_applied = True
                 continue
@@ -313,6 +317,7 @@ class StateManager:
         return True
 
     # -- reads --------------------------------------------------------------------------------
+    @traced_read
     def get_state(self, consistency: Consistency = "linearizable", *,
                   keys: Iterable[str] | None = None, timeout: float | None = None) -> dict[str, Any]:
         """A copy of the state (or of ``keys``).
@@ -413,6 +418,7 @@ class StateManager:
                       if ok and when >= fresh and addr in st.connected]
         return max(candidates)[1] if candidates else None
 
+    @traced_failover
     def trigger_failover(self, target_instance: str | None = None, *,
                          timeout: float | None = None, reason: str = "manual") -> float:
         """Move leadership to ``target_instance`` (or the most caught-up healthy peer).
@@ -439,6 +445,7 @@ class StateManager:
         """The voters in this node's configuration (committed or about to be), sorted by id."""
         return self.node.members()
 
+    @traced_add_member
     def add_member(self, member: Member, *, timeout: float | None = None) -> int:
         """Leader: add a voter; returns the commit index once the change is committed.
 
@@ -447,6 +454,7 @@ class StateManager:
         """
         return self.node.change_membership("add", member, timeout or self.write_timeout)
 
+    @traced_remove_member
     def remove_member(self, instance_id: str, *, timeout: float | None = None) -> int:
         """Leader: remove a voter (not the leader itself: move leadership first)."""
         return self.node.change_membership("remove", instance_id, timeout or self.write_timeout)

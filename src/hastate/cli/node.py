@@ -11,6 +11,7 @@ import click
 
 from hastate.config import load_config
 from hastate.manager import StateManager
+from hastate.observability import tracing
 from hastate.observability.http import NodeHTTPServer
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ def serve(config_path: str, node_id: str,
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    shutdown_tracing = tracing.configure_from_env(node_id)  # OTEL_EXPORTER_OTLP_ENDPOINT
     manager = StateManager.from_config(config, node_id, join=join)
     manager.start()
     http = None
@@ -43,6 +45,8 @@ def serve(config_path: str, node_id: str,
         if http is not None:
             http.stop()
         manager.stop()
+        if shutdown_tracing is not None:
+            shutdown_tracing()  # exports the spans still queued
 
 
 @click.group()

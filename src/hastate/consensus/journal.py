@@ -62,6 +62,8 @@ _PYSYNCOBJ_MAGIC = b"PYSYNCOBJ"
 
 Entry = tuple  # (command: bytes, index: int, term: int)
 Sync = Callable[[int], None]
+# flush_observer(started_ns, ended_ns, first index, last index, entries made durable)
+FlushObserver = Callable[[int, int, int, int, int], None]
 
 
 def fdatasync(fd: int) -> None:
@@ -188,6 +190,8 @@ class DurableJournal(Journal):
                       "truncations": 0, "torn_bytes_dropped": 0}
         self._meta: dict[str, Any] = {"term": 0, "vote": None, "commit": 1}
         self._meta_dirty = False
+        #: Told about every flush that made entries durable, with wall-clock times (tracing).
+        self.flush_observer: FlushObserver | None = None
         self._load_meta()
         self._load()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
@@ -298,6 +302,8 @@ class DurableJournal(Journal):
         if count == 0 and not self._rewrite:
             return 0
         self._check_usable()
+        observer = self.flush_observer
+        started = time.time_ns() if observer is not None else 0
         try:
             if self._rewrite:
                 self._rewrite_file()
@@ -318,6 +324,9 @@ class DurableJournal(Journal):
             raise
         self.stats["flushes"] += 1
         self.stats["entries_synced"] += count
+        if observer is not None and count:
+            observer(started, time.time_ns(), self._entries[-count][1], self._entries[-1][1],
+                     count)
         return count
 
     def _rewrite_file(self) -> None:

@@ -238,7 +238,7 @@ class RaftNode:
                 self.spec.profile, transport_class=self._transport_class,
                 on_transfer_request=self._on_transfer_request, is_healthy=self._is_healthy,
                 journal=self._journal, prepare_dump=self._prepare_dump,
-                seeded_at=self._seeded_at)
+                seeded_at=self._seeded_at, cluster=self.spec.cluster)
             self._waker = _Waker(self._syncobj._poller)
         except HAStateError as exc:  # journal or dump refused; its message says why
             self._journal.close()

@@ -25,11 +25,13 @@ from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import _RAFT_STATE
 
 from hastate.consensus import rules
+from hastate.consensus.entry_trace import EntryTraces
 from hastate.consensus.journal import DurableJournal, DurableSerializer
 from hastate.consensus.lease import LeaderLease, Stickiness
 from hastate.consensus.membership import Change, Member, decode_change
 from hastate.consensus.profiles import TimingProfile
 from hastate.errors import CorruptDataError
+from hastate.observability.tracing import now_ns
 from hastate.state.dump import read_header
 
 logger = logging.getLogger(__name__)
@@ -79,8 +81,11 @@ class HastateSyncObj(SyncObj):
                  on_transfer_request: Callable[[str], None] | None = None,
                  is_healthy: Callable[[], bool] = lambda: True,
                  journal: DurableJournal | None = None,
-                 prepare_dump: PrepareDump | None = None, seeded_at: int = 0) -> None:
+                 prepare_dump: PrepareDump | None = None, seeded_at: int = 0,
+                 cluster: str = "") -> None:
         self._self_id = self_id
+        #: Spans for traced entries (consensus/entry_trace.py); idle while tracing is off.
+        self.traces = EntryTraces(self_id, cluster, replica_name=self._peer_id)
         # A restore seeds the log with two no-ops ending at this index, in a stand-in term
         # (the snapshot's), not necessarily the term of the cluster's entries there.
         self._seeded_at = seeded_at
@@ -139,6 +144,11 @@ class HastateSyncObj(SyncObj):
         """Addresses of peers with an open connection."""
         return {n.id for n in set(self._SyncObj__connectedNodes)}
 
+    def _peer_id(self, node: Any) -> str:
+        """Member id of a PySyncObj peer node (its address if it is not a member)."""
+        member = self._members.get(node.id)
+        return member.id if member is not None else node.id
+
     def leader_address(self) -> str | None:
         """Address of the last known leader."""
         leader = self._getLeader()
@@ -170,21 +180,49 @@ class HastateSyncObj(SyncObj):
         per write); sending right after draining keeps an idle pipeline fast and a busy one
         batched.
         """
+        traces = self.traces
+        traces.refresh()
         if self.paused and self._SyncObj__raftState == _RAFT_STATE.LEADER:
             return
         before = self.last_log_index()
         super()._checkCommandsToApply()
         if self._SyncObj__raftState == _RAFT_STATE.LEADER and self.last_log_index() != before:
+            if traces.active:
+                traces.on_appended(self._SyncObj__getEntries(before + 1))
             # Defect 4: the leader's own copy is durable (one fsync for the whole drained
             # batch) before the entries are sent, so before they can count toward commit.
             self.flush_journal()
             self._SyncObj__sendAppendEntries()
+            if traces.active:
+                traces.on_sent()
+
+    def _applyCommand(self, command: bytes, callback: Any,  # noqa: N802 (PySyncObj's name)
+                      commandType: int | None = None) -> None:  # noqa: N803
+        """Queue a proposal; a leader notes when traced ones arrive (their queue wait)."""
+        if self.traces.active and self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            self.traces.on_enqueue(command if commandType is None
+                                   else bytes((commandType,)) + command)
+        super()._applyCommand(command, callback, commandType)
+
+    def _SyncObj__doApplyCommand(self, command: bytes) -> Any:
+        """Apply one entry; a traced one is timed (its apply span)."""
+        traces = self.traces
+        if not traces.pending:
+            return SyncObj._SyncObj__doApplyCommand(self, command)
+        index = self._SyncObj__raftLastApplied + 1
+        started = now_ns()
+        try:
+            return SyncObj._SyncObj__doApplyCommand(self, command)
+        finally:
+            traces.on_apply(index, command, started, now_ns())
 
     def _SyncObj__applyLogEntries(self) -> bool:
         """Apply committed entries; tell followers about a new commit index without waiting.
 
         Defect 10: PySyncObj tells them at its next ``appendEntriesPeriod``.
         """
+        if self.traces.pending and self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            self.traces.on_commit(self._SyncObj__raftCommitIndex, self._SyncObj__raftMatchIndex)
         need_send = SyncObj._SyncObj__applyLogEntries(self)
         if self._SyncObj__raftState == _RAFT_STATE.LEADER and \
                 self._SyncObj__raftCommitIndex != self._sent_commit:
@@ -479,6 +517,8 @@ class HastateSyncObj(SyncObj):
                 change = decode_change(entry[0])
                 if change is not None:
                     self._SyncObj__doChangeCluster(change)
+            if self.traces.active:
+                self.traces.on_received(entries[pos:])
             verified = entries[-1][1]
             break
         self.before_ack()
@@ -568,6 +608,7 @@ class HastateSyncObj(SyncObj):
     def _install_durable_storage(self, journal: DurableJournal) -> None:
         self._SyncObj__raftLog._destroy()
         self._SyncObj__raftLog = journal
+        journal.flush_observer = self.traces.on_flush
         if len(journal) == 0:
             journal.add(b"\x01", 1, 0)  # PySyncObj's first entry: a no-op at index 1, term 0
         self._SyncObj__raftCurrentTerm = max(journal.getCurrentTerm(), journal[-1][2])

@@ -14,6 +14,7 @@ from typing import Callable
 
 from hastate.errors import (CorruptDataError, ForeignDataError, SnapshotError,
                             SnapshotNotFoundError)
+from hastate.observability import tracing
 from hastate.snapshots.format import SnapshotMeta, list_snapshots, load
 from hastate.snapshots.segments import list_segments, read_segment
 from hastate.snapshots.store import SnapshotStore, location
@@ -75,8 +76,25 @@ def rebuild(store: SnapshotStore, cluster: str, *, name: str | None = None,
     """Rebuild the state at the requested point; raise CorruptDataError/SnapshotError on failure.
 
     ``fallback`` allows an older snapshot when the chosen one fails verification.
-    ``progress(done, total)`` is called per segment replayed.
+    ``progress(done, total)`` is called per segment replayed. Traced as ``hastate.restore``.
     """
+    with tracing.span("hastate.restore", attributes={
+            "db.system.name": tracing.SYSTEM, "db.namespace": cluster,
+            "hastate.snapshot.store": str(store)}) as span:
+        result = _rebuild(store, cluster, name=name, index=index, at_time=at_time,
+                          fallback=fallback, replay=replay, progress=progress)
+        span.set_attributes({"hastate.snapshot.name": result.snapshot.name if result.snapshot
+                             else "", "hastate.log.index": result.index,
+                             "hastate.keys.count": result.keys,
+                             "hastate.segments.replayed": len(result.segments),
+                             "hastate.snapshots.refused": len(result.skipped),
+                             "hastate.state_hash": result.state_hash})
+        return result
+
+
+def _rebuild(store: SnapshotStore, cluster: str, *, name: str | None, index: int | None,
+             at_time: float | None, fallback: bool, replay: bool,
+             progress: Callable[[int, int], None] | None) -> RestoreResult:
     skipped: list[str] = []
     for meta in _candidates(store, cluster, name=name, index=index, at_time=at_time):
         machine = ReplicatedState()

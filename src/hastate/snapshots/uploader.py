@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from hastate.errors import CorruptDataError, SnapshotError
+from hastate.observability import tracing
 from hastate.snapshots.format import StaleSnapshotError, prune, write_snapshot
 from hastate.snapshots.store import SnapshotStore
 
@@ -212,7 +213,16 @@ class SnapshotUploader:
                     self._cond.notify_all()
 
     def _upload(self, job: _Job) -> None:
-        """Upload one snapshot, retrying with backoff until done, superseded or stopped."""
+        """Upload one snapshot (one ``hastate.snapshot.upload`` span, retries as events)."""
+        with tracing.span("hastate.snapshot.upload", attributes={
+                "db.system.name": tracing.SYSTEM, "db.namespace": self.cluster,
+                "hastate.log.index": job.index, "hastate.raft.term": job.term,
+                "hastate.keys.count": job.keys, "hastate.snapshot.store": str(self.store)}
+                ) as span:
+            span.set_attribute("hastate.outcome", self._upload_until_done(job, span))
+
+    def _upload_until_done(self, job: _Job, span: object) -> str:
+        """Retry with backoff until done, superseded or stopped; returns the outcome."""
         delay = self.backoff_initial
         while True:
             started = time.monotonic()
@@ -222,20 +232,23 @@ class SnapshotUploader:
             except StaleSnapshotError as exc:
                 self._record_failure(exc)
                 logger.warning("snapshot at index %d not uploaded: %s", job.index, exc)
-                return
+                return "stale"
             except _RETRYABLE as exc:
                 failures = self._record_failure(exc)
+                span.add_event("retry", {"error.type": type(exc).__qualname__,
+                                         "hastate.retry.delay_s": delay})
                 logger.warning("snapshot upload at index %d failed (%d failures so far), "
                                "retrying in %.1fs: %s", job.index, failures, delay, exc)
                 if not self._backoff(job, delay):
-                    return
+                    return "given_up"
                 delay = min(delay * 2, self.backoff_max)
                 continue
             except Exception as exc:
                 self._record_failure(exc)
                 logger.exception("snapshot at index %d cannot be encoded or uploaded; not "
                                  "retrying", job.index)
-                return
+                tracing.set_error(span, exc)
+                return "failed"
             duration = time.monotonic() - started
             with self._cond:
                 self._uploads_total += 1
@@ -245,8 +258,9 @@ class SnapshotUploader:
                 self._last_index = job.index
             logger.info("uploaded snapshot at index %d (term %d, %d bytes) to %s in %.2fs",
                         job.index, job.term, meta.size, self.store, duration)
+            span.set_attribute("hastate.snapshot.bytes", meta.size)
             self._prune()
-            return
+            return "uploaded"
 
     def _backoff(self, job: _Job, delay: float) -> bool:
         """Wait ``delay`` before a retry; False if stopping or a newer snapshot is queued."""

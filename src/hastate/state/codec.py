@@ -117,6 +117,11 @@ class Command:
     :meth:`lock`, read with :meth:`lock_args`) reuse the same fields: ``keys`` = (lock name,),
     ``values`` = {"owner": utf-8, "ttl": msgpack float, "now": msgpack float} and
     ``expected`` = {"token": fencing token the holder presents (0 = none)}.
+
+    ``meta`` (str -> str) travels with the command but never changes what it does: it
+    carries the W3C trace context (``traceparent``) of the proposer. It is encoded as an
+    optional 8th element, left out when empty, so commands without it encode exactly as
+    before and older commands decode with ``meta == {}``.
     """
 
     op: str
@@ -125,6 +130,7 @@ class Command:
     values: dict[str, bytes] = field(default_factory=dict)
     keys: tuple[str, ...] = ()
     expected: dict[str, int] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
 
     LOCK_OPS = ("lock_acquire", "lock_renew", "lock_release")
     OPS = ("update", "delete", "cas", "barrier") + LOCK_OPS
@@ -179,8 +185,11 @@ class Command:
 
     def encode(self) -> bytes:
         """Serialize the command for the Raft log."""
-        return msgpack.packb([COMMAND_FORMAT_VERSION, self.op, self.client, self.seq,
-                              self.values, list(self.keys), self.expected], use_bin_type=True)
+        fields = [COMMAND_FORMAT_VERSION, self.op, self.client, self.seq, self.values,
+                  list(self.keys), self.expected]
+        if self.meta:
+            fields.append(self.meta)
+        return msgpack.packb(fields, use_bin_type=True)
 
     @classmethod
     def decode(cls, data: bytes) -> "Command":
@@ -188,8 +197,16 @@ class Command:
         fields = msgpack.unpackb(data, raw=False, use_list=True)
         if not isinstance(fields, list) or not fields or fields[0] != COMMAND_FORMAT_VERSION:
             raise ValueError(f"unsupported command format: {fields[:1] if isinstance(fields, list) else type(fields)}")
-        _, op, client, seq, values, keys, expected = fields
+        if not 7 <= len(fields) <= 8:
+            # More fields come from a newer hastate: applying without them could diverge.
+            raise ValueError(f"command has {len(fields)} fields, this hastate reads 7 or 8; "
+                             "run the same hastate version on every node")
+        _, op, client, seq, values, keys, expected = fields[:7]
+        meta = fields[7] if len(fields) > 7 else {}
         if op not in cls.OPS:
             raise ValueError(f"unknown command op {op!r}")
+        if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in meta.items()):
+            raise ValueError(f"command meta must map str to str, got {meta!r}")
         return cls(op=op, client=client, seq=seq, values=values, keys=tuple(keys),
-                   expected=expected)
+                   expected=expected, meta=meta)
