@@ -157,7 +157,7 @@ class StateManager:
         if not is_empty(self.spec.data_dir):
             return
         from hastate.snapshots.restore import rebuild
-        from hastate.snapshots.store import open_store
+        from hastate.snapshots.stores import open_store
         try:
             result = rebuild(open_store(self.snapshot_settings.store), self.spec.cluster)
         except SnapshotNotFoundError:

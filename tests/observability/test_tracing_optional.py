@@ -22,7 +22,7 @@ WITHOUT_API = textwrap.dedent('''
     logging.basicConfig(level=logging.WARNING)
     from hastate import StateManager
     from hastate.observability import tracing
-    from hastate.snapshots.memory import MemoryStore
+    from hastate.snapshots.stores.memory import MemoryStore
     from hastate.snapshots.uploader import SnapshotUploader
     from hastate.snapshots.restore import rebuild
     from hastate.testing import free_port

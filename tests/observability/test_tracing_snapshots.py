@@ -6,7 +6,7 @@ import pytest
 
 from hastate.errors import CorruptDataError, SnapshotError
 from hastate.snapshots.format import list_snapshots
-from hastate.snapshots.memory import MemoryStore
+from hastate.snapshots.stores.memory import MemoryStore
 from hastate.snapshots.restore import rebuild
 from hastate.snapshots.uploader import SnapshotUploader
 from hastate.state.codec import Command, encode_value

@@ -18,7 +18,8 @@ import pytest
 from store_servers import (AzuriteServer, Environ, MotoS3Server, cloud_store_url, free_port,
                            open_test_url)
 
-from hastate.snapshots.store import SnapshotStore, open_store
+from hastate.snapshots.store import SnapshotStore
+from hastate.snapshots.stores import open_store
 
 _READY_TIMEOUT = 10.0
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hastate.snapshots.store import SnapshotStore, open_store
+from hastate.snapshots.store import SnapshotStore
+from hastate.snapshots.stores import open_store
 
 #: Short client retry and timeouts so a dead emulator fails a call in about a second.
 GCS_OPTIONS = {"retry_deadline": 1.0, "timeout": (0.5, 5.0)}

@@ -14,7 +14,8 @@ import pytest
 
 from hastate.errors import SnapshotError, SnapshotNotFoundError
 from hastate.snapshots.format import load, write_snapshot
-from hastate.snapshots.store import PreconditionFailed, open_store
+from hastate.snapshots.store import PreconditionFailed
+from hastate.snapshots.stores import open_store
 from hastate.snapshots.stores.file import FileStore
 
 if TYPE_CHECKING:

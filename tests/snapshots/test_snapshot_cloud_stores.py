@@ -10,7 +10,8 @@ from hypothesis import given, strategies as st
 from store_servers import AzuriteServer, MotoS3Server, S3rverServer, free_port, open_test_url
 
 from hastate.errors import CorruptDataError, SnapshotError
-from hastate.snapshots.store import PreconditionFailed, open_store
+from hastate.snapshots.store import PreconditionFailed
+from hastate.snapshots.stores import open_store
 from hastate.snapshots.stores._checksum import SHA256_KEY
 from hastate.snapshots.stores._etag import etag_of, generation_of
 

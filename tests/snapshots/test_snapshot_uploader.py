@@ -11,7 +11,8 @@ import pytest
 
 from hastate.errors import SnapshotError
 from hastate.snapshots.format import list_snapshots, load, snapshot_name, write_snapshot
-from hastate.snapshots.store import location, open_store
+from hastate.snapshots.store import location
+from hastate.snapshots.stores import open_store
 from hastate.snapshots.stores.memory import MemoryStore
 from hastate.snapshots.uploader import SnapshotUploader
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from hastate.errors import SnapshotError, SnapshotNotFoundError
-from hastate.snapshots.store import PreconditionFailed, SnapshotStore, open_store
+from hastate.snapshots.store import PreconditionFailed, SnapshotStore
+from hastate.snapshots.stores import open_store
 from hastate.snapshots.stores.memory import MemoryStore
 
 BLOB = bytes(range(256)) * 64

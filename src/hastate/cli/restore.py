@@ -18,7 +18,7 @@ from hastate.config import load_config
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.errors import ConfigError, CorruptDataError, SnapshotError, SnapshotNotFoundError
 from hastate.snapshots.restore import rebuild
-from hastate.snapshots.store import open_store
+from hastate.snapshots.stores import open_store
 
 EXIT_CORRUPT, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STORE = 1, 2, 3, 4
 

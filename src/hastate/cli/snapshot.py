@@ -21,7 +21,8 @@ from hastate.config import ClusterConfig, load_config
 from hastate.errors import CorruptDataError, SnapshotError, SnapshotNotFoundError
 from hastate.snapshots.copy import copy_store
 from hastate.snapshots.format import list_snapshots, verify as verify_snapshot
-from hastate.snapshots.store import SnapshotStore, open_store
+from hastate.snapshots.store import SnapshotStore
+from hastate.snapshots.stores import open_store
 
 
 def _store(config: ClusterConfig, url: str | None) -> SnapshotStore:

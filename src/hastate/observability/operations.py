@@ -20,7 +20,7 @@ import contextvars
 import dataclasses
 import functools
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, TypeVar
 
 from hastate.consensus.entry_trace import fail_reason_name
 from hastate.errors import WriteError
@@ -28,8 +28,14 @@ from hastate.observability import tracing
 from hastate.state.codec import Command
 
 if TYPE_CHECKING:
-    from hastate.consensus.node import RaftNode
-    from hastate.manager import StateManager
+    from hastate.consensus.node import NodeSpec, RaftNode
+
+
+class Traced(Protocol):
+    """What the tracing decorators read of the object they wrap (``StateManager`` has it)."""
+
+    instance_id: str
+    spec: "NodeSpec"
 
 F = TypeVar("F", bound=Callable[..., Any])
 Callback = Callable[[Any, int], None]   # PySyncObj's (result, fail reason) callback
@@ -38,7 +44,7 @@ Callback = Callable[[Any, int], None]   # PySyncObj's (result, fail reason) call
 OPERATION_NAMES = {"update": "save_state", "cas": "compare_and_set"}
 
 
-def db_attributes(manager: "StateManager", operation: str) -> dict[str, Any]:
+def db_attributes(manager: "Traced", operation: str) -> dict[str, Any]:
     """The stable database attributes plus this node's id."""
     return {"db.system.name": tracing.SYSTEM, "db.operation.name": operation,
             "db.namespace": manager.spec.cluster, "hastate.node.id": manager.instance_id}
@@ -80,7 +86,7 @@ def traced_write(method: F) -> F:
     """Decorate ``StateManager._write(command, timeout)``: a span per write operation."""
 
     @functools.wraps(method)
-    def write(self: "StateManager", command: Command, *args: Any, **kwargs: Any) -> Any:
+    def write(self: "Traced", command: Command, *args: Any, **kwargs: Any) -> Any:
         if not tracing.enabled():
             return method(self, command, *args, **kwargs)
         name = OPERATION_NAMES.get(command.op, command.op)
@@ -144,7 +150,7 @@ def traced_operation(name: str, *, request: Callable[..., Mapping[str, Any]] | N
 
     def decorate(method: F) -> F:
         @functools.wraps(method)
-        def traced(self: "StateManager", *args: Any, **kwargs: Any) -> Any:
+        def traced(self: "Traced", *args: Any, **kwargs: Any) -> Any:
             if not tracing.enabled():
                 return method(self, *args, **kwargs)
             attributes = db_attributes(self, name)

@@ -22,7 +22,8 @@ from hastate.snapshots.format import (
     verify,
     write_snapshot,
 )
-from hastate.snapshots.store import ObjectInfo, PreconditionFailed, SnapshotStore, open_store
+from hastate.snapshots.store import ObjectInfo, PreconditionFailed, SnapshotStore
+from hastate.snapshots.stores import open_store
 from hastate.snapshots.uploader import SnapshotUploader, UploaderStatus
 
 __all__ = [

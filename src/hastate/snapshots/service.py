@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from hastate.config import SnapshotConfig
 from hastate.snapshots.segments import LogShipper
-from hastate.snapshots.store import SnapshotStore, open_store
+from hastate.snapshots.store import SnapshotStore
+from hastate.snapshots.stores import open_store
 from hastate.snapshots.uploader import SnapshotUploader
 from hastate.state.machine import ReplicatedState
 

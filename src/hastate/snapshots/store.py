@@ -1,4 +1,4 @@
-"""The byte-level contract every snapshot backend implements, and ``open_store(url)``.
+"""The byte-level contract every snapshot backend implements.
 
 A store holds named objects (``snapshots/…``, ``manifest.json``) under one location. Every
 object has a *generation*: a positive integer that changes on each write and is never
@@ -10,7 +10,7 @@ verification, retention) lives in :mod:`hastate.snapshots.format` as functions o
 Protocol.
 
 Backends live in :mod:`hastate.snapshots.stores`, one module each, found by URL scheme
-through its ``BACKENDS`` map; :func:`open_store` is re-exported here.
+through its ``BACKENDS`` map; :func:`hastate.snapshots.stores.open_store` opens a URL.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from hastate.errors import SnapshotError
-from hastate.snapshots.stores import open_store
 
 __all__ = ["MAX_NAME_BYTES", "ObjectInfo", "PreconditionFailed", "SnapshotStore", "check_name",
-           "location", "open_store"]
+           "location"]
 
 #: Longest object name GCS accepts (bytes of UTF-8); applied to every backend alike.
 MAX_NAME_BYTES = 1024
