@@ -29,7 +29,7 @@ from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, check_mode, make_transport_class
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
                             ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
-from hastate.failover.lock import Lock
+from hastate.recipes.lock import Lock
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)
 from hastate.failover.watcher import BecomeLeader, LeaderWatcher, LoseLeadership
@@ -365,7 +365,7 @@ class StateManager:
         self.watcher.subscribe(on_become_leader, on_lose_leadership)
 
     def lock(self, name: str, ttl: float = 10.0, **kwargs: Any) -> Lock:
-        """A :class:`~hastate.failover.lock.Lock` named ``name`` on this manager.
+        """A :class:`~hastate.recipes.lock.Lock` named ``name`` on this manager.
 
         The same as ``Lock(self, name, ttl, **kwargs)`` (kazoo's ``partial(Lock, self)``);
         grants carry fencing tokens (log indexes, strictly increasing). Example::

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from hastate.errors import LockHeldError, LockLostError, WriteTimeoutError
-from hastate.failover.lock import Lock, LockGrant
+from hastate.recipes.lock import Lock, LockGrant
 from hastate.state.codec import Command, encode_value
 from hastate.state.machine import LOCK_MAX_SKEW, ReplicatedState
 
