@@ -238,6 +238,17 @@ class StateManager:
             raise ConflictError(result[1], result[2], result[3])
         return result[1]
 
+    def propose(self, command: Command, timeout: float | None = None) -> tuple:
+        """Replicate ``command`` and return its apply result: the seam recipes build on.
+
+        The command gets this manager's client id and next sequence number, so retries
+        apply it exactly once. Returns the state machine's result tuple once the command is
+        committed and applied on this node; raises WriteError (``outcome_unknown`` says
+        whether it may still apply) when it is not confirmed within ``timeout`` (default
+        ``write_timeout``).
+        """
+        return self._write(command, timeout)
+
     def _write(self, command: Command, timeout: float | None) -> tuple:
         with self._seq_lock:
             seq = next(self._seq)

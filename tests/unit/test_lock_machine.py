@@ -306,7 +306,7 @@ class FakeManager:
         self.writes: list[str] = []
         self._mutex = threading.Lock()
 
-    def _write(self, command: Command, timeout: float | None) -> tuple:
+    def propose(self, command: Command, timeout: float | None = None) -> tuple:
         with self._mutex:
             self.writes.append(command.op)
             if self.fail:

@@ -267,7 +267,7 @@ class Lock:
         command = Command.lock(op, self.name, self.owner, ttl=self.ttl, now=self._clock(),
                                token=token)
         with self._io:
-            result = self.manager._write(command, timeout)
+            result = self.manager.propose(command, timeout)
         if result[0] != "lock":
             raise HAStateError(f"lock {self.name!r}: unexpected result {result!r}")
         _, granted, token, owner, expires_at = result
