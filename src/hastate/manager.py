@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 
 from pysyncobj.config import FAIL_REASON
 
+from hastate.addresses import check_transport_mode
 from hastate.config import ClusterConfig, SnapshotConfig, load_config
 from hastate.consensus.journal import fdatasync
 from hastate.consensus.membership import Member
@@ -26,7 +27,7 @@ from hastate.consensus.node import NodeSpec, RaftNode
 from hastate.consensus.profiles import get_profile
 from hastate.consensus.raft import HEALTH
 from hastate.consensus.seed import is_empty, seed_data_dir
-from hastate.consensus.transport import TransportSecurity, check_mode, make_transport_class
+from hastate.consensus.transport import TransportSecurity, make_transport_class
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
                             ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
 from hastate.recipes.lock import Lock
@@ -89,7 +90,7 @@ class StateManager:
         if transport is None:
             transport = TransportSecurity(mode="psk", psk=cluster_secret.encode()) \
                 if cluster_secret else TransportSecurity(mode="plaintext")
-        check_mode(transport.mode, peers.values())
+        check_transport_mode(transport.mode, peers.values())
         self.transport = transport
         self.node = RaftNode(self.spec, self.machine,
                              transport_class=make_transport_class(transport),

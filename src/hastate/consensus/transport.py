@@ -53,14 +53,12 @@ from pysyncobj.tcp_connection import CONNECTION_STATE, set_keepalive
 from pysyncobj.transport import TCPTransport
 
 from hastate.consensus import tls, wire
-from hastate.config import is_loopback_host
+from hastate.addresses import check_transport_mode
 from hastate.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 Mode = Literal["plaintext", "tls", "psk"]
-#: The transport modes, most to least preferred for production.
-MODES: tuple[str, ...] = ("tls", "psk", "plaintext")
 #: Incoming connections allowed to be mid-handshake (or awaiting ``hello``) at once.
 MAX_PENDING_CONNECTIONS = 64
 #: Largest slice handed to one ``send`` call (bounds the copy TLS makes per record batch).
@@ -78,7 +76,8 @@ class TransportSecurity:
     ``tls`` needs ``ca``, ``cert`` and ``key`` (PEM paths) and ``node_ids`` mapping every
     node's Raft address ("host:port") to the node id in its certificate. ``psk`` needs
     ``psk`` (at least 32 random bytes, the same on every node). ``plaintext`` needs nothing
-    but is refused unless every address is on loopback (:func:`check_mode`).
+    but is refused unless every address is on loopback
+    (:func:`hastate.addresses.check_transport_mode`).
     """
 
     mode: Mode = "tls"
@@ -90,9 +89,7 @@ class TransportSecurity:
     node_ids: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"unknown transport mode; choose one of {', '.join(MODES)}",
-                              field="transport.mode", value=self.mode)
+        check_transport_mode(self.mode, ())
         if type(self.max_frame_bytes) is not int or self.max_frame_bytes < 64 * 1024:
             raise ConfigError("must be an integer of at least 65536 bytes",
                               field="transport.max_frame_bytes", value=self.max_frame_bytes)
@@ -110,30 +107,6 @@ class TransportSecurity:
                                   field="transport.tls")
         if self.mode == "psk":
             tls.check_psk(self.psk)
-
-
-def _is_loopback(address: str) -> bool:
-    return is_loopback_host(address.rsplit(":", 1)[0].strip("[]"))
-
-
-def check_mode(mode: str, addresses: Iterable[str]) -> None:
-    """Raise :class:`ConfigError` unless ``mode`` is known and allowed for these addresses.
-
-    ``plaintext`` sends Raft traffic (and every replicated write) unauthenticated and in the
-    clear, so it is only allowed when every node (and bind) address is on loopback.
-    """
-    if mode not in MODES:
-        raise ConfigError(f"unknown transport mode; choose one of {', '.join(MODES)}",
-                          field="transport.mode", value=mode)
-    if mode != "plaintext":
-        return
-    exposed = [address for address in addresses if not _is_loopback(address)]
-    if exposed:
-        raise ConfigError(
-            "mode 'plaintext' sends Raft traffic without authentication or encryption and is "
-            "allowed only when every node address is on loopback (127.0.0.0/8, ::1, "
-            f"localhost); not on loopback: {', '.join(exposed)}. Use mode 'tls' "
-            "(see docs/security.md)", field="transport.mode", value=mode)
 
 
 # -- connection -----------------------------------------------------------------------------
@@ -585,7 +558,8 @@ class SecureTransport(TCPTransport):
         security = binding.security
         others = list(otherNodes)
         addresses = [selfNode.address, *(node.address for node in others)]
-        check_mode(security.mode, addresses + ([conf.bindAddress] if conf.bindAddress else []))
+        check_transport_mode(security.mode,
+                             addresses + ([conf.bindAddress] if conf.bindAddress else []))
         self._security = security
         self._on_extension = binding.on_extension_message
         self._server_ctx: ssl.SSLContext | None = None
