@@ -1,7 +1,8 @@
 """``hastate check-config FILE``: validate a cluster file and print the timing it implies.
 
-Exit codes: 0 valid (warnings, if any, are printed); 1 valid but with warnings and
-``--strict``; 2 invalid (the message names the key, the bad value and the fix).
+Exit codes (:class:`~hastate.cli.exit.Exit`): OK valid (warnings, if any, are printed);
+FAILED valid but with warnings and ``--strict``; USAGE invalid (the message names the key, the
+bad value and the fix).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import click
 
 from hastate.addresses import is_loopback_address
+from hastate.cli.exit import Exit
 from hastate.config import ClusterConfig, load_config
 from hastate.consensus.profiles import get_profile
 
@@ -79,7 +81,7 @@ def warnings(config: ClusterConfig, env: dict[str, str] | None = None) -> list[s
 @click.option("--strict", is_flag=True, help="Exit 1 when there are warnings.")
 def check_config(config_path: str, as_json: bool, strict: bool) -> None:
     """Validate CONFIG_PATH and print the timing profile it implies."""
-    config = load_config(config_path)          # ConfigError -> "error: ..." and exit 2
+    config = load_config(config_path)          # ConfigError -> "error: ..." and exit USAGE
     t = timing(config)
     notes = warnings(config)
     if as_json:
@@ -109,4 +111,4 @@ def check_config(config_path: str, as_json: bool, strict: bool) -> None:
         for note in notes:
             click.echo(f"warning: {note}", err=True)
     if strict and notes:
-        raise SystemExit(1)
+        raise SystemExit(Exit.FAILED)

@@ -6,17 +6,17 @@ only writes the cluster file, starts and signals processes, and reads their HTTP
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
+
+from hastate.admin_client import call
+from hastate.errors import NodeUnreachableError
 
 REGIONS = ("asia-northeast1", "us-central1", "europe-west1", "southamerica-east1",
            "australia-southeast1")
@@ -151,28 +151,18 @@ class LocalCluster:
     # -- HTTP ---------------------------------------------------------------------------------
     def get(self, node_id: str, path: str, timeout: float = 2.0) -> Any:
         """GET a JSON endpoint of ``node_id`` (with the admin token); None when unreachable."""
-        req = urllib.request.Request(f"http://{self.http[node_id]}{path}",
-                                     headers={"Authorization": f"Bearer {self.admin_token}"})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return json.load(resp)
-        except urllib.error.HTTPError as exc:
-            return json.load(exc) if exc.code in (409, 503) else None
-        except (OSError, ValueError):
+            code, answer = call(node_id, self.http[node_id], path, token=self.admin_token,
+                                timeout=timeout)
+        except NodeUnreachableError:
             return None
+        return answer if code in (200, 409, 503) else None
 
     def post(self, node_id: str, path: str, body: dict[str, Any], token: str | None = None,
              timeout: float = 30.0) -> tuple[int, Any]:
         """POST JSON to ``node_id``; returns (status code, decoded body)."""
-        req = urllib.request.Request(
-            f"http://{self.http[node_id]}{path}", data=json.dumps(body).encode(), method="POST",
-            headers={"Authorization": f"Bearer {token if token is not None else self.admin_token}",
-                     "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, json.load(resp)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
+        return call(node_id, self.http[node_id], path, body=body,
+                    token=token if token is not None else self.admin_token, timeout=timeout)
 
     def status(self, node_id: str) -> dict[str, Any] | None:
         """The node's /status, or None when it does not answer."""
