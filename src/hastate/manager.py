@@ -3,6 +3,9 @@
 A write becomes one msgpack command with this manager's client id and a sequence number;
 it is retried with the same id until it is applied or the timeout ends, and the state
 machine applies each (client, seq) once, so a retry never applies a write twice.
+
+Length: the whole public API of an embedded replica (writes, reads, leadership, failover,
+membership, status); each method is a thin delegate to the module that does the work.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 All PySyncObj state is touched on the tick thread only; other threads hand work to it with
 :meth:`RaftNode.call_soon` and wake it through a pipe, so a proposal is sent within
 microseconds instead of at the next poll timeout.
+
+Length: the node's lifecycle (data directory, tick thread, proposals, membership, transfer)
+in one place; the lease trace and the status snapshot are candidates to move out.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Each override names the behaviour it adds or the PySyncObj 0.3.17 defect it corrects
 (docs/pysyncobj-defects.md). PySyncObj keeps its state in name-mangled attributes
 (``_SyncObj__x``); we read them through :meth:`_raft` accessors kept in this one file.
+
+Length: every override of a ``_SyncObj__*`` method must live in the one subclass; the pure
+rules they apply are candidates to move into functions of their own.
 """
 
 from __future__ import annotations

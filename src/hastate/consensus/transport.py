@@ -23,6 +23,9 @@ the network:
 Use :func:`make_transport_class` to bind a :class:`TransportSecurity` to a transport class and
 pass that as ``SyncObj(..., transportClass=...)``.
 
+Length: the transport's configuration, connection state machine and server in one module;
+they split along those lines into a package of their own.
+
 Threading: connections are only touched by the SyncObj tick thread.
 :meth:`SecureTransport.send` (which PySyncObj's ``transferLeadership`` calls from the
 caller's thread) and :meth:`SecureTransport.send_extension` may be called from any thread:
