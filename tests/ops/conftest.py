@@ -4,67 +4,23 @@ processes. Helpers scrape and parse /metrics with prometheus-client's parser."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hastate import StateManager
-from hastate.observability.http import NodeHTTPServer
-from hastate.testing import LocalCluster
-from hastate.testing.cluster import ADMIN_TOKEN_ENV
+from hastate.testing.embedded import EmbeddedCluster
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class OpsCluster(LocalCluster):
-    """LocalCluster whose instance-1 runs in the test process with its HTTP endpoints."""
-
-    sm: StateManager | None = None
-    http_server: NodeHTTPServer | None = None
-
-    def start_embedded(self) -> StateManager:
-        self.sm = StateManager.from_config(self.config_path, "instance-1")
-        self.sm.start()
-        self.http_server = NodeHTTPServer(self.sm, self.http["instance-1"],
-                                          admin_token=self.admin_token).start()
-        return self.sm
-
-    def stop_embedded(self) -> None:
-        if self.http_server is not None:
-            self.http_server.stop()
-            self.http_server = None
-        if self.sm is not None:
-            self.sm.stop()
-            self.sm = None
-
-    def leader(self, among: Sequence[str] | None = None) -> str | None:
-        """As LocalCluster.leader, but the embedded instance-1 counts too."""
-        running = [n for n in self.ids if n in self.procs or (n == "instance-1" and self.sm)]
-        return super().leader(among or running)
-
-    def resume_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
+class OpsCluster(EmbeddedCluster):
+    """The embedded-plus-processes cluster, with /metrics scraping."""
 
     def scrape(self, node_id: str) -> dict[str, Any]:
         return scrape(self.http[node_id])
-
-    def cli(self, *args: str, token: str | None = None, timeout: float = 60) -> \
-            subprocess.CompletedProcess[str]:
-        """Run ``hastate ARGS`` as a subprocess with the admin token in its environment."""
-        env = dict(os.environ)
-        env[ADMIN_TOKEN_ENV] = self.admin_token if token is None else token
-        return subprocess.run([sys.executable, "-m", "hastate", *args], capture_output=True,
-                              text=True, env=env, timeout=timeout)
 
 
 def scrape(http: str) -> dict[str, Any]:
@@ -86,28 +42,12 @@ def sample(families: dict[str, Any], name: str, **labels: str) -> float | None:
     return None
 
 
-@contextlib.contextmanager
-def running(cluster: OpsCluster, timeout: float = 20.0) -> Iterator[OpsCluster]:
-    """Start instance-1 embedded and the others as processes; stop all of them on exit."""
-    try:
-        cluster.start_embedded()
-        for node_id in cluster.ids[1:]:
-            cluster.start(node_id)
-        cluster.sm.wait_ready(timeout)
-        cluster.wait_ready(timeout=timeout)
-        yield cluster
-    finally:
-        cluster.resume_all()
-        cluster.stop_all()
-        cluster.stop_embedded()
-
-
 @pytest.fixture(scope="package")
 def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsCluster]:
     """Shared by the package's tests; tests leave it with all three nodes running."""
     root = tmp_path_factory.mktemp("ops")
-    with running(OpsCluster(root, 3, name="ops", snapshot_store=f"file://{root / 'store'}",
-                            snapshot_interval=60)) as cluster:
+    with OpsCluster(root, 3, name="ops", snapshot_store=f"file://{root / 'store'}",
+                    snapshot_interval=60).running() as cluster:
         yield cluster
 
 

@@ -16,14 +16,14 @@ import pytest
 
 from hastate.testing import BackgroundWriter, wait_for
 
-from .conftest import OpsCluster, running, sample
+from .conftest import OpsCluster, sample
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[OpsCluster]:
-    with running(OpsCluster(tmp_path, 3, name="members")) as c:
+    with OpsCluster(tmp_path, 3, name="members").running() as c:
         yield c
 
 
@@ -186,7 +186,7 @@ def test_replacement_seeded_from_the_snapshot_store_joins_and_converges(
     cluster = OpsCluster(tmp_path, 3, name="members-dr", ship_interval=0.5,
                          snapshot_store=f"file://{tmp_path / 'store'}", snapshot_interval=60,
                          restore_if_empty=True)
-    with running(cluster) as c:
+    with cluster.running() as c:
         config = str(c.config_path)
         for i in range(300):
             c.sm.save_state({f"k{i}": i})

@@ -34,14 +34,12 @@ from typing import Iterator
 
 import pytest
 
-from hastate import StateManager
 from hastate.consensus.profiles import get_profile
 from hastate.errors import WriteError
-from hastate.observability.http import NodeHTTPServer
 from hastate.testing import wait_for
 from hastate.testing.cluster import REGIONS, free_port
 
-from .conftest import OpsCluster, running
+from .conftest import OpsCluster
 
 pytestmark = pytest.mark.integration
 
@@ -83,19 +81,8 @@ class ProxiedCluster(OpsCluster):
             self.configs[me].write_text("\n".join(lines))
         self.config_path = self.configs["instance-1"]   # for the CLI: same ids and http
 
-    def start(self, node_id: str, args=None) -> None:
-        saved, self.config_path = self.config_path, self.configs[node_id]
-        try:
-            super().start(node_id, args)
-        finally:
-            self.config_path = saved
-
-    def start_embedded(self) -> StateManager:
-        self.sm = StateManager.from_config(self.configs["instance-1"], "instance-1")
-        self.sm.start()
-        self.http_server = NodeHTTPServer(self.sm, self.http["instance-1"],
-                                          admin_token=self.admin_token).start()
-        return self.sm
+    def config_for(self, node_id: str) -> Path:
+        return self.configs[node_id]
 
 
 @pytest.fixture
@@ -103,7 +90,7 @@ def proxied(tmp_path: Path) -> Iterator[ProxiedCluster]:
     from chaos.proxy import TcpProxy   # tests/ is on sys.path (tests/ops is a package)
 
     with TcpProxy() as proxy:
-        with running(ProxiedCluster(tmp_path, proxy), timeout=30) as cluster:
+        with ProxiedCluster(tmp_path, proxy).running(timeout=30) as cluster:
             yield cluster
 
 
