@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from hastate.addresses import (check_transport_mode, is_loopback_address, is_loopback_host,
                                split_address)
 from hastate.consensus.membership import Member
-from hastate.consensus.profiles import PROFILES
+from hastate.consensus.profiles import get_profile
 from hastate.errors import ConfigError
 
 _CLUSTER_KEYS = {"name", "profile", "secret_env", "admin_token_env", "transport"}
@@ -166,9 +166,11 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
     _check_keys(cluster, _CLUSTER_KEYS, "cluster", path)
     name = _require(cluster, "name", str, "cluster", path)
     profile = cluster.get("profile", "lan")
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}",
-                          field="cluster.profile", value=profile, path=path)
+    try:
+        get_profile(profile)          # the one check of a profile name, as the manager's
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0]), field="cluster.profile", value=profile,
+                          path=path) from None
     secret_env = cluster.get("secret_env")
     admin_token_env = cluster.get("admin_token_env")
     for key, value in (("secret_env", secret_env), ("admin_token_env", admin_token_env)):
