@@ -97,7 +97,8 @@ class LocalCluster(NodeProcesses):
                    env=dict(os.environ, **{ADMIN_TOKEN_ENV: self.admin_token}))
 
     def config_for(self, node_id: str) -> Path:
-        """The cluster file ``node_id`` runs with: the one file, unless a test gives each its own."""
+        """The cluster file ``node_id`` runs with: the one file, unless a test gives each
+        node its own."""
         return self.config_path
 
     def start_all(self, args: Sequence[str] | None = None) -> None:

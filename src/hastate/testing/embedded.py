@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from hastate.manager import StateManager
 from hastate.observability.http import NodeHTTPServer
@@ -28,9 +28,16 @@ class EmbeddedCluster(LocalCluster):
     sm: StateManager | None = None
     http_server: NodeHTTPServer | None = None
 
-    def start_embedded(self, *, http: bool = True) -> StateManager:
-        """Start the embedded replica (with its HTTP endpoints when ``http``); return it."""
+    def start_embedded(self, *, http: bool = True,
+                       prepare: Callable[[StateManager], None] | None = None) -> StateManager:
+        """Start the embedded replica (with its HTTP endpoints when ``http``); return it.
+
+        ``prepare`` runs on the built, not yet started manager (a benchmark wraps its
+        dump writer there).
+        """
         self.sm = StateManager.from_config(self.config_for(self.embedded_id), self.embedded_id)
+        if prepare is not None:
+            prepare(self.sm)
         self.sm.start()
         if http:
             self.http_server = NodeHTTPServer(self.sm, self.http[self.embedded_id],
