@@ -61,10 +61,11 @@ class JsonLinesProcess:
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
-            raise TimeoutError(f"child pid {self.pid} ({' '.join(self.argv[1:3])}) did not "
-                               f"answer within {timeout}s; log:\n{self.log()[-3000:]}") from None
+            raise TimeoutError(f"child pid {self.pid} did not answer within {timeout}s; "
+                               f"{self.log_path}:\n{self.log()[-3000:]}") from None
         if not line:
-            raise RuntimeError(f"child pid {self.pid} exited; log:\n{self.log()[-3000:]}")
+            raise RuntimeError(f"child pid {self.pid} exited; {self.log_path}:\n"
+                               f"{self.log()[-3000:]}")
         return json.loads(line)
 
     def kill(self) -> None:
