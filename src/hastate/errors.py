@@ -78,8 +78,7 @@ class NodeUnreachableError(HAStateError):
     """Raised when a node's HTTP endpoint did not answer; names the node and the URL."""
 
     def __init__(self, node: str, url: str, reason: str) -> None:
-        super().__init__(f"{node} does not answer at {url}: {reason}; is it running, and its "
-                         "http address in the cluster file reachable from here?")
+        super().__init__(f"{node} does not answer at {url}: {reason}")
         self.node = node
         self.url = url
         self.reason = reason

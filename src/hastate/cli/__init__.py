@@ -55,7 +55,8 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except NodeUnreachableError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {exc}; is it running, and its http address in the cluster file "
+                   "reachable from here?", err=True)
         sys.exit(Exit.UNREACHABLE)
     except HAStateError as exc:
         click.echo(f"error: {exc}", err=True)
