@@ -55,8 +55,8 @@ from pysyncobj.poller import POLL_EVENT_TYPE, Poller
 from pysyncobj.tcp_connection import CONNECTION_STATE, set_keepalive
 from pysyncobj.transport import TCPTransport
 
-from hastate.consensus import tls, wire
 from hastate.addresses import check_transport_mode
+from hastate.consensus import tls, wire
 from hastate.errors import ConfigError
 
 logger = logging.getLogger(__name__)
