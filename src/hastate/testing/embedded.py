@@ -14,11 +14,12 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from hastate.manager import StateManager
 from hastate.observability.http import NodeHTTPServer
 from hastate.testing.cluster import ADMIN_TOKEN_ENV, LocalCluster
+from hastate.testing.metrics import scrape
 
 
 class EmbeddedCluster(LocalCluster):
@@ -69,6 +70,10 @@ class EmbeddedCluster(LocalCluster):
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
+
+    def scrape(self, node_id: str) -> dict[str, Any]:
+        """Metric families of ``node_id``'s /metrics."""
+        return scrape(self.http[node_id])
 
     def cli(self, *args: str, token: str | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -38,8 +38,7 @@ from hastate.consensus.profiles import get_profile
 from hastate.errors import WriteError
 from hastate.testing import wait_for
 from hastate.testing.cluster import REGIONS, free_port
-
-from .conftest import OpsCluster
+from hastate.testing.embedded import EmbeddedCluster
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +47,8 @@ WRITE_WINDOW_S = float(os.environ.get("HASTATE_MULTIREGION_WINDOW", "27"))
 PROFILE = get_profile("multi-region")
 
 
-class ProxiedCluster(OpsCluster):
-    """OpsCluster whose nodes reach each other through TcpProxy links with a delay."""
+class ProxiedCluster(EmbeddedCluster):
+    """EmbeddedCluster whose nodes reach each other through TcpProxy links with a delay."""
 
     def __init__(self, workdir: Path, proxy) -> None:
         super().__init__(workdir, 3, name="multiregion", profile="multi-region")
@@ -87,7 +86,7 @@ class ProxiedCluster(OpsCluster):
 
 @pytest.fixture
 def proxied(tmp_path: Path) -> Iterator[ProxiedCluster]:
-    from chaos.proxy import TcpProxy   # tests/ is on sys.path (tests/ops is a package)
+    from chaos.proxy import TcpProxy   # tests/ is on sys.path (its conftest.py is there)
 
     with TcpProxy() as proxy:
         with ProxiedCluster(tmp_path, proxy).running(timeout=30) as cluster:
