@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import json
 import math
-import queue
 import os
 import shutil
 import signal
@@ -17,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+from hastate.testing.stdio import JsonLinesProcess, kill_and_reap
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -73,7 +74,7 @@ class Cleanup:
             except Exception as exc:  # keep tearing down
                 log(f"cleanup hook failed: {exc!r}")
         for proc in procs:
-            kill_proc(proc)
+            kill_and_reap(proc)
         for path in dirs:
             shutil.rmtree(path, ignore_errors=True)
 
@@ -89,25 +90,6 @@ def _on_term(signum: int, _frame: Any) -> None:
 def install_signal_handlers() -> None:
     """SIGTERM behaves like Ctrl-C, so ``finally`` blocks and atexit clean up."""
     signal.signal(signal.SIGTERM, _on_term)
-
-
-def kill_proc(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
-    """SIGKILL ``proc`` (by its pid) if it still runs, and reap it."""
-    if proc.poll() is None:
-        try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        pass
-    for stream in (proc.stdin, proc.stdout):
-        try:
-            if stream is not None:
-                stream.close()
-        except OSError:
-            pass
 
 
 def free_port() -> int:
@@ -276,87 +258,29 @@ def dump_json(path: Path, data: Any) -> None:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class Child:
+class Child(JsonLinesProcess):
     """A :mod:`benchmarks.node` member process with a JSON-lines control channel on stdio."""
 
     def __init__(self, argv: Sequence[str], log_path: Path) -> None:
-        self.argv = list(argv)
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._lines: "queue.Queue[bytes]" = queue.Queue()
-        self._lock = threading.Lock()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, ready_timeout: float = 30.0) -> "Child":
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH"))
                                             if p)
-        with open(self.log_path, "ab") as logf:
-            self.proc = CLEANUP.proc(subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.node", *self.argv], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=logf, env=env, cwd=str(REPO_ROOT),
-                start_new_session=True))
-        self._lines = queue.Queue()
-        threading.Thread(target=self._reader, args=(self.proc, self._lines), daemon=True,
-                         name=f"child-{self.proc.pid}").start()
-        reply = self._read(ready_timeout)
-        if not reply.get("ready"):
-            raise RuntimeError(f"member did not start: {reply}; log: {self.tail_log()}")
-        return self
+        super().__init__([sys.executable, "-m", "benchmarks.node", *argv], log_path, env=env,
+                         cwd=str(REPO_ROOT))
 
-    @staticmethod
-    def _reader(proc: subprocess.Popen[bytes], lines: "queue.Queue[bytes]") -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(b"")
-
-    def _read(self, timeout: float) -> dict[str, Any]:
+    def start(self, ready_timeout: float = 30.0) -> dict[str, Any]:
+        """Start the member (killed at exit by CLEANUP); its ready reply."""
         try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no answer from member pid {self.pid} within {timeout}s") from None
-        if not line:
-            raise RuntimeError(f"member pid {self.pid} exited; log: {self.tail_log()}")
-        return json.loads(line)
-
-    def request(self, cmd: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-        with self._lock:
-            assert self.proc is not None and self.proc.stdin is not None
-            self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-            self.proc.stdin.flush()
-            return self._read(timeout)
+            reply = super().start(ready_timeout)
+        finally:
+            if self.proc is not None:
+                CLEANUP.proc(self.proc)
+        if not reply.get("ready"):
+            raise RuntimeError(f"member did not start: {reply}; log: {self.log()[-2000:]}")
+        return reply
 
     def kill9(self) -> None:
-        """SIGKILL now (the failover trigger); reaped by :meth:`reap`."""
-        if self.proc is not None and self.proc.poll() is None:
+        """SIGKILL now, without waiting (the failover trigger); reap it with :meth:`kill`."""
+        if self.alive:
+            assert self.proc is not None
             self.proc.kill()
-
-    def reap(self) -> None:
-        if self.proc is not None:
-            kill_proc(self.proc)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Close stdin (the member exits), SIGKILL after ``timeout``."""
-        if self.proc is None:
-            return
-        try:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-            self.proc.wait(timeout)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        kill_proc(self.proc)
-
-    def tail_log(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""

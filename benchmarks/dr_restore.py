@@ -26,6 +26,7 @@ from typing import Any
 from hastate import StateManager
 from hastate.snapshots import list_snapshots, open_store
 from hastate.testing import LocalCluster
+from hastate.testing.embedded import EmbeddedCluster
 
 
 def _gcs_url() -> tuple[str, subprocess.Popen[bytes]]:
@@ -53,14 +54,14 @@ def _gcs_url() -> tuple[str, subprocess.Popen[bytes]]:
     return "gs://bench/dr", proc
 
 
-class _Cluster(LocalCluster):
-    def boot(self) -> StateManager:
-        self.start("instance-2")
-        self.start("instance-3")
-        self.sm = StateManager.from_config(self.config_path, "instance-1")
-        self.sm.start(wait_ready=30)
-        self.sm.trigger_failover("instance-1", timeout=15)
-        return self.sm
+def _boot(cluster: EmbeddedCluster) -> StateManager:
+    """instance-2 and -3 as processes, instance-1 in this process and leading."""
+    cluster.start("instance-2")
+    cluster.start("instance-3")
+    sm = cluster.start_embedded(http=False)
+    sm.wait_ready(30)
+    cluster.make_leader("instance-1")
+    return sm
 
 
 def _restore(root: Path, name: str, store: str) -> dict[str, Any]:
@@ -84,10 +85,10 @@ def _restore(root: Path, name: str, store: str) -> dict[str, Any]:
 
 def measure_restore(root: Path, keys: int, store: str) -> dict[str, Any]:
     """Load ``keys`` keys, snapshot, restore into a fresh cluster; time it."""
-    cluster = _Cluster(root / f"load-{keys}", 3, name="bench-dr", snapshot_store=store,
-                       snapshot_interval=3600, ship_interval=0.5)
+    cluster = EmbeddedCluster(root / f"load-{keys}", 3, name="bench-dr", snapshot_store=store,
+                              snapshot_interval=3600, ship_interval=0.5)
     try:
-        sm = cluster.boot()
+        sm = _boot(cluster)
         batch = 1000
         started = time.monotonic()
         for first in range(0, keys, batch):
@@ -101,7 +102,7 @@ def measure_restore(root: Path, keys: int, store: str) -> dict[str, Any]:
         size = list_snapshots(open_store(store))[0].size
     finally:
         cluster.stop_all()
-        cluster.sm.stop()
+        cluster.stop_embedded()
     result = _restore(root, f"restored-{keys}", store)
     assert result["state"]["state_hash"] == expected, "restored state differs"
     return {"keys": keys, "load_s": round(load_s, 2), "snapshot_s": round(snapshot_s, 2),
@@ -111,11 +112,11 @@ def measure_restore(root: Path, keys: int, store: str) -> dict[str, Any]:
 
 def measure_rpo(root: Path, store: str, trial: int, ship_interval: float) -> dict[str, Any]:
     """Kill every node mid-write; how much acknowledged history does the store still hold?"""
-    cluster = _Cluster(root / f"rpo-{trial}", 3, name="bench-dr", snapshot_store=store,
-                       snapshot_interval=5.0, ship_interval=ship_interval)
+    cluster = EmbeddedCluster(root / f"rpo-{trial}", 3, name="bench-dr", snapshot_store=store,
+                              snapshot_interval=5.0, ship_interval=ship_interval)
     acked: list[tuple[int, float]] = []
     stop = threading.Event()
-    sm = cluster.boot()
+    sm = _boot(cluster)
 
     def writer() -> None:
         n = 0

@@ -157,7 +157,8 @@ class HastateChildCluster:
                 "--data-dir", str(self.workdir / i), "--profile", self.profile]
         if self.proxy is not None:
             argv += ["--bind", self.real[i]]
-        self.children[i] = Child(argv, self.workdir / f"{i}.log").start()
+        self.children[i] = Child(argv, self.workdir / f"{i}.log")
+        self.children[i].start()
 
     def start(self) -> None:
         for i in ("n2", "n3"):
@@ -204,7 +205,7 @@ class HastateChildCluster:
         probe = Probe(lambda n: sm.save_state({"probe": n}, timeout=30), t0)
         commit = probe.run(k)
         new_leader = sm.leader()
-        self.children[leader].reap()
+        self.children[leader].kill()
         self.start_child(leader)
         return {"commit_s": commit, "elected_s": elected[0] if elected else None,
                 "probe": probe, "killed": leader, "new_leader": new_leader}
@@ -276,7 +277,7 @@ class PySyncObjFailover:
                                               elected), daemon=True).start()
         probe = Probe(lambda n: c.store.set("probe", n, sync=True, timeout=30), t0)
         commit = probe.run(k)
-        c.children[leader].reap()
+        c.children[leader].kill()
         c.start_child(leader)
         return {"commit_s": commit, "elected_s": elected[0] if elected else None,
                 "probe": probe, "killed": leader}

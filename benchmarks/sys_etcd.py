@@ -19,7 +19,9 @@ import threading
 import time
 from typing import Any
 
-from benchmarks.common import CLEANUP, free_port, kill_proc, log, wait_for
+from hastate.testing.stdio import kill_and_reap
+
+from benchmarks.common import CLEANUP, free_port, log, wait_for
 from benchmarks.workloads import System
 
 ETCD = "etcd"
@@ -84,7 +86,7 @@ class EtcdCluster:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
-            kill_proc(proc)
+            kill_and_reap(proc)
         self.procs.clear()
         CLEANUP.remove_dir(self.workdir)
 

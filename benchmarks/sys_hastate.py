@@ -1,9 +1,9 @@
 """hastate as it ships: ``StateManager`` in this process plus two ``hastate node run`` processes.
 
-:class:`hastate.testing.LocalCluster` writes the cluster file (free loopback ports, temp
-data directories) and runs instance-2 and instance-3 as real processes; instance-1 is a
-:class:`hastate.StateManager` built from the same file inside the driver, moved to leader
-before each workload (the trading bot writes on the leader). Writes are ``save_state``;
+:class:`hastate.testing.embedded.EmbeddedCluster` writes the cluster file (free loopback
+ports, temp data directories) and runs instance-2 and instance-3 as real processes;
+instance-1 is a :class:`hastate.StateManager` built from the same file inside the driver,
+moved to leader before each workload (the trading bot writes on the leader). Writes are ``save_state``;
 the pipelined workload uses the node's async path (``RaftNode.propose`` with a callback,
 the same encoded command ``save_state`` sends, with this manager's client id and sequence).
 Durability is whatever the checked-out code does (recorded with the git state in results).
@@ -18,7 +18,7 @@ from pysyncobj.config import FAIL_REASON
 
 from hastate import StateManager
 from hastate.state.codec import Command, encode_value
-from hastate.testing import LocalCluster
+from hastate.testing.embedded import EmbeddedCluster
 
 from benchmarks.common import CLEANUP, log, wait_for
 from benchmarks.workloads import System
@@ -65,7 +65,7 @@ def time_dumps(sm: StateManager, durations: list[float],
 
 
 class HastateSystem(System):
-    """hastate (LocalCluster + in-process StateManager) as a benchmarked system."""
+    """hastate (EmbeddedCluster: an in-process StateManager plus two processes), benchmarked."""
 
     name = "hastate"
 
@@ -76,7 +76,7 @@ class HastateSystem(System):
             self.name = f"hastate-{transport}"
         self.client = ("in-process StateManager (instance-1, leader): save_state(); pipelined: "
                        f"RaftNode.propose(callback); transport {transport}")
-        self.cluster: LocalCluster | None = None
+        self.cluster: EmbeddedCluster | None = None
         self.sm: StateManager | None = None
         self.serialize_durations: list[float] = []   # dump writes (seconds)
         self.capture_durations: list[float] = []     # Raft-thread state copies (newer code)
@@ -88,24 +88,22 @@ class HastateSystem(System):
 
     def start(self) -> None:
         workdir = CLEANUP.tempdir("hastate")
-        self.cluster = LocalCluster(workdir, 3, name="bench", profile=self.profile,
-                                    transport=self.transport)
+        self.cluster = EmbeddedCluster(workdir, 3, name="bench", profile=self.profile,
+                                       transport=self.transport)
         CLEANUP.hook(self.cluster.stop_all)
         for node_id in self.peer_ids:
             self.cluster.start(node_id)
-        self.sm = StateManager.from_config(self.cluster.config_path, self.cluster.ids[0])
-        time_dumps(self.sm, self.serialize_durations, self.capture_durations)
-        self.sm.start()
+        self.sm = self.cluster.start_embedded(http=False, prepare=lambda sm: time_dumps(
+            sm, self.serialize_durations, self.capture_durations))
         self.sm.wait_ready(30)
         self.cluster.wait_ready(self.peer_ids, timeout=30)
         self.ensure_leader()
         log(f"{self.name}: 3 members up ({self.profile}, {self.transport}), leader in process")
 
     def stop(self) -> None:
-        if self.sm is not None:
-            self.sm.stop()
-            self.sm = None
+        self.sm = None
         if self.cluster is not None:
+            self.cluster.stop_embedded()
             self.cluster.stop_all()
             CLEANUP.remove_dir(self.cluster.workdir)
             self.cluster = None

@@ -38,7 +38,8 @@ class PySyncObjCluster:
         return argv + ([] if self.batch else ["--no-batch"])
 
     def start_child(self, i: int) -> None:
-        self.children[i] = Child(self.child_argv(i), self.workdir / f"n{i}.log").start()
+        self.children[i] = Child(self.child_argv(i), self.workdir / f"n{i}.log")
+        self.children[i].start()
 
     def start(self) -> None:
         for i in (1, 2):
@@ -83,7 +84,7 @@ class PySyncObjCluster:
             if leader is not None:
                 if leader == 0:
                     self.tasks.call(lambda: self.so.transferLeadership(self.addrs[target]))
-                elif leader in self.children and self.children[leader].alive():
+                elif leader in self.children and self.children[leader].alive:
                     self.children[leader].request({"op": "transfer", "to": self.addrs[target]})
             time.sleep(0.3)
         raise TimeoutError(f"PySyncObj leadership did not move to member {target}")
@@ -97,7 +98,7 @@ class PySyncObjCluster:
     def terms(self) -> dict[str, int]:
         out = {"n0": self.so.raftCurrentTerm}
         for i, child in self.children.items():
-            if child.alive():
+            if child.alive:
                 try:
                     out[f"n{i}"] = int(child.request({"op": "status"}, timeout=5)["raft_term"])
                 except Exception:

@@ -5,7 +5,7 @@ from hastate.errors import (ConfigError, ConflictError, CorruptDataError, Failov
                             HAStateError, LockHeldError, LockLostError, NoQuorumError,
                             NotLeaderError, ReadError, SnapshotError, SnapshotNotFoundError,
                             WriteError, WriteTimeoutError)
-from hastate.failover.lock import Lock, LockGrant
+from hastate.recipes.lock import Lock, LockGrant
 from hastate.manager import StateManager
 
 __all__ = [

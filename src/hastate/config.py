@@ -6,20 +6,20 @@ time, before any node touches its data directory.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from hastate.addresses import (check_transport_mode, is_loopback_address, is_loopback_host,
+                               split_address)
 from hastate.consensus.membership import Member
-from hastate.consensus.profiles import PROFILES
+from hastate.consensus.profiles import get_profile
 from hastate.errors import ConfigError
 
 _CLUSTER_KEYS = {"name", "profile", "secret_env", "admin_token_env", "transport"}
 _TLS_KEYS = {"ca", "cert", "key"}
-TRANSPORTS = ("tls", "psk", "plaintext")
 _NODE_KEYS = {"id", "region", "raft", "http", "data_dir"}
 _SNAPSHOT_KEYS = {"store", "mirrors", "interval", "keep", "ship_interval", "restore_if_empty"}
 _TOP_KEYS = {"cluster", "nodes", "snapshots", "tls"}
@@ -99,7 +99,7 @@ class ClusterConfig:
     @property
     def all_loopback(self) -> bool:
         """True when every raft address is on this machine (development clusters)."""
-        return all(is_loopback_host(split_address(n.raft)[0]) for n in self.nodes)
+        return all(is_loopback_address(n.raft) for n in self.nodes)
 
     def secret(self) -> str | None:
         """The cluster secret from ``secret_env`` (None when unused); ConfigError when missing."""
@@ -115,33 +115,6 @@ class ClusterConfig:
     def admin_token(self) -> str | None:
         """The bearer token for admin HTTP actions, from ``admin_token_env`` (None = disabled)."""
         return os.environ.get(self.admin_token_env) or None if self.admin_token_env else None
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """Split "host:port"; ValueError with the reason when malformed."""
-    if not isinstance(address, str) or ":" not in address:
-        raise ValueError("expected \"host:port\"")
-    host, _, port_s = address.rpartition(":")
-    host = host.strip("[]")
-    if not host:
-        raise ValueError("host is empty")
-    try:
-        port = int(port_s)
-    except ValueError:
-        raise ValueError(f"port {port_s!r} is not a number") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} is outside 1-65535")
-    return host, port
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for localhost and loopback IP addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str, path: str | None) -> None:
@@ -220,9 +193,11 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
     _check_keys(cluster, _CLUSTER_KEYS, "cluster", path)
     name = _require(cluster, "name", str, "cluster", path)
     profile = cluster.get("profile", "lan")
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}",
-                          field="cluster.profile", value=profile, path=path)
+    try:
+        get_profile(profile)          # the one check of a profile name, as the manager's
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0]), field="cluster.profile", value=profile,
+                          path=path) from None
     secret_env = cluster.get("secret_env")
     admin_token_env = cluster.get("admin_token_env")
     for key, value in (("secret_env", secret_env), ("admin_token_env", admin_token_env)):
@@ -301,16 +276,10 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
         _check_keys(tls_raw, _TLS_KEYS, "tls", path)
         paths = {k: _require(tls_raw, k, str, "tls", path) for k in sorted(_TLS_KEYS)}
         tls = TLSConfig(**{k: str(base / v) for k, v in paths.items()})
-    loopback = all(is_loopback_host(split_address(n.raft)[0]) for n in nodes)
+    loopback = all(is_loopback_address(n.raft) for n in nodes)
     transport = cluster.get("transport", "plaintext" if loopback else "tls")
-    if transport not in TRANSPORTS:
-        raise ConfigError(f"unknown transport {transport!r}; choose one of {list(TRANSPORTS)}",
-                          field="cluster.transport", value=transport, path=path)
-    if transport == "plaintext" and not loopback:
-        raise ConfigError("plaintext Raft traffic is allowed only when every node is on "
-                          "loopback; use transport = \"tls\" with a [tls] table (create the "
-                          "files with `hastate certs init`) or \"psk\" with secret_env",
-                          field="cluster.transport", value=transport, path=path)
+    check_transport_mode(transport, [n.raft for n in nodes], field="cluster.transport",
+                         path=path)
     if transport == "tls" and tls is None:
         raise ConfigError("transport \"tls\" needs a [tls] table with ca, cert and key (PEM "
                           "paths; {id} stands for the node id); create them with `hastate "

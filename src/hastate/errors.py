@@ -74,6 +74,16 @@ class FailoverError(HAStateError):
     """Raised when a requested leadership transfer did not complete."""
 
 
+class NodeUnreachableError(HAStateError):
+    """Raised when a node's HTTP endpoint did not answer; names the node and the URL."""
+
+    def __init__(self, node: str, url: str, reason: str) -> None:
+        super().__init__(f"{node} does not answer at {url}: {reason}")
+        self.node = node
+        self.url = url
+        self.reason = reason
+
+
 class MembershipRefused(HAStateError):
     """Raised when a membership change is refused; the message says why and what to do."""
 

@@ -3,6 +3,9 @@
 A write becomes one msgpack command with this manager's client id and a sequence number;
 it is retried with the same id until it is applied or the timeout ends, and the state
 machine applies each (client, seq) once, so a retry never applies a write twice.
+
+Length: the whole public API of an embedded replica (writes, reads, leadership, failover,
+membership, status); each method is a thin delegate to the module that does the work.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping
 
+from hastate.addresses import check_transport_mode
 from hastate.config import ClusterConfig, SnapshotConfig, load_config
 from hastate.consensus.journal import fdatasync
 from hastate.consensus.membership import Member
@@ -24,10 +28,10 @@ from hastate.consensus.node import NodeSpec, RaftNode
 from hastate.consensus.outcome import NOT_PROPOSED, Outcome
 from hastate.consensus.profiles import get_profile
 from hastate.consensus.seed import is_empty, seed_data_dir
-from hastate.consensus.transport import TransportSecurity, check_mode, make_transport_class
+from hastate.consensus.transport import TransportSecurity, make_transport_class
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
                             ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
-from hastate.failover.lock import Lock
+from hastate.recipes.lock import Lock
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)
 from hastate.failover.watcher import BecomeLeader, LeaderWatcher, LoseLeadership
@@ -86,7 +90,7 @@ class StateManager:
         if transport is None:
             transport = TransportSecurity(mode="psk", psk=cluster_secret.encode()) \
                 if cluster_secret else TransportSecurity(mode="plaintext")
-        check_mode(transport.mode, peers.values())
+        check_transport_mode(transport.mode, peers.values())
         self.transport = transport
         self.node = RaftNode(self.spec, self.machine,
                              transport_class=make_transport_class(transport),
@@ -235,6 +239,17 @@ class StateManager:
             raise ConflictError(result[1], result[2], result[3])
         return result[1]
 
+    def propose(self, command: Command, timeout: float | None = None) -> tuple:
+        """Replicate ``command`` and return its apply result: the seam recipes build on.
+
+        The command gets this manager's client id and next sequence number, so retries
+        apply it exactly once. Returns the state machine's result tuple once the command is
+        committed and applied on this node; raises WriteError (``outcome_unknown`` says
+        whether it may still apply) when it is not confirmed within ``timeout`` (default
+        ``write_timeout``).
+        """
+        return self._write(command, timeout)
+
     @traced_write
     def _write(self, command: Command, timeout: float | None) -> tuple:
         with self._seq_lock:
@@ -365,7 +380,7 @@ class StateManager:
         self.watcher.subscribe(on_become_leader, on_lose_leadership)
 
     def lock(self, name: str, ttl: float = 10.0, **kwargs: Any) -> Lock:
-        """A :class:`~hastate.failover.lock.Lock` named ``name`` on this manager.
+        """A :class:`~hastate.recipes.lock.Lock` named ``name`` on this manager.
 
         The same as ``Lock(self, name, ttl, **kwargs)`` (kazoo's ``partial(Lock, self)``);
         grants carry fencing tokens (log indexes, strictly increasing). Example::

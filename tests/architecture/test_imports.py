@@ -1,7 +1,8 @@
-"""The import structure of src/hastate: only consensus/ imports PySyncObj, and no import cycle.
+"""The shape of src/hastate: no import cycles, PySyncObj only under consensus/, small modules.
 
-Imports are read from the source (AST), so imports inside functions and under
-``TYPE_CHECKING`` count too: a cycle hidden behind either is still a cycle in the design.
+Read from the source text (``ast``), so imports under ``if TYPE_CHECKING:`` and inside
+functions count as much as module-level ones: a cycle hidden from the interpreter is still
+a cycle for the reader.
 """
 
 from __future__ import annotations
@@ -11,109 +12,115 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "hastate"
-#: Edges left out of the cycle check, each with the change that removes it. The lock recipe
-#: names StateManager (under TYPE_CHECKING) while the manager builds locks; the edge goes
-#: when the recipe moves to recipes/ and takes a narrow proposal interface instead.
-KNOWN_BACK_EDGES = {("hastate.failover.lock", "hastate.manager")}
+MAX_LINES = 500
+#: A module longer than MAX_LINES says why near its top, in a docstring line starting so.
+LENGTH_REASON = "Length:"
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(SRC).with_suffix("").parts
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def modules() -> dict[str, Path]:
-    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imported_names(path: Path, name: str) -> list[str]:
-    """Absolute names of every import in ``path`` (module ``name``), at any depth."""
+def _imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
+    """Every hastate module and third-party top-level package ``path`` imports."""
     is_package = path.name == "__init__.py"
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names]
+            out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:   # relative: resolve against this module's package
+            if node.level:
                 base = name.split(".")
                 base = base[:len(base) - node.level + (1 if is_package else 0)]
-                prefix = ".".join(base + ([node.module] if node.module else []))
+                source = ".".join(base + ([node.module] if node.module else []))
             else:
-                prefix = node.module or ""
-            found += [prefix] + [f"{prefix}.{alias.name}" for alias in node.names]
+                source = node.module or ""
+            for alias in node.names:
+                sub = f"{source}.{alias.name}"
+                out.add(sub if sub in modules else source)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: {i for i in _imports(path, name, modules) if i in modules and i != name}
+            for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    """hastate module -> the hastate modules it imports (``from p import m`` counts m)."""
-    known = modules()
-    graph = {}
-    for name, path in known.items():
-        targets = {t for t in imported_names(path, name) if t in known and t != name}
-        graph[name] = targets
-    return graph
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One cycle of ``graph`` as a list of nodes (first == last), or None."""
-    state: dict[str, int] = {}   # 1: on the current path, 2: done
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
-            if nxt not in state:
-                cycle = visit(nxt)
-                if cycle:
-                    return cycle
-        path.pop()
-        state[node] = 2
-        return None
-
-    for start in sorted(graph):
-        if start not in state:
-            cycle = visit(start)
-            if cycle:
-                return cycle
-    return None
-
-
-def test_only_consensus_imports_pysyncobj() -> None:
-    consensus = PACKAGE / "consensus"
-    offenders = sorted(
-        f"{path.relative_to(SRC)} imports {target}"
-        for name, path in modules().items() for target in imported_names(path, name)
-        if target.split(".")[0] == "pysyncobj" and consensus not in path.parents)
-    assert not offenders, offenders
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_the_graph_sees_every_kind_of_import() -> None:
     """Imports under TYPE_CHECKING, inside functions and relative ones are all edges."""
-    graph = import_graph()
+    graph = _graph()
     assert "hastate.consensus.node" in graph["hastate.testing.lease_trace"]    # TYPE_CHECKING
     assert "hastate.snapshots.restore" in graph["hastate.manager"]             # in a function
     assert "hastate.consensus.transport.config" in graph["hastate.consensus.transport"]
 
 
-def test_find_cycle_reports_a_cycle() -> None:
-    """Negative control: the checker finds a cycle when there is one."""
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
-    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+def test_no_import_cycle_in_hastate() -> None:
+    assert _cycles(_graph()) == []
 
 
-def test_no_import_cycle_between_hastate_modules() -> None:
-    graph = import_graph()
-    for source, target in KNOWN_BACK_EDGES:
-        graph[source].discard(target)
-    cycle = find_cycle(graph)
-    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+def test_only_consensus_imports_pysyncobj() -> None:
+    modules = _modules()
+    offenders = sorted(name for name, path in modules.items()
+                       if not name.startswith("hastate.consensus.")
+                       and any(i == "pysyncobj" or i.startswith("pysyncobj.")
+                               for i in _imports(path, name, modules)))
+    assert offenders == []
 
 
-def test_every_known_back_edge_still_exists() -> None:
-    """A removed back edge must leave KNOWN_BACK_EDGES too, or it would hide a new one."""
-    graph = import_graph()
-    stale = {(a, b) for a, b in KNOWN_BACK_EDGES if b not in graph.get(a, set())}
-    assert not stale, f"remove from KNOWN_BACK_EDGES: {stale}"
+def test_long_modules_say_why_at_their_top() -> None:
+    unexplained = []
+    for name, path in _modules().items():
+        lines = path.read_text().splitlines()
+        if len(lines) <= MAX_LINES:
+            continue
+        doc = ast.get_docstring(ast.parse("\n".join(lines))) or ""
+        if not any(line.strip().startswith(LENGTH_REASON) for line in doc.splitlines()):
+            unexplained.append(f"{name} ({len(lines)} lines)")
+    assert unexplained == [], (f"modules over {MAX_LINES} lines need a '{LENGTH_REASON} ...' "
+                               "line in their docstring saying why they are not split")

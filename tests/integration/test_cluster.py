@@ -75,7 +75,7 @@ def test_restart_of_every_node_from_data_dir_keeps_state(cluster) -> None:
     wait_for(lambda: same_everywhere(cluster))
     cluster.stop_all()
     cluster.sm.stop()
-    cluster.embedded()
+    cluster.start_embedded(http=False)
     cluster.start("instance-2")
     cluster.start("instance-3")
     cluster.sm.wait_ready(20)

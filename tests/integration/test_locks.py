@@ -202,7 +202,7 @@ def test_lock_survives_restart_of_every_node_via_dump_and_journal(cluster) -> No
     before = cluster.sm.machine.locks()
     cluster.stop_all()
     cluster.sm.stop()
-    sm = cluster.embedded()
+    sm = cluster.start_embedded(http=False)
     cluster.start("instance-2")
     cluster.start("instance-3")
     sm.wait_ready(20)

@@ -10,13 +10,14 @@ import click
 from hastate.cli.certs import certs
 from hastate.cli.check_config import check_config
 from hastate.cli.demo import demo
+from hastate.cli.exit import Exit
 from hastate.cli.failover import failover
 from hastate.cli.members import members
 from hastate.cli.node import node
 from hastate.cli.restore import restore
 from hastate.cli.snapshot import snapshot
 from hastate.cli.status import status
-from hastate.errors import HAStateError
+from hastate.errors import HAStateError, NodeUnreachableError
 from hastate.observability.tracing import install_log_filter
 
 
@@ -43,14 +44,22 @@ cli.add_command(restore)
 
 
 def main() -> None:
-    """Console entry point: HAStateError becomes a one-line message and exit code 2."""
+    """Console entry point: an error becomes a one-line message and its exit code.
+
+    A node that does not answer exits :attr:`Exit.UNREACHABLE`, any other HAStateError
+    (a bad cluster file, an unknown id) :attr:`Exit.USAGE`.
+    """
     try:
         cli(standalone_mode=False)
     except click.exceptions.Abort:
-        sys.exit(130)
+        sys.exit(Exit.INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except NodeUnreachableError as exc:
+        click.echo(f"error: {exc}; is it running, and its http address in the cluster file "
+                   "reachable from here?", err=True)
+        sys.exit(Exit.UNREACHABLE)
     except HAStateError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(Exit.USAGE)

@@ -1,12 +1,12 @@
 """``hastate check-config FILE``: validate a cluster file and print the timing it implies.
 
-Exit codes: 0 valid (warnings, if any, are printed); 1 valid but with warnings and
-``--strict``; 2 invalid (the message names the key, the bad value and the fix).
+Exit codes (:class:`~hastate.cli.exit.Exit`): OK valid (warnings, if any, are printed);
+FAILED valid but with warnings and ``--strict``; USAGE invalid (the message names the key, the
+bad value and the fix).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from pathlib import Path
@@ -14,7 +14,9 @@ from typing import Any
 
 import click
 
-from hastate.config import ClusterConfig, load_config, split_address
+from hastate.addresses import is_loopback_address
+from hastate.cli.exit import Exit
+from hastate.config import ClusterConfig, load_config
 from hastate.consensus.profiles import get_profile
 
 
@@ -25,13 +27,6 @@ def timing(config: ClusterConfig) -> dict[str, Any]:
             "election_timeout_min": p.min_timeout, "election_timeout_max": p.max_timeout,
             "lease": round(p.lease_duration, 4), "connection_timeout": p.connection_timeout,
             "failover_bound": round(p.failover_bound, 4)}
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def warnings(config: ClusterConfig, env: dict[str, str] | None = None) -> list[str]:
@@ -72,7 +67,7 @@ def warnings(config: ClusterConfig, env: dict[str, str] | None = None) -> list[s
         out.append(f"{config.admin_token_env} is not set in this environment; admin endpoints "
                    "of nodes started from here are disabled")
     for node in config.nodes:
-        if node.http and not _loopback(split_address(node.http)[0]):
+        if node.http and not is_loopback_address(node.http):
             out.append(f"{node.id}: http {node.http} is not loopback; /status and /metrics are "
                        "unauthenticated, so firewall it to the Prometheus host")
     if config.snapshots.store is None:
@@ -86,7 +81,7 @@ def warnings(config: ClusterConfig, env: dict[str, str] | None = None) -> list[s
 @click.option("--strict", is_flag=True, help="Exit 1 when there are warnings.")
 def check_config(config_path: str, as_json: bool, strict: bool) -> None:
     """Validate CONFIG_PATH and print the timing profile it implies."""
-    config = load_config(config_path)          # ConfigError -> "error: ..." and exit 2
+    config = load_config(config_path)          # ConfigError -> "error: ..." and exit USAGE
     t = timing(config)
     notes = warnings(config)
     if as_json:
@@ -116,4 +111,4 @@ def check_config(config_path: str, as_json: bool, strict: bool) -> None:
         for note in notes:
             click.echo(f"warning: {note}", err=True)
     if strict and notes:
-        raise SystemExit(1)
+        raise SystemExit(Exit.FAILED)

@@ -4,39 +4,34 @@ Posts ``/admin/transfer-leadership`` to the current leader (or, when no leader a
 any reachable node: a transfer can be driven from any node), then waits until ID itself
 reports holding the leader lease and prints how long that took.
 
-Exit codes (docs/operations.md): 0 ID leads; 1 it did not within --timeout; 2 bad config or
-usage (unknown ID, no admin token); 3 no node reachable; 4 the token was refused.
+Exit codes (:class:`~hastate.cli.exit.Exit`): OK ID leads; FAILED it did not within
+--timeout; USAGE bad config (unknown ID, no admin token); UNAUTHORIZED the token was refused;
+UNREACHABLE no node answered.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import click
 
-from hastate.cli.exit import fail
+from hastate.admin_client import call
+from hastate.cli.exit import Exit, fail
 from hastate.cli.status import fetch_status, node_status
 from hastate.config import ClusterConfig, load_config
-
-EXIT_NOT_MOVED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_UNAUTHORIZED = 4
+from hastate.errors import NodeUnreachableError
 
 
 class UsageProblem(click.ClickException):
-    """A problem the operator fixes in the config or environment: exit code 2."""
+    """A problem the operator fixes in the config or environment: :attr:`Exit.USAGE`."""
 
-    exit_code = EXIT_USAGE
+    exit_code = Exit.USAGE
 
 
 def admin_token(config: ClusterConfig) -> str:
-    """The admin token from the environment variable ``admin_token_env`` names, or exit 2."""
+    """The admin token from the environment variable ``admin_token_env`` names, or exit USAGE."""
     if not config.admin_token_env:
         raise UsageProblem("admin actions are disabled in this cluster file: add "
                                    "admin_token_env = \"HASTATE_ADMIN_TOKEN\" to [cluster] on "
@@ -49,22 +44,10 @@ def admin_token(config: ClusterConfig) -> str:
     return token
 
 
-def post_admin(http: str, path: str, body: dict[str, Any], token: str,
-               timeout: float) -> tuple[int, dict[str, Any]]:
-    """POST JSON to a node's admin endpoint; (status code, body). Raises OSError if unreachable."""
-    req = urllib.request.Request(
-        f"http://{http}{path}", data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        try:
-            answer = json.load(exc)
-        except ValueError:
-            answer = {"error": exc.reason}
-        return exc.code, answer
-
+def refused_token(node_id: str, answer: dict[str, Any], config: ClusterConfig) -> str:
+    """The message for a node's 401 answer: who refused, why, and which variable to export."""
+    return (f"{node_id} refused the admin token: {answer.get('error')}; export "
+            f"{config.admin_token_env} with the token the nodes were started with")
 
 
 @click.command()
@@ -80,7 +63,7 @@ def failover(config_path: str, target: str, timeout: float) -> None:
     Works under write load; writes pause for the handover (typically well under a second).
     """
     config = load_config(config_path)
-    config.node(target)                                   # ConfigError (exit 2) if unknown
+    config.node(target)                                   # ConfigError (USAGE) if unknown
     token = admin_token(config)
     started = time.monotonic()
     deadline = started + timeout
@@ -88,7 +71,7 @@ def failover(config_path: str, target: str, timeout: float) -> None:
     reachable = [r for r in rows if r.get("reachable")]
     if not reachable:
         fail("no node answered /status; are the nodes running and is the "
-             "http address in the cluster file reachable from here?", EXIT_UNREACHABLE)
+             "http address in the cluster file reachable from here?", Exit.UNREACHABLE)
     before = next((r["id"] for r in rows if r.get("is_leader")), None)
     if before == target:
         click.echo(f"{target} already leads (term {_row(rows, target).get('term')}); "
@@ -96,9 +79,8 @@ def failover(config_path: str, target: str, timeout: float) -> None:
         return
     target_row = _row(rows, target)
     if not target_row.get("reachable"):
-        fail(f"{target} does not answer /status ({target_row.get('error')}); "
-             "start it (and wait for `hastate status` to show it ready) before moving "
-             "leadership to it", EXIT_NOT_MOVED)
+        fail(f"{target_row.get('error')}; start it (and wait for `hastate status` to show "
+             "it ready) before moving leadership to it", Exit.FAILED)
     # Ask the leader first; any other reachable node can drive the transfer too.
     order = sorted(reachable, key=lambda r: (r["id"] != before, r["id"] == target))
     by_id = {n.id: n for n in config.nodes}
@@ -111,20 +93,18 @@ def failover(config_path: str, target: str, timeout: float) -> None:
         if remaining <= 0:
             break
         try:
-            code, answer = post_admin(http, "/admin/transfer-leadership", {"to": target},
-                                      token, timeout=remaining + 1)
-        except OSError as exc:
-            last_error = f"{row['id']} ({http}): {getattr(exc, 'reason', exc)}"
+            code, answer = call(row["id"], http, "/admin/transfer-leadership",
+                                body={"to": target}, token=token, timeout=remaining + 1)
+        except NodeUnreachableError as exc:
+            last_error = str(exc)
             continue
         if code == 401:
-            fail(f"{row['id']} refused the admin token: {answer.get('error')}; export "
-                 f"{config.admin_token_env} with the token the nodes were started with",
-                 EXIT_UNAUTHORIZED)
+            fail(refused_token(row["id"], answer, config), Exit.UNAUTHORIZED)
         if code == 200:
             break
         last_error = f"{row['id']} answered {code}: {answer.get('error')}"
     else:
-        fail(f"leadership did not move to {target}: {last_error}", EXIT_NOT_MOVED)
+        fail(f"leadership did not move to {target}: {last_error}", Exit.FAILED)
     # The node that drove the transfer saw the target lead; confirm with the target itself.
     while time.monotonic() < deadline:
         st = node_status(config, target)
@@ -135,7 +115,7 @@ def failover(config_path: str, target: str, timeout: float) -> None:
             return
         time.sleep(0.02)
     fail(f"{target} did not report holding the leader lease within "
-         f"{timeout:.0f}s; check `hastate status --config {config_path}`", EXIT_NOT_MOVED)
+         f"{timeout:.0f}s; check `hastate status --config {config_path}`", Exit.FAILED)
 
 
 def _row(rows: list[dict[str, Any]], node_id: str) -> dict[str, Any]:

@@ -7,10 +7,10 @@ file, start it with ``hastate node run --join``, then ``hastate members add ID``
 refuses a change that would leave fewer reachable members than a majority of the new
 configuration, and a second change while one is in flight.
 
-Exit codes (docs/operations.md): list as ``hastate status`` (0 all reachable with a leader,
-1 no leader, 3 some member down); add/remove: 0 done, 1 not done in time or no leader,
-2 bad config or usage, 3 a node that must answer did not, 4 admin token refused,
-5 refused by the leader (the message says why).
+Exit codes (:class:`~hastate.cli.exit.Exit`): list as ``hastate status``; add/remove: OK
+done, FAILED not done in time or no leader, USAGE bad config, UNREACHABLE a node that must
+answer did not, UNAUTHORIZED admin token refused, REFUSED by the leader (the message says
+why).
 """
 
 from __future__ import annotations
@@ -23,14 +23,12 @@ from typing import Any
 
 import click
 
-from hastate.cli.exit import fail
-from hastate.cli.failover import (EXIT_UNAUTHORIZED, EXIT_UNREACHABLE, EXIT_USAGE,
-                                  admin_token, post_admin)
+from hastate.admin_client import call
+from hastate.cli.exit import Exit, fail
+from hastate.cli.failover import admin_token, refused_token
 from hastate.cli.status import classify, fetch_status, node_status
 from hastate.config import ClusterConfig, NodeConfig, load_config
-
-EXIT_NOT_DONE = 1
-EXIT_REFUSED = 5
+from hastate.errors import NodeUnreachableError
 
 _COLUMNS = ("id", "region", "raft", "http", "voter", "in_file", "reachable", "role", "healthy",
             "ready", "connected", "lag", "last_contact")
@@ -110,7 +108,7 @@ def members(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
         click.echo("\n".join("  ".join(c.ljust(w) for c, w in zip(t, widths)).rstrip()
                              for t in table))
         click.echo(verdict, err=code != 0)
-    raise SystemExit(code)
+    raise SystemExit(int(code))
 
 
 _change_options = [
@@ -154,28 +152,26 @@ def _post_to_leader(config: ClusterConfig, body: dict[str, Any], token: str,
             time.sleep(0.2)
             continue
         try:
-            code, answer = post_admin(http, "/admin/members", body, token,
-                                      timeout=max(1.0, deadline - time.monotonic()))
-        except OSError as exc:
-            last = f"{leader['id']} ({http}): {getattr(exc, 'reason', exc)}"
+            code, answer = call(leader["id"], http, "/admin/members", body=body, token=token,
+                                timeout=max(1.0, deadline - time.monotonic()))
+        except NodeUnreachableError as exc:
+            last = str(exc)
             time.sleep(0.2)
             continue
         if code == 200:
             return answer
         if code == 401:
-            fail(f"{leader['id']} refused the admin token: "
-                 f"{answer.get('error')}; export {config.admin_token_env} with the token the "
-                 "nodes were started with", EXIT_UNAUTHORIZED)
+            fail(refused_token(leader["id"], answer, config), Exit.UNAUTHORIZED)
         if code == 422:
-            fail(str(answer.get("error")), EXIT_REFUSED)
+            fail(str(answer.get("error")), Exit.REFUSED)
         if code == 400:
-            fail(str(answer.get("error")), EXIT_USAGE)
+            fail(str(answer.get("error")), Exit.USAGE)
         if code == 504:
             fail(f"{answer.get('error')}; run `hastate members --config "
-                 f"{config.path}` to see whether it took effect", EXIT_NOT_DONE)
+                 f"{config.path}` to see whether it took effect", Exit.FAILED)
         last = f"{leader['id']} answered {code}: {answer.get('error')}"
         time.sleep(0.2)
-    fail(f"membership change not made: {last}", EXIT_NOT_DONE)
+    fail(f"membership change not made: {last}", Exit.FAILED)
 
 
 @members.command("add")
@@ -192,9 +188,8 @@ def add(ctx: click.Context, node_id: str, config_path: str | None, timeout: floa
     deadline = started + timeout
     own = node_status(config, node_id)
     if not own.get("reachable"):
-        fail(f"{node_id} does not answer /status at {member.http} "
-             f"({own.get('error')}); start it first: hastate node run --config {config.path} "
-             f"--id {node_id} --join", EXIT_UNREACHABLE)
+        fail(f"{own.get('error')}; start it first: hastate node run --config {config.path} "
+             f"--id {node_id} --join", Exit.UNREACHABLE)
     answer = _post_to_leader(config, {"op": "add", "member": member.to_dict()}, token, deadline)
     index = answer["commit_index"]
     committed = time.monotonic() - started
@@ -208,7 +203,7 @@ def add(ctx: click.Context, node_id: str, config_path: str | None, timeout: floa
             return
         time.sleep(0.1)
     fail(f"{node_id} is a member but has not caught up to index {index} "
-         f"within {timeout:.0f}s; watch `hastate status --config {config.path}`", EXIT_NOT_DONE)
+         f"within {timeout:.0f}s; watch `hastate status --config {config.path}`", Exit.FAILED)
 
 
 @members.command("remove")
@@ -226,7 +221,7 @@ def remove(ctx: click.Context, node_id: str, config_path: str | None, timeout: f
     view = _view(rows)
     if view is not None and node_id not in {m["id"] for m in view}:
         fail(f"{node_id!r} is not a member; members: "
-             f"{sorted(m['id'] for m in view)}", EXIT_REFUSED)
+             f"{sorted(m['id'] for m in view)}", Exit.REFUSED)
     leader = _leader(rows)
     if leader is not None and leader["id"] == node_id:
         _hand_over(config, leader, token, deadline)
@@ -245,15 +240,14 @@ def _hand_over(config: ClusterConfig, leader: dict[str, Any], token: str,
              for pid, p in leader.get("peers", {}).items() if p.get("connected")]
     if not peers:
         fail(f"{leader['id']} leads and no other member is connected to it: "
-             "cannot move leadership before removing it", EXIT_REFUSED)
+             "cannot move leadership before removing it", Exit.REFUSED)
     target = min(peers)[1]
     http = _http_of(config, [leader])[leader["id"]]
-    code, answer = post_admin(http, "/admin/transfer-leadership", {"to": target}, token,
-                              timeout=max(1.0, deadline - time.monotonic()))
+    code, answer = call(leader["id"], http, "/admin/transfer-leadership", body={"to": target},
+                        token=token, timeout=max(1.0, deadline - time.monotonic()))
     if code == 401:
-        fail(f"{leader['id']} refused the admin token: {answer.get('error')}",
-             EXIT_UNAUTHORIZED)
+        fail(refused_token(leader["id"], answer, config), Exit.UNAUTHORIZED)
     if code != 200:
         fail(f"could not move leadership off {leader['id']} before removing it:"
-             f" {answer.get('error')}", EXIT_NOT_DONE)
+             f" {answer.get('error')}", Exit.FAILED)
     click.echo(f"leadership moved {leader['id']} -> {target} in {answer['seconds']:.2f}s")

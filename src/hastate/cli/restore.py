@@ -1,8 +1,9 @@
 """``hastate restore``: rebuild a cluster's data dirs from a snapshot store.
 
-Exit codes: 0 restored (or would be, with --dry-run); 1 a snapshot or segment failed
-verification; 2 bad arguments or config, or a target data_dir is not empty; 3 no snapshot
-matches; 4 the store could not be read (missing bucket, no permission, unreachable).
+Exit codes (:class:`~hastate.cli.exit.Exit`): OK restored (or would be, with --dry-run);
+FAILED a snapshot or segment failed verification; USAGE bad arguments or config, or a target
+data_dir is not empty; NOT_FOUND no snapshot matches; STORE_UNAVAILABLE the store could not be
+read (missing bucket, no permission, unreachable).
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ import sys
 
 import click
 
-from hastate.cli.exit import fail
+from hastate.cli.exit import Exit, fail
 from hastate.config import load_config
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.errors import ConfigError, CorruptDataError, SnapshotError, SnapshotNotFoundError
 from hastate.snapshots.restore import rebuild
 from hastate.snapshots.stores import open_store
-
-EXIT_CORRUPT, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STORE = 1, 2, 3, 4
 
 
 def _parse_time(value: str | None) -> float | None:
@@ -65,7 +64,7 @@ def restore(config_path: str, url: str | None, name: str | None, index: int | No
     busy = [str(n.data_dir) for n in nodes if not is_empty(n.data_dir)]
     if busy and not dry_run:
         fail(f"data_dir(s) {busy} already hold data; restore never overwrites: stop those "
-             "nodes and move their data aside first", EXIT_USAGE)
+             "nodes and move their data aside first", Exit.USAGE)
     when = _parse_time(at_time)
     try:
         store = open_store(url)
@@ -77,11 +76,11 @@ def restore(config_path: str, url: str | None, name: str | None, index: int | No
             result = rebuild(store, config.name, name=name, index=index, at_time=when,
                              fallback=fallback, progress=progress)
     except SnapshotNotFoundError as exc:
-        fail(str(exc), EXIT_NOT_FOUND)
+        fail(str(exc), Exit.NOT_FOUND)
     except CorruptDataError as exc:
-        fail(str(exc), EXIT_CORRUPT)
+        fail(str(exc), Exit.FAILED)
     except (SnapshotError, ConfigError) as exc:
-        fail(str(exc), EXIT_STORE)
+        fail(str(exc), Exit.STORE_UNAVAILABLE)
     body = result.machine.to_body()
     members = config.members()
     seeded = []

@@ -1,7 +1,8 @@
 """``hastate snapshot create|list|verify|copy``: disaster-recovery snapshots of a cluster.
 
-Exit codes as ``hastate restore``: 1 verification failed, 2 bad arguments, 3 not found,
-4 store or cluster unreachable.
+Exit codes (:class:`~hastate.cli.exit.Exit`) as ``hastate restore``; ``create`` also: FAILED
+no leader, USAGE no admin token, UNAUTHORIZED token refused, REFUSED the leader did not take
+the snapshot, UNREACHABLE the leader did not answer.
 """
 
 from __future__ import annotations
@@ -9,13 +10,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import urllib.error
-import urllib.request
 
 import click
 
-from hastate.cli.exit import fail
-from hastate.cli.restore import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_STORE
+from hastate.admin_client import call
+from hastate.cli.exit import Exit, fail
+from hastate.cli.failover import admin_token, refused_token
 from hastate.cli.status import fetch_status
 from hastate.config import ClusterConfig, load_config
 from hastate.errors import CorruptDataError, SnapshotError, SnapshotNotFoundError
@@ -43,23 +43,18 @@ def snapshot() -> None:
 def create(config_path: str, as_json: bool) -> None:
     """Ask the leader to upload a snapshot now and wait until it is listed."""
     config = load_config(config_path)
+    token = admin_token(config)
     leader = next((r for r in fetch_status(config) if r.get("is_leader")), None)
     if leader is None:
-        fail("no node reports holding the leader lease; check `hastate status`", EXIT_STORE)
+        fail("no node reports holding the leader lease; check `hastate status`", Exit.FAILED)
     node = config.node(leader["id"])
-    token = config.admin_token()
-    if not token:
-        fail(f"set the admin token in ${config.admin_token_env or 'admin_token_env'}",
-             EXIT_STORE)
-    req = urllib.request.Request(f"http://{node.http}/admin/snapshot", data=b"{}",
-                                 method="POST", headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            result = json.load(resp)
-    except urllib.error.HTTPError as exc:
-        fail(f"{node.id} refused: {json.load(exc).get('error')}", EXIT_STORE)
-    except OSError as exc:
-        fail(f"cannot reach {node.id} at {node.http}: {exc}", EXIT_STORE)
+    http = str(node.http)                                  # it answered /status there
+    code, result = call(node.id, http, "/admin/snapshot", body={}, token=token, timeout=120)
+    if code == 401:
+        fail(refused_token(node.id, result, config), Exit.UNAUTHORIZED)
+    if code != 200:
+        fail(f"{node.id} did not take the snapshot ({code}): {result.get('error')}",
+             Exit.REFUSED)
     click.echo(json.dumps(result, indent=2) if as_json else
                f"snapshot {result.get('name')} at index {result.get('index')} uploaded by "
                f"{node.id}")
@@ -75,7 +70,7 @@ def list_(config_path: str, url: str | None, as_json: bool) -> None:
     try:
         snaps = list_snapshots(_store(config, url))
     except SnapshotError as exc:
-        fail(str(exc), EXIT_STORE)
+        fail(str(exc), Exit.STORE_UNAVAILABLE)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(s) for s in snaps], indent=2))
         return
@@ -98,16 +93,16 @@ def verify(config_path: str, url: str | None, name: str | None) -> None:
         store = _store(config, url)
         names = [name] if name else [s.name for s in list_snapshots(store)]
         if not names:
-            fail(f"{store}: no snapshots listed", EXIT_NOT_FOUND)
+            fail(f"{store}: no snapshots listed", Exit.NOT_FOUND)
         for n in names:
             meta = verify_snapshot(store, n, config.name)
             click.echo(f"ok  {meta.name}  index {meta.index}  sha256 {meta.sha256[:16]}")
     except SnapshotNotFoundError as exc:
-        fail(str(exc), EXIT_NOT_FOUND)
+        fail(str(exc), Exit.NOT_FOUND)
     except CorruptDataError as exc:
-        fail(str(exc), EXIT_CORRUPT)
+        fail(str(exc), Exit.FAILED)
     except SnapshotError as exc:
-        fail(str(exc), EXIT_STORE)
+        fail(str(exc), Exit.STORE_UNAVAILABLE)
 
 
 @snapshot.command("copy")
@@ -124,11 +119,11 @@ def copy(source: str, dest: str, config_path: str | None, as_json: bool) -> None
     try:
         result = copy_store(open_store(source), open_store(dest), cluster=cluster)
     except SnapshotNotFoundError as exc:
-        fail(str(exc), EXIT_NOT_FOUND)
+        fail(str(exc), Exit.NOT_FOUND)
     except CorruptDataError as exc:
-        fail(str(exc), EXIT_CORRUPT)
+        fail(str(exc), Exit.FAILED)
     except SnapshotError as exc:
-        fail(str(exc), EXIT_STORE)
+        fail(str(exc), Exit.STORE_UNAVAILABLE)
     if as_json:
         click.echo(json.dumps({**result.summary(), "from": source, "to": dest}, indent=2))
         return

@@ -1,8 +1,8 @@
 """``hastate status``: ask every node's /status and print one row per node.
 
-Exit codes (docs/operations.md): 0 one leader and every node reachable and ready;
-1 no leader (the cluster cannot take writes); 3 a leader, but some node is unreachable,
-not ready or unhealthy (the cluster works with less margin); 2 bad config or usage.
+Exit codes (:class:`~hastate.cli.exit.Exit`): OK one leader and every node reachable and
+ready; FAILED no leader (the cluster cannot take writes); DEGRADED a leader, but some node is
+unreachable, not ready or unhealthy (the cluster works with less margin); USAGE bad config.
 """
 
 from __future__ import annotations
@@ -11,17 +11,14 @@ import dataclasses
 import datetime as dt
 import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import click
 
+from hastate.admin_client import call
+from hastate.cli.exit import Exit
 from hastate.config import ClusterConfig, load_config
-
-EXIT_OK = 0
-EXIT_NO_LEADER = 1
-EXIT_DEGRADED = 3
+from hastate.errors import NodeUnreachableError
 
 
 def fetch_status(config: ClusterConfig, timeout: float = 1.0) -> list[dict[str, Any]]:
@@ -31,11 +28,15 @@ def fetch_status(config: ClusterConfig, timeout: float = 1.0) -> list[dict[str, 
         row: dict[str, Any] = {"id": node.id, "region": node.region, "reachable": False}
         if node.http:
             try:
-                with urllib.request.urlopen(f"http://{node.http}/status", timeout=timeout) as r:
-                    row.update(json.load(r))
+                code, answer = call(node.id, node.http, "/status", timeout=timeout)
+            except NodeUnreachableError as exc:
+                row["error"] = str(exc)
+            else:
+                if code == 200:
+                    row.update(answer)
                     row["reachable"] = True
-            except (OSError, urllib.error.URLError, ValueError) as exc:
-                row["error"] = str(getattr(exc, "reason", exc))
+                else:
+                    row["error"] = f"{node.id} answered /status with {code}: {answer.get('error')}"
         else:
             row["error"] = "no http address in the cluster file"
         rows.append(row)
@@ -68,7 +69,7 @@ def enrich(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def classify(rows: list[dict[str, Any]]) -> tuple[int, str]:
+def classify(rows: list[dict[str, Any]]) -> tuple[Exit, str]:
     """Exit code and a one-line verdict for a set of status rows.
 
     Only voters count: a node outside the leader's configuration (removed, or joining and
@@ -83,7 +84,7 @@ def classify(rows: list[dict[str, Any]]) -> tuple[int, str]:
         what = "no node holds the leader lease" if not leaders else \
             f"several nodes claim the lease: {leaders}"
         hint = f"; unreachable: {down}" if down else ""
-        return EXIT_NO_LEADER, (f"NO LEADER: {what}{hint}. A majority of nodes must run and "
+        return Exit.FAILED, (f"NO LEADER: {what}{hint}. A majority of nodes must run and "
                                 "reach each other; start the stopped nodes (see "
                                 "docs/operations.md).")
     sick = [r["id"] for r in rows if r.get("reachable") and
@@ -91,10 +92,10 @@ def classify(rows: list[dict[str, Any]]) -> tuple[int, str]:
     if down or sick:
         parts = ([f"unreachable: {down}"] if down else []) + \
                 ([f"not ready or unhealthy: {sick}"] if sick else [])
-        return EXIT_DEGRADED, (f"DEGRADED: leader {leaders[0]}, " + "; ".join(parts) +
+        return Exit.DEGRADED, (f"DEGRADED: leader {leaders[0]}, " + "; ".join(parts) +
                                ". Writes still work while a majority is up; restore the "
                                "missing node(s).")
-    return EXIT_OK, f"OK: leader {leaders[0]}, all {len(rows)} nodes reachable and ready"
+    return Exit.OK, f"OK: leader {leaders[0]}, all {len(rows)} nodes reachable and ready"
 
 
 _COLUMNS = ("id", "region", "role", "term", "leader", "commit_index", "applied_index", "lag",
@@ -134,7 +135,7 @@ def status(config_path: str, as_json: bool, watch: float | None, timeout: float)
     """Show every node's role, term, progress, lag and snapshot age.
 
     Exit 0 when one node leads and all are reachable, 1 when no node leads, 3 when a
-    leader exists but some node is down, not ready or unhealthy.
+    leader exists but some node is down, not ready or unhealthy (docs/operations.md).
     """
     config = load_config(config_path)
     while True:
@@ -146,9 +147,9 @@ def status(config_path: str, as_json: bool, watch: float | None, timeout: float)
             if watch is not None:
                 click.echo(dt.datetime.now().strftime("%H:%M:%S"))
             click.echo(render_table(rows))
-            click.echo(verdict, err=code != EXIT_OK)
+            click.echo(verdict, err=code != Exit.OK)
         if watch is None:
             break
         time.sleep(watch)
         click.echo()
-    raise SystemExit(code)
+    raise SystemExit(int(code))

@@ -4,6 +4,9 @@ PySyncObj 0.3.17 keeps its log in an mmap'ed file that is never synced, stores t
 vote with tmp+rename but no fsync, and renames the full dump without syncing the directory
 (docs/pysyncobj-defects.md, defects 1 and 4). This module replaces both:
 
+Length: one on-disk format (journal records, meta and dump) with its reader, writer and
+recovery; split apart, each half would have to know the other's framing.
+
 * :class:`DurableJournal` implements ``pysyncobj.journal.Journal``. Entries are appended
   with ``os.write`` as framed, CRC-32-checked records and made durable by :meth:`flush`, a
   group commit: everything appended since the previous flush is written and fdatasync'ed
@@ -27,7 +30,7 @@ At open, a bad record at the end of the file is a torn write from a crash and is
 cannot come from a torn append: the file is corrupt and the node refuses to start, with
 :class:`~hastate.errors.CorruptDataError` naming the file and the offset.
 
-Over 500 lines on purpose: the record layout, the writer, startup recovery and the dump
+Length: the record layout, the writer, startup recovery and the dump
 serializer that compaction waits for must agree byte for byte; one file keeps them together.
 """
 

@@ -4,10 +4,9 @@ All PySyncObj state is touched on the tick thread only; other threads hand work 
 :meth:`RaftNode.call_soon` and wake it through a pipe, so a proposal is sent within
 microseconds instead of at the next poll timeout.
 
-Over 500 lines on purpose: :class:`RaftNode` is the one object that owns the tick thread, and
-each public operation (propose, status, membership change, leadership transfer) is a method
-that hands work to that thread; the rules they apply live in raft.py, rules.py and
-membership.py.
+Length: :class:`RaftNode` is the one object that owns the tick thread, and each public
+operation (propose, status, membership change, leadership transfer) is a method that hands
+work to that thread; the rules they apply live in raft.py, rules.py and membership.py.
 """
 
 from __future__ import annotations

@@ -57,4 +57,4 @@ def get_profile(name: str) -> TimingProfile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise KeyError(f"unknown timing profile {name!r}; choose one of {sorted(PROFILES)}") from None
+        raise KeyError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None

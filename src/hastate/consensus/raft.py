@@ -7,7 +7,7 @@ the tags and the document agree). PySyncObj keeps its state in name-mangled attr
 name exists in the pinned PySyncObj); other modules use the public accessors below.
 Decisions that are pure functions of numbers live in :mod:`hastate.consensus.rules`.
 
-Over 500 lines on purpose: one subclass of one PySyncObj class, whose overrides share its
+Length: one subclass of one PySyncObj class, whose overrides share its
 name-mangled state; splitting it would spread those private names over several files.
 """
 

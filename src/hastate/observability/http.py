@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from hastate.config import split_address
+from hastate.addresses import split_address
 from hastate.consensus.membership import Member, MembershipError
 from hastate.errors import HAStateError, MembershipRefused, NotLeaderError, WriteTimeoutError
 from hastate.observability import stats as stats_mod

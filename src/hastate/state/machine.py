@@ -5,7 +5,7 @@ clocks, randomness or I/O, so every replica computes the same state. Values are 
 msgpack-encoded, so a read decodes a fresh copy and the state can be dumped as is.
 
 Beside the dict, a lock table (name -> owner, fencing token, expires_at) serves
-:mod:`hastate.failover.lock`: lock commands carry the proposer's clock reading (``now``),
+:mod:`hastate.recipes.lock`: lock commands carry the proposer's clock reading (``now``),
 and a grant's fencing token is the log index it was applied at.
 """
 

@@ -6,17 +6,17 @@ only writes the cluster file, starts and signals processes, and reads their HTTP
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
+
+from hastate.admin_client import call
+from hastate.errors import NodeUnreachableError
+from hastate.testing.processes import NodeProcesses
 
 REGIONS = ("asia-northeast1", "us-central1", "europe-west1", "southamerica-east1",
            "australia-southeast1")
@@ -30,7 +30,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class LocalCluster:
+class LocalCluster(NodeProcesses):
     """Writes ``cluster.toml`` under ``workdir`` and runs one process per node."""
 
     def __init__(self, workdir: str | os.PathLike[str], size: int = 3, *, name: str = "demo",
@@ -38,14 +38,12 @@ class LocalCluster:
                  snapshot_interval: float = 2.0, snapshot_keep: int = 5,
                  ship_interval: float = 1.0, transport: str = "plaintext",
                  restore_if_empty: bool = False, snapshot_mirrors: tuple[str, ...] = ()) -> None:
-        self.workdir = Path(workdir)
+        super().__init__(workdir, [f"instance-{i + 1}" for i in range(size)])
         self.transport = transport
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.ids = [f"instance-{i + 1}" for i in range(size)]
         self.raft = {i: f"127.0.0.1:{free_port()}" for i in self.ids}
         self.http = {i: f"127.0.0.1:{free_port()}" for i in self.ids}
         self.admin_token = os.urandom(12).hex()
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.config_path = self.workdir / "cluster.toml"
         lines = ["[cluster]", f'name = "{name}"', f'profile = "{profile}"',
                  f'transport = "{transport}"', f'admin_token_env = "{ADMIN_TOKEN_ENV}"', ""]
@@ -95,48 +93,19 @@ class LocalCluster:
     def start(self, node_id: str, args: Sequence[str] | None = None) -> None:
         """Start ``node_id`` (``hastate node run`` unless other CLI ``args`` are given)."""
         argv = list(args) if args is not None else ["node", "run"]
-        log = open(self.workdir / f"{node_id}.log", "ab")
-        env = dict(os.environ, **{ADMIN_TOKEN_ENV: self.admin_token})
-        self.procs[node_id] = subprocess.Popen(
-            [sys.executable, "-m", "hastate", "--log-level", "INFO", *argv,
-             "--config", str(self.config_path), "--id", node_id],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        log.close()
+        self.spawn(node_id, [sys.executable, "-m", "hastate", "--log-level", "INFO", *argv,
+                             "--config", str(self.config_for(node_id)), "--id", node_id],
+                   env=dict(os.environ, **{ADMIN_TOKEN_ENV: self.admin_token}))
+
+    def config_for(self, node_id: str) -> Path:
+        """The cluster file ``node_id`` runs with: the one file, unless a test gives each
+        node its own."""
+        return self.config_path
 
     def start_all(self, args: Sequence[str] | None = None) -> None:
         """Start every node."""
         for node_id in self.ids:
             self.start(node_id, args)
-
-    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to the node; for SIGKILL/SIGTERM also reap it."""
-        proc = self.procs[node_id]
-        proc.send_signal(sig)
-        if sig in (signal.SIGKILL, signal.SIGTERM):
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-            del self.procs[node_id]
-
-    def stop_all(self) -> None:
-        """Terminate every node (SIGTERM, then SIGKILL after 5 s) and reap them."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-                proc.terminate()
-        deadline = time.monotonic() + 5
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self.procs.clear()
 
     def __enter__(self) -> "LocalCluster":
         return self
@@ -144,36 +113,21 @@ class LocalCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
 
-    def log(self, node_id: str) -> str:
-        """The node's captured stdout/stderr."""
-        path = self.workdir / f"{node_id}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
     # -- HTTP ---------------------------------------------------------------------------------
     def get(self, node_id: str, path: str, timeout: float = 2.0) -> Any:
         """GET a JSON endpoint of ``node_id`` (with the admin token); None when unreachable."""
-        req = urllib.request.Request(f"http://{self.http[node_id]}{path}",
-                                     headers={"Authorization": f"Bearer {self.admin_token}"})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return json.load(resp)
-        except urllib.error.HTTPError as exc:
-            return json.load(exc) if exc.code in (409, 503) else None
-        except (OSError, ValueError):
+            code, answer = call(node_id, self.http[node_id], path, token=self.admin_token,
+                                timeout=timeout)
+        except NodeUnreachableError:
             return None
+        return answer if code in (200, 409, 503) else None
 
     def post(self, node_id: str, path: str, body: dict[str, Any], token: str | None = None,
              timeout: float = 30.0) -> tuple[int, Any]:
         """POST JSON to ``node_id``; returns (status code, decoded body)."""
-        req = urllib.request.Request(
-            f"http://{self.http[node_id]}{path}", data=json.dumps(body).encode(), method="POST",
-            headers={"Authorization": f"Bearer {token if token is not None else self.admin_token}",
-                     "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, json.load(resp)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
+        return call(node_id, self.http[node_id], path, body=body,
+                    token=token if token is not None else self.admin_token, timeout=timeout)
 
     def status(self, node_id: str) -> dict[str, Any] | None:
         """The node's /status, or None when it does not answer."""
@@ -192,8 +146,7 @@ class LocalCluster:
             if leader is not None:
                 return leader
             time.sleep(0.02)
-        raise TimeoutError(f"no leader within {timeout}s; logs:\n" +
-                           "\n".join(f"--- {i}\n{self.log(i)[-2000:]}" for i in self.ids))
+        raise TimeoutError(f"no leader within {timeout}s; logs:\n{self.logs(tail=2000)}")
 
     def wait_ready(self, node_ids: Sequence[str] | None = None, timeout: float = 15.0) -> None:
         """Wait until every given node answers /readyz with 200."""

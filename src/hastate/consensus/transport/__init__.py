@@ -28,18 +28,16 @@ Threading: connections are only touched by the SyncObj tick thread.
 caller's thread) and :meth:`SecureTransport.send_extension` may be called from any thread:
 a call from another thread is queued and the tick thread is woken through a pipe to send it.
 
-Modules: ``config`` (the modes and :class:`TransportSecurity`), ``connection`` (the
+Modules: ``config`` (:class:`TransportSecurity`), ``connection`` (the
 connection state machine), ``server`` (the listening socket), ``secure`` (the transport
 itself and :func:`make_transport_class`).
 """
 
-from hastate.consensus.transport.config import (MODES, TRANSPORT_MODES, Mode, TransportSecurity,
-                                                check_mode)
+from hastate.consensus.transport.config import Mode, TransportSecurity
 from hastate.consensus.transport.connection import SecureConnection
 from hastate.consensus.transport.secure import (MAX_PENDING_CONNECTIONS, ExtensionHandler,
                                                 SecureTransport, make_transport_class)
 from hastate.consensus.transport.server import SecureServer
 
-__all__ = ["MAX_PENDING_CONNECTIONS", "MODES", "TRANSPORT_MODES", "ExtensionHandler", "Mode",
-           "SecureConnection", "SecureServer", "SecureTransport", "TransportSecurity",
-           "check_mode", "make_transport_class"]
+__all__ = ["MAX_PENDING_CONNECTIONS", "ExtensionHandler", "Mode", "SecureConnection",
+           "SecureServer", "SecureTransport", "TransportSecurity", "make_transport_class"]

@@ -1,21 +1,20 @@
-"""Transport security settings: the modes, :class:`TransportSecurity` and :func:`check_mode`.
+"""Transport security settings: :class:`TransportSecurity`.
 
-``TRANSPORT_MODES`` is the one list of modes; the cluster file's validation uses it too.
+The modes and the rule for which addresses allow plaintext live in :mod:`hastate.addresses`
+(``TRANSPORT_MODES``, :func:`~hastate.addresses.check_transport_mode`), shared with the
+cluster file's validation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Mapping
+from typing import Literal, Mapping
 
-from hastate.config import is_loopback_host
+from hastate.addresses import check_transport_mode
 from hastate.consensus import tls, wire
 from hastate.errors import ConfigError
 
 Mode = Literal["plaintext", "tls", "psk"]
-#: The transport modes, most to least preferred for production.
-TRANSPORT_MODES: tuple[str, ...] = ("tls", "psk", "plaintext")
-MODES = TRANSPORT_MODES  # the name this module's callers used first
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,8 @@ class TransportSecurity:
     ``tls`` needs ``ca``, ``cert`` and ``key`` (PEM paths) and ``node_ids`` mapping every
     node's Raft address ("host:port") to the node id in its certificate. ``psk`` needs
     ``psk`` (at least 32 random bytes, the same on every node). ``plaintext`` needs nothing
-    but is refused unless every address is on loopback (:func:`check_mode`).
+    but is refused unless every address is on loopback
+    (:func:`~hastate.addresses.check_transport_mode`).
     """
 
     mode: Mode = "tls"
@@ -37,9 +37,7 @@ class TransportSecurity:
     node_ids: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.mode not in TRANSPORT_MODES:
-            raise ConfigError(f"unknown transport mode; choose one of {', '.join(TRANSPORT_MODES)}",
-                              field="transport.mode", value=self.mode)
+        check_transport_mode(self.mode, ())
         if type(self.max_frame_bytes) is not int or self.max_frame_bytes < 64 * 1024:
             raise ConfigError("must be an integer of at least 65536 bytes",
                               field="transport.max_frame_bytes", value=self.max_frame_bytes)
@@ -57,27 +55,3 @@ class TransportSecurity:
                                   field="transport.tls")
         if self.mode == "psk":
             tls.check_psk(self.psk)
-
-
-def _is_loopback(address: str) -> bool:
-    return is_loopback_host(address.rsplit(":", 1)[0].strip("[]"))
-
-
-def check_mode(mode: str, addresses: Iterable[str]) -> None:
-    """Raise :class:`ConfigError` unless ``mode`` is known and allowed for these addresses.
-
-    ``plaintext`` sends Raft traffic (and every replicated write) unauthenticated and in the
-    clear, so it is only allowed when every node (and bind) address is on loopback.
-    """
-    if mode not in TRANSPORT_MODES:
-        raise ConfigError(f"unknown transport mode; choose one of {', '.join(TRANSPORT_MODES)}",
-                          field="transport.mode", value=mode)
-    if mode != "plaintext":
-        return
-    exposed = [address for address in addresses if not _is_loopback(address)]
-    if exposed:
-        raise ConfigError(
-            "mode 'plaintext' sends Raft traffic without authentication or encryption and is "
-            "allowed only when every node address is on loopback (127.0.0.0/8, ::1, "
-            f"localhost); not on loopback: {', '.join(exposed)}. Use mode 'tls' "
-            "(see docs/security.md)", field="transport.mode", value=mode)

@@ -24,7 +24,8 @@ from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from hastate.consensus import tls, wire
-from hastate.consensus.transport.config import TransportSecurity, check_mode
+from hastate.addresses import check_transport_mode
+from hastate.consensus.transport.config import TransportSecurity
 from hastate.consensus.transport.connection import SecureConnection
 from hastate.consensus.transport.server import SecureServer
 from hastate.errors import ConfigError
@@ -75,7 +76,8 @@ class SecureTransport(TCPTransport):
         security = binding.security
         others = list(otherNodes)
         addresses = [selfNode.address, *(node.address for node in others)]
-        check_mode(security.mode, addresses + ([conf.bindAddress] if conf.bindAddress else []))
+        check_transport_mode(security.mode,
+                             addresses + ([conf.bindAddress] if conf.bindAddress else []))
         self._security = security
         self._on_extension = binding.on_extension_message
         self._server_ctx: ssl.SSLContext | None = None

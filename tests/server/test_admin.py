@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import OpsCluster
+from hastate.testing.embedded import EmbeddedCluster
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def request(http: str, path: str, *, method: str = "POST", body: bytes | None = 
 
 
 def test_admin_actions_without_or_with_a_wrong_token_are_refused_and_do_nothing(
-        ops: OpsCluster) -> None:
+        ops: EmbeddedCluster) -> None:
     leader = ops.wait_leader()
     target = next(n for n in ops.ids if n != leader)
     term = ops.status(leader)["term"]
@@ -45,7 +45,7 @@ def test_admin_actions_without_or_with_a_wrong_token_are_refused_and_do_nothing(
     assert ops.status(leader)["snapshots"]["uploads_total"] == uploads
 
 
-def test_admin_snapshot_with_token_on_leader_and_follower(ops: OpsCluster) -> None:
+def test_admin_snapshot_with_token_on_leader_and_follower(ops: EmbeddedCluster) -> None:
     ops.sm.save_state({"snap": 1})
     leader = ops.wait_leader()
     follower = next(n for n in ops.ids if n != leader)
@@ -57,7 +57,7 @@ def test_admin_snapshot_with_token_on_leader_and_follower(ops: OpsCluster) -> No
     assert code == 409 and "leader" in answer["error"]
 
 
-def test_admin_bad_requests_say_what_is_wrong(ops: OpsCluster) -> None:
+def test_admin_bad_requests_say_what_is_wrong(ops: EmbeddedCluster) -> None:
     leader = ops.wait_leader()
     auth = {"Authorization": f"Bearer {ops.admin_token}"}
     code, answer = request(ops.http[leader], "/admin/transfer-leadership", body=b"[1]",
@@ -73,7 +73,7 @@ def test_admin_bad_requests_say_what_is_wrong(ops: OpsCluster) -> None:
 
 
 def test_admin_snapshot_without_snapshot_store_is_501_not_faked(
-        plain_cluster: OpsCluster) -> None:
+        plain_cluster: EmbeddedCluster) -> None:
     leader = plain_cluster.wait_leader()
     code, answer = plain_cluster.post(leader, "/admin/snapshot", {}, token="nope")
     assert code == 401

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from hastate.errors import LockHeldError, LockLostError, WriteTimeoutError
-from hastate.failover.lock import Lock, LockGrant
+from hastate.recipes.lock import Lock, LockGrant
 from hastate.state.codec import Command, encode_value
 from hastate.state.machine import LOCK_MAX_SKEW, ReplicatedState
 
@@ -306,7 +306,7 @@ class FakeManager:
         self.writes: list[str] = []
         self._mutex = threading.Lock()
 
-    def _write(self, command: Command, timeout: float | None) -> tuple:
+    def propose(self, command: Command, timeout: float | None = None) -> tuple:
         with self._mutex:
             self.writes.append(command.op)
             if self.fail:

@@ -15,31 +15,31 @@ from typing import Iterator
 import pytest
 
 from hastate.testing import BackgroundWriter, wait_for
-
-from .conftest import OpsCluster, running, sample
+from hastate.testing.embedded import EmbeddedCluster
+from hastate.testing.metrics import sample
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[OpsCluster]:
-    with running(OpsCluster(tmp_path, 3, name="members")) as c:
+def cluster(tmp_path: Path) -> Iterator[EmbeddedCluster]:
+    with EmbeddedCluster(tmp_path, 3, name="members").running() as c:
         yield c
 
 
-def _voters(c: OpsCluster, node_id: str) -> set[str]:
+def _voters(c: EmbeddedCluster, node_id: str) -> set[str]:
     st = c.status(node_id) or {}
     return {m["id"] for m in st.get("members", [])}
 
 
-def _join(c: OpsCluster) -> str:
+def _join(c: EmbeddedCluster) -> str:
     new = c.add_node()
     c.start(new, ["node", "run", "--join"])
     wait_for(lambda: c.status(new) is not None, what=f"{new} answering /status")
     return new
 
 
-def test_add_and_remove_members_under_writes(cluster: OpsCluster) -> None:
+def test_add_and_remove_members_under_writes(cluster: EmbeddedCluster) -> None:
     c, config = cluster, str(cluster.config_path)
     with BackgroundWriter(c.sm, prefix="m") as writer:
         wait_for(lambda: len(writer.acked) > 20, what="writes flowing")
@@ -91,7 +91,7 @@ def test_add_and_remove_members_under_writes(cluster: OpsCluster) -> None:
 
 
 def test_removing_the_leader_hands_over_first_and_the_removed_node_stays_harmless(
-        cluster: OpsCluster) -> None:
+        cluster: EmbeddedCluster) -> None:
     c, config = cluster, str(cluster.config_path)
     c.sm.trigger_failover("instance-2")
     out = c.cli("members", "remove", "instance-2", "--config", config)
@@ -115,7 +115,7 @@ def test_removing_the_leader_hands_over_first_and_the_removed_node_stays_harmles
     assert status.returncode == 0 and "all 2 nodes" in status.stderr + status.stdout, status
 
 
-def test_membership_survives_a_full_restart(cluster: OpsCluster) -> None:
+def test_membership_survives_a_full_restart(cluster: EmbeddedCluster) -> None:
     c, config = cluster, str(cluster.config_path)
     new = _join(c)
     assert c.cli("members", "add", new, "--config", config).returncode == 0
@@ -141,7 +141,7 @@ def test_membership_survives_a_full_restart(cluster: OpsCluster) -> None:
              what="the write reaching every member")
 
 
-def test_admin_members_endpoint_needs_the_token_and_the_leader(cluster: OpsCluster) -> None:
+def test_admin_members_endpoint_needs_the_token_and_the_leader(cluster: EmbeddedCluster) -> None:
     c = cluster
     leader = c.wait_leader()
     follower = next(n for n in c.ids if n != leader)
@@ -160,7 +160,7 @@ def test_admin_members_endpoint_needs_the_token_and_the_leader(cluster: OpsClust
 
 def test_tls_cluster_adds_a_node_with_a_certificate_from_the_existing_ca(
         tmp_path: Path) -> None:
-    c = OpsCluster(tmp_path, 3, name="members-tls", transport="tls")
+    c = EmbeddedCluster(tmp_path, 3, name="members-tls", transport="tls")
     try:
         c.start_all()
         leader = c.wait_leader(timeout=20)
@@ -183,10 +183,10 @@ def test_replacement_seeded_from_the_snapshot_store_joins_and_converges(
     from the newest snapshot and shipped log, then is added and catches up. ``new-term``:
     the snapshot is taken after a leader change with no write since, so the term it records
     is newer than the term of the entry it ends at."""
-    cluster = OpsCluster(tmp_path, 3, name="members-dr", ship_interval=0.5,
+    cluster = EmbeddedCluster(tmp_path, 3, name="members-dr", ship_interval=0.5,
                          snapshot_store=f"file://{tmp_path / 'store'}", snapshot_interval=60,
                          restore_if_empty=True)
-    with running(cluster) as c:
+    with cluster.running() as c:
         config = str(c.config_path)
         for i in range(300):
             c.sm.save_state({f"k{i}": i})

@@ -32,14 +32,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from hastate.errors import HAStateError, LockHeldError, LockLostError, WriteError
+from hastate.recipes.proposer import Proposer
 from hastate.state.codec import Command
 from hastate.state.machine import LOCK_MAX_SKEW
-
-if TYPE_CHECKING:
-    from hastate.manager import StateManager
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +71,8 @@ class Lock:
         finally:
             lock.release()
 
-    :param manager: the :class:`~hastate.StateManager` to propose through.
+    :param manager: the :class:`~hastate.StateManager` (any
+        :class:`~hastate.recipes.proposer.Proposer`) to propose through.
     :param name: the lock's name (any non-empty str).
     :param ttl: seconds a grant lasts unless renewed.
     :param auto_renew: renew from a background thread every ``ttl / 3`` while held; when a
@@ -88,7 +87,7 @@ class Lock:
     :param sleep: used by blocking acquire between attempts (seam for tests).
     """
 
-    def __init__(self, manager: "StateManager", name: str, ttl: float = 10.0, *,
+    def __init__(self, manager: Proposer, name: str, ttl: float = 10.0, *,
                  auto_renew: bool = False, on_lost: Callable[[LockGrant], Any] | None = None,
                  poll_interval: float = 0.05, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -267,7 +266,7 @@ class Lock:
         command = Command.lock(op, self.name, self.owner, ttl=self.ttl, now=self._clock(),
                                token=token)
         with self._io:
-            result = self.manager._write(command, timeout)
+            result = self.manager.propose(command, timeout)
         if result[0] != "lock":
             raise HAStateError(f"lock {self.name!r}: unexpected result {result!r}")
         _, granted, token, owner, expires_at = result

@@ -14,7 +14,8 @@ from pysyncobj import SyncObj, SyncObjConf
 
 from hastate.cli.certs import certs
 from hastate.consensus import tls
-from hastate.consensus.transport import TransportSecurity, check_mode, make_transport_class
+from hastate.addresses import check_transport_mode
+from hastate.consensus.transport import TransportSecurity, make_transport_class
 from hastate.errors import ConfigError
 
 from .conftest import Pki, free_ports
@@ -24,14 +25,14 @@ from .conftest import Pki, free_ports
     ["127.0.0.1:1", "127.0.0.2:2", "localhost:3", "[::1]:4"],
 ])
 def test_plaintext_allowed_on_loopback_only(addresses: list[str]) -> None:
-    check_mode("plaintext", addresses)
+    check_transport_mode("plaintext", addresses)
     with pytest.raises(ConfigError, match=r"loopback: 10\.0\.0\.5:4321\. Use mode 'tls'"):
-        check_mode("plaintext", [*addresses, "10.0.0.5:4321"])
+        check_transport_mode("plaintext", [*addresses, "10.0.0.5:4321"])
     with pytest.raises(ConfigError, match="not on loopback: db.example.com:1"):
-        check_mode("plaintext", ["db.example.com:1"])
-    check_mode("tls", ["10.0.0.5:4321"])
+        check_transport_mode("plaintext", ["db.example.com:1"])
+    check_transport_mode("tls", ["10.0.0.5:4321"])
     with pytest.raises(ConfigError, match="unknown transport mode"):
-        check_mode("none", addresses)
+        check_transport_mode("none", addresses)
 
 
 def _syncobj(self_address: str, others: list[str], security: TransportSecurity,

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from hastate.consensus.profiles import get_profile
-
 from hastate.testing import BackgroundWriter, wait_for
+from hastate.testing.embedded import EmbeddedCluster
 
-from .conftest import REPO, OpsCluster
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 
 
-def test_status_of_a_healthy_cluster(ops: OpsCluster) -> None:
+def test_status_of_a_healthy_cluster(ops: EmbeddedCluster) -> None:
     out = ops.cli("status", "--config", str(ops.config_path))
     assert out.returncode == 0, out.stderr
     header = out.stdout.splitlines()[0].split()
@@ -35,7 +35,7 @@ def test_status_of_a_healthy_cluster(ops: OpsCluster) -> None:
     assert all(r["lag"] is not None and r["last_contact"] is not None for r in followers)
 
 
-def test_members_lists_every_member_and_checks_ids(ops: OpsCluster) -> None:
+def test_members_lists_every_member_and_checks_ids(ops: EmbeddedCluster) -> None:
     out = ops.cli("members", "--config", str(ops.config_path))
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("instance-")]
@@ -49,7 +49,7 @@ def test_members_lists_every_member_and_checks_ids(ops: OpsCluster) -> None:
     assert out.returncode == 5 and "'instance-9' is not a member" in out.stderr
 
 
-def test_failover_cli_to_a_named_node_under_writes(ops: OpsCluster) -> None:
+def test_failover_cli_to_a_named_node_under_writes(ops: EmbeddedCluster) -> None:
     leader = ops.wait_leader()
     target = next(n for n in ("instance-3", "instance-2") if n != leader)
     with BackgroundWriter(ops.sm, prefix="f") as writer:
@@ -67,7 +67,7 @@ def test_failover_cli_to_a_named_node_under_writes(ops: OpsCluster) -> None:
     assert out.returncode == 0 and "already leads" in out.stdout
 
 
-def test_failover_cli_errors_have_distinct_exit_codes(ops: OpsCluster) -> None:
+def test_failover_cli_errors_have_distinct_exit_codes(ops: EmbeddedCluster) -> None:
     leader = ops.wait_leader()
     other = next(n for n in ops.ids if n != leader)
     out = ops.cli("failover", "--config", str(ops.config_path), "--to", other, token="wrong")
@@ -79,7 +79,7 @@ def test_failover_cli_errors_have_distinct_exit_codes(ops: OpsCluster) -> None:
     assert ops.wait_leader() == leader
 
 
-def test_status_and_members_with_dead_nodes(plain_cluster: OpsCluster) -> None:
+def test_status_and_members_with_dead_nodes(plain_cluster: EmbeddedCluster) -> None:
     config = str(plain_cluster.config_path)
     leader = plain_cluster.wait_leader()
     followers = [n for n in plain_cluster.ids if n != leader]

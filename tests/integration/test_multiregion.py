@@ -34,14 +34,11 @@ from typing import Iterator
 
 import pytest
 
-from hastate import StateManager
 from hastate.consensus.profiles import get_profile
 from hastate.errors import WriteError
-from hastate.observability.http import NodeHTTPServer
 from hastate.testing import wait_for
 from hastate.testing.cluster import REGIONS, free_port
-
-from .conftest import OpsCluster, running
+from hastate.testing.embedded import EmbeddedCluster
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +47,8 @@ WRITE_WINDOW_S = float(os.environ.get("HASTATE_MULTIREGION_WINDOW", "27"))
 PROFILE = get_profile("multi-region")
 
 
-class ProxiedCluster(OpsCluster):
-    """OpsCluster whose nodes reach each other through TcpProxy links with a delay."""
+class ProxiedCluster(EmbeddedCluster):
+    """EmbeddedCluster whose nodes reach each other through TcpProxy links with a delay."""
 
     def __init__(self, workdir: Path, proxy) -> None:
         super().__init__(workdir, 3, name="multiregion", profile="multi-region")
@@ -83,27 +80,16 @@ class ProxiedCluster(OpsCluster):
             self.configs[me].write_text("\n".join(lines))
         self.config_path = self.configs["instance-1"]   # for the CLI: same ids and http
 
-    def start(self, node_id: str, args=None) -> None:
-        saved, self.config_path = self.config_path, self.configs[node_id]
-        try:
-            super().start(node_id, args)
-        finally:
-            self.config_path = saved
-
-    def start_embedded(self) -> StateManager:
-        self.sm = StateManager.from_config(self.configs["instance-1"], "instance-1")
-        self.sm.start()
-        self.http_server = NodeHTTPServer(self.sm, self.http["instance-1"],
-                                          admin_token=self.admin_token).start()
-        return self.sm
+    def config_for(self, node_id: str) -> Path:
+        return self.configs[node_id]
 
 
 @pytest.fixture
 def proxied(tmp_path: Path) -> Iterator[ProxiedCluster]:
-    from chaos.proxy import TcpProxy   # tests/ is on sys.path (tests/ops is a package)
+    from chaos.proxy import TcpProxy   # tests/ is on sys.path (its conftest.py is there)
 
     with TcpProxy() as proxy:
-        with running(ProxiedCluster(tmp_path, proxy), timeout=30) as cluster:
+        with ProxiedCluster(tmp_path, proxy).running(timeout=30) as cluster:
             yield cluster
 
 

@@ -1,7 +1,7 @@
 """Benchmark: write latency and throughput of a 3-node loopback cluster per transport mode.
 
-Run ``python tests/transport/bench_transport.py`` (about a minute); prints a Markdown table
-for docs/security.md. Modes: ``upstream`` is PySyncObj's own pickle transport (baseline),
+Run ``python tests/consensus/transport/bench_transport.py`` (about a minute); prints a
+Markdown table for docs/security.md. Modes: ``upstream`` is PySyncObj's own pickle transport (baseline),
 then SecureTransport in plaintext, psk and tls. Sequential: ``sync=True`` increments one
 after another with ``appendEntriesUseBatch=False`` (the transport's round trip dominates).
 Pipelined: asynchronous increments with PySyncObj's default batching, until all commit.

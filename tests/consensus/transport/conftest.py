@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import queue
 import socket
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +15,7 @@ import pytest
 
 from hastate.consensus import tls
 from hastate.consensus.transport import TransportSecurity
+from hastate.testing.stdio import JsonLinesProcess
 
 NODE_MAIN = Path(__file__).with_name("node_main.py")
 #: Fast Raft timing so elections and failover fit in the test budget.
@@ -82,58 +80,23 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-class NodeProcess:
+class NodeProcess(JsonLinesProcess):
     """One ``node_main.py`` subprocess; :meth:`call` sends a request and waits for the answer."""
 
     def __init__(self, spec: dict[str, Any], log_path: Path) -> None:
+        super().__init__([sys.executable, str(NODE_MAIN), json.dumps(spec)], log_path)
         self.address: str = spec["self"]
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, str(NODE_MAIN), json.dumps(spec)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, text=True, bufsize=1)
-        self._answers: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        started = self._next(20.0)
+        started = self.start(20.0)
         assert started == {"started": True}, started
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._answers.put(line)
-
-    def _next(self, timeout: float) -> dict[str, Any]:
-        try:
-            return json.loads(self._answers.get(timeout=timeout))
-        except queue.Empty:
-            raise AssertionError(f"node {self.address} did not answer; log:\n"
-                                 f"{self.log_path.read_text()[-3000:]}") from None
-
     def call(self, op: str, timeout: float = 15.0, **kwargs: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
-        self.proc.stdin.flush()
-        return self._next(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.request({"op": op, **kwargs}, timeout)
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()
-
-    def kill(self) -> None:
-        if self.alive:
-            self.proc.kill()
-        self.proc.wait(10)
-        self._log.close()
 
 
 class Cluster:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import re
 import signal
+from pathlib import Path
 
 import pytest
 
 from hastate.errors import ConflictError
 from hastate.testing import wait_for
+from hastate.testing.embedded import EmbeddedCluster
+from hastate.testing.metrics import sample
 
-from .conftest import REPO, OpsCluster, sample
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +32,7 @@ def exported_names(families: dict) -> set[str]:
 
 
 def test_every_exported_metric_is_documented_and_every_documented_one_exported(
-        ops: OpsCluster) -> None:
+        ops: EmbeddedCluster) -> None:
     exported = set()
     for node_id in ops.ids:
         exported |= {n for n in exported_names(ops.scrape(node_id))
@@ -43,7 +46,7 @@ def test_every_exported_metric_is_documented_and_every_documented_one_exported(
             assert family.documentation, family.name
 
 
-def test_commit_index_and_proposals_move_with_writes(ops: OpsCluster) -> None:
+def test_commit_index_and_proposals_move_with_writes(ops: EmbeddedCluster) -> None:
     before = {n: ops.scrape(n) for n in ops.ids}
     start = {n: sample(f, "hastate_commit_index", node=n) for n, f in before.items()}
     ok_before = sample(before["instance-1"], "hastate_proposals_total", op="update",
@@ -65,7 +68,7 @@ def test_commit_index_and_proposals_move_with_writes(ops: OpsCluster) -> None:
     assert sample(after, "hastate_journal_bytes", node="instance-1") > 0
 
 
-def test_failover_counts_leader_changes_elections_and_manual_failovers(ops: OpsCluster) -> None:
+def test_failover_counts_leader_changes_elections_and_manual_failovers(ops: EmbeddedCluster) -> None:
     leader = ops.wait_leader()
     target = next(n for n in ("instance-3", "instance-2") if n != leader)
     before = {n: ops.scrape(n) for n in ops.ids}
@@ -92,7 +95,7 @@ def test_failover_counts_leader_changes_elections_and_manual_failovers(ops: OpsC
     assert sample(after[leader], "hastate_role", role="follower") == 1
 
 
-def test_paused_follower_shows_lag_and_last_contact_on_the_leader(ops: OpsCluster) -> None:
+def test_paused_follower_shows_lag_and_last_contact_on_the_leader(ops: EmbeddedCluster) -> None:
     ops.sm.trigger_failover("instance-1", timeout=15)
     ops.procs["instance-3"].send_signal(signal.SIGSTOP)
     try:
@@ -112,7 +115,7 @@ def test_paused_follower_shows_lag_and_last_contact_on_the_leader(ops: OpsCluste
                             peer="instance-3") == 0, what="instance-3 caught up")
 
 
-def test_killed_follower_shows_disconnected(plain_cluster: OpsCluster) -> None:
+def test_killed_follower_shows_disconnected(plain_cluster: EmbeddedCluster) -> None:
     leader = plain_cluster.wait_leader()
     victim = next(n for n in plain_cluster.ids if n != leader)
     assert sample(plain_cluster.scrape(leader), "hastate_peer_connected", peer=victim) == 1
@@ -128,7 +131,7 @@ def _referenced(path) -> set[str]:
     return set(METRIC_REF.findall(path.read_text()))
 
 
-def test_dashboard_and_alert_rules_reference_only_exported_metrics(ops: OpsCluster) -> None:
+def test_dashboard_and_alert_rules_reference_only_exported_metrics(ops: EmbeddedCluster) -> None:
     ops.sm.save_state({"dashboard": 1})
     leader = ops.wait_leader()
     # shipping lag is exported by the lease holder once its shipper has looked at the store

@@ -1,0 +1,30 @@
+"""The seam every recipe builds on: what it needs of a :class:`~hastate.StateManager`.
+
+A recipe (the lock; later elections, events) turns its operations into replicated
+:class:`~hastate.state.codec.Command` s, proposes them through :meth:`Proposer.propose` and
+reads this replica's :class:`~hastate.state.machine.ReplicatedState`. It never reaches into
+the manager's private parts or the consensus layer, and it depends on this protocol rather
+than on the manager, so the manager may import recipes without an import cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from hastate.state.codec import Command
+from hastate.state.machine import ReplicatedState
+
+
+class Proposer(Protocol):
+    """A replica that proposes commands with exactly-once retries (``StateManager`` is one)."""
+
+    #: This replica's instance id (recipes derive owner ids from it).
+    instance_id: str
+    #: Default seconds a proposal may take.
+    write_timeout: float
+    #: This replica's state machine, for local reads.
+    machine: ReplicatedState
+
+    def propose(self, command: Command, timeout: float | None = None) -> tuple:
+        """Replicate ``command``; return its apply result (see ``StateManager.propose``)."""
+        ...
