@@ -1,5 +1,5 @@
-"""A three-node cluster for ops tests: instance-1 embedded (the bot, with its own HTTP
-server, so the test can write), instance-2 and instance-3 real ``hastate node run``
+"""A three-node cluster for ops tests: instance-1 embedded (the bot, serving its node's HTTP
+endpoints itself, so the test can write), instance-2 and instance-3 real ``hastate node run``
 processes. Helpers scrape and parse /metrics with prometheus-client's parser."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hastate import StateManager
-from hastate.observability.http import NodeHTTPServer
 from hastate.testing import LocalCluster
 from hastate.testing.cluster import ADMIN_TOKEN_ENV
 
@@ -28,19 +27,14 @@ class OpsCluster(LocalCluster):
     """LocalCluster whose instance-1 runs in the test process with its HTTP endpoints."""
 
     sm: StateManager | None = None
-    http_server: NodeHTTPServer | None = None
 
     def start_embedded(self) -> StateManager:
-        self.sm = StateManager.from_config(self.config_path, "instance-1")
+        self.sm = StateManager.from_config(self.config_path, "instance-1",
+                                           admin_token=self.admin_token)
         self.sm.start()
-        self.http_server = NodeHTTPServer(self.sm, self.http["instance-1"],
-                                          admin_token=self.admin_token).start()
         return self.sm
 
     def stop_embedded(self) -> None:
-        if self.http_server is not None:
-            self.http_server.stop()
-            self.http_server = None
         if self.sm is not None:
             self.sm.stop()
             self.sm = None

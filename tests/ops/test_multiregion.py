@@ -37,7 +37,6 @@ import pytest
 from hastate import StateManager
 from hastate.consensus.profiles import get_profile
 from hastate.errors import WriteError
-from hastate.observability.http import NodeHTTPServer
 from hastate.testing import wait_for
 from hastate.testing.cluster import REGIONS, free_port
 
@@ -91,10 +90,9 @@ class ProxiedCluster(OpsCluster):
             self.config_path = saved
 
     def start_embedded(self) -> StateManager:
-        self.sm = StateManager.from_config(self.configs["instance-1"], "instance-1")
+        self.sm = StateManager.from_config(self.configs["instance-1"], "instance-1",
+                                           admin_token=self.admin_token)
         self.sm.start()
-        self.http_server = NodeHTTPServer(self.sm, self.http["instance-1"],
-                                          admin_token=self.admin_token).start()
         return self.sm
 
 

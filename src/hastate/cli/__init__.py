@@ -17,6 +17,7 @@ from hastate.cli.restore import restore
 from hastate.cli.snapshot import snapshot
 from hastate.cli.status import status
 from hastate.errors import HAStateError
+from hastate.observability.logs import configure_logging
 
 
 @click.group()
@@ -27,6 +28,7 @@ def cli(log_level: str) -> None:
     """hastate: replicated, leader-safe state for trading bots."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()   # HASTATE_LOG_FORMAT=json: one JSON object per hastate line
 
 
 cli.add_command(node)
