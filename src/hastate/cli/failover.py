@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from hastate.cli.exit import fail
-from hastate.cli.status import fetch_status, node_status
+from hastate.cli.status import fetch_status, node_status, unreachable
 from hastate.config import ClusterConfig, load_config
 
 EXIT_NOT_MOVED = 1
@@ -87,7 +87,7 @@ def failover(config_path: str, target: str, timeout: float) -> None:
     rows = fetch_status(config)
     reachable = [r for r in rows if r.get("reachable")]
     if not reachable:
-        fail("no node answered /status; are the nodes running and is the "
+        fail(f"no node answered /status{unreachable(rows)}; are the nodes running and is the "
              "http address in the cluster file reachable from here?", EXIT_UNREACHABLE)
     before = next((r["id"] for r in rows if r.get("is_leader")), None)
     if before == target:
@@ -124,7 +124,8 @@ def failover(config_path: str, target: str, timeout: float) -> None:
             break
         last_error = f"{row['id']} answered {code}: {answer.get('error')}"
     else:
-        fail(f"leadership did not move to {target}: {last_error}", EXIT_NOT_MOVED)
+        fail(f"leadership did not move to {target}: {last_error}{unreachable(rows)}",
+             EXIT_NOT_MOVED)
     # The node that drove the transfer saw the target lead; confirm with the target itself.
     while time.monotonic() < deadline:
         st = node_status(config, target)

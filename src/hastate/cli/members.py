@@ -26,7 +26,7 @@ import click
 from hastate.cli.exit import fail
 from hastate.cli.failover import (EXIT_UNAUTHORIZED, EXIT_UNREACHABLE, EXIT_USAGE,
                                   admin_token, post_admin)
-from hastate.cli.status import classify, fetch_status, node_status
+from hastate.cli.status import classify, fetch_status, node_status, unreachable
 from hastate.config import ClusterConfig, NodeConfig, load_config
 
 EXIT_NOT_DONE = 1
@@ -175,7 +175,8 @@ def _post_to_leader(config: ClusterConfig, body: dict[str, Any], token: str,
                  f"{config.path}` to see whether it took effect", EXIT_NOT_DONE)
         last = f"{leader['id']} answered {code}: {answer.get('error')}"
         time.sleep(0.2)
-    fail(f"membership change not made: {last}", EXIT_NOT_DONE)
+    fail(f"membership change not made: {last}{unreachable(fetch_status(config))}",
+         EXIT_NOT_DONE)
 
 
 @members.command("add")

@@ -16,7 +16,7 @@ import click
 
 from hastate.cli.exit import fail
 from hastate.cli.restore import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_STORE
-from hastate.cli.status import fetch_status
+from hastate.cli.status import fetch_status, unreachable
 from hastate.config import ClusterConfig, load_config
 from hastate.errors import CorruptDataError, SnapshotError, SnapshotNotFoundError
 from hastate.snapshots.format import list_snapshots, verify as verify_snapshot
@@ -41,9 +41,11 @@ def snapshot() -> None:
 def create(config_path: str, as_json: bool) -> None:
     """Ask the leader to upload a snapshot now and wait until it is listed."""
     config = load_config(config_path)
-    leader = next((r for r in fetch_status(config) if r.get("is_leader")), None)
+    rows = fetch_status(config)
+    leader = next((r for r in rows if r.get("is_leader")), None)
     if leader is None:
-        fail("no node reports holding the leader lease; check `hastate status`", EXIT_STORE)
+        fail(f"no node reports holding the leader lease{unreachable(rows)}; check "
+             "`hastate status`", EXIT_STORE)
     node = config.node(leader["id"])
     token = config.admin_token()
     if not token:

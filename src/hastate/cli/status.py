@@ -47,6 +47,13 @@ def node_status(config: ClusterConfig, node_id: str, timeout: float = 1.0) -> di
     return fetch_status(dataclasses.replace(config, nodes=(config.node(node_id),)), timeout)[0]
 
 
+def unreachable(rows: list[dict[str, Any]]) -> str:
+    """``"; could not reach: ID (why), ..."`` for the rows that did not answer, else ""."""
+    down = [f"{r['id']} ({r.get('error') or 'no answer'})" for r in rows
+            if not r.get("reachable")]
+    return f"; could not reach: {', '.join(down)}" if down else ""
+
+
 def enrich(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add the leader's view of each node (lag, last_contact) and the snapshot age."""
     leaders = [r for r in rows if r.get("is_leader")]
