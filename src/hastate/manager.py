@@ -447,6 +447,9 @@ class StateManager:
                            health_check: HealthCheck | None = None) -> None:
         """Enable health-driven failover and a recovery hook for new leaders.
 
+        ``recovery_callback(state)`` runs each time this node becomes leader, and right
+        away when it already leads.
+
         Durations are seconds or strings such as ``"500ms"``, ``"30s"``, ``"5m"``.
         """
         interval = parse_duration(health_check_interval, field="health_check_interval",
@@ -454,6 +457,8 @@ class StateManager:
         timeout = parse_duration(failover_timeout, field="failover_timeout")
         self._recovery = recovery_callback
         self._install_policy(FailoverSettings(interval, timeout), health_check)
+        if recovery_callback is not None:   # already leading (started at construction)
+            self.watcher.when_leading(lambda token: self._on_transition(True, token))
 
     def _install_policy(self, settings: FailoverSettings, check: HealthCheck | None) -> None:
         if self._policy is not None:

@@ -115,6 +115,9 @@ def test_seed_code_runs_unchanged_in_three_processes(bots: dict[str, Bot]) -> No
         return [i for i, bot in bots.items() if bot.ask(cmd="is_leader")["is_leader"]]
 
     wait_for(lambda: len(leaders()) == 1, timeout=30, what="exactly one is_leader()")
+    first = leaders()[0]      # subscribed after it already led: told at once, and recovered
+    wait_for(lambda: {"become_leader", "recovered"} <= set(bots[first].ask(cmd="events")[
+        "events"]), timeout=10, what=f"callbacks of the first leader {first}")
     statements = ast.parse(readme_example()).body
     acting = next(n for n, s in enumerate(statements) if isinstance(s, ast.If))
     handover = next(n for n, s in enumerate(statements)
@@ -129,13 +132,17 @@ def test_seed_code_runs_unchanged_in_three_processes(bots: dict[str, Bot]) -> No
         bots["instance-2"].ask(cmd="failover", to="instance-1")
         wait_for(lambda: leaders() == ["instance-1"], timeout=30, what="instance-1 leads")
     old = leaders()[0]
+    before = {i: bot.ask(cmd="events")["events"] for i, bot in bots.items()}
     bots["instance-1"].ask(cmd="run", line=handover)   # the README's line, on instance-1
     wait_for(lambda: leaders() == ["instance-2"], timeout=30, what="instance-2 leads")
-    wait_for(lambda: "become_leader" in bots["instance-2"].ask(cmd="events")["events"],
-             timeout=10, what="on_become_leader on instance-2")
-    wait_for(lambda: "lose_leadership" in bots[old].ask(cmd="events")["events"],
-             timeout=10, what=f"on_lose_leadership on {old}")
-    assert "recovered" in bots["instance-2"].ask(cmd="events")["events"]
+
+    def new_events(node_id: str) -> list[str]:
+        return bots[node_id].ask(cmd="events")["events"][len(before[node_id]):]
+
+    wait_for(lambda: {"become_leader", "recovered"} <= set(new_events("instance-2")),
+             timeout=10, what="on_become_leader and recovery on instance-2")
+    wait_for(lambda: "lose_leadership" in new_events(old), timeout=10,
+             what=f"on_lose_leadership on {old}")
 
     for bot in bots.values():
         assert bot.ask(cmd="exit") == {"bye": True}
