@@ -14,7 +14,6 @@ import os
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping
 
 from pysyncobj.config import FAIL_REASON

@@ -59,3 +59,12 @@ def test_cluster_file_intervals_accept_duration_strings() -> None:
 def test_cluster_file_bad_interval_names_its_key(key: str) -> None:
     with pytest.raises(ConfigError, match=rf"snapshots.{key}: not a duration.*\"30s\""):
         parse_config(cluster(**{key: "soon"}), path="cluster.toml")
+
+
+def test_the_production_example_writes_durations_as_strings() -> None:
+    from pathlib import Path
+
+    from hastate.config import load_config
+    cfg = load_config(Path(__file__).resolve().parents[2] / "cluster" / "three-region.toml")
+    assert (cfg.snapshots.interval, cfg.snapshots.ship_interval) == (300.0, 1.0)
+    assert (cfg.logging.format, cfg.logging.level) == ("json", "INFO")
