@@ -59,6 +59,23 @@ def explicit_wiring(instance_id: str, peers: Mapping[str, str], *, region: str |
                   members=tuple(members), http=http, admin_token=admin_token)
 
 
+def refuse_mixed(*, from_file: bool, **given: object) -> None:
+    """ConfigError when arguments of the other way in were given (none is silently ignored).
+
+    ``given`` maps argument names to values that count as given when not None/False/empty.
+    """
+    mixed = sorted(name for name, value in given.items() if value not in (None, False, ()))
+    if not mixed:
+        return
+    if from_file:
+        raise ConfigError(f"{', '.join(mixed)} come(s) from the cluster file when no peers "
+                          "are given; drop them, or pass peers={id: raft address} instead of "
+                          "a cluster file", field=mixed[0], value=given[mixed[0]])
+    raise ConfigError(f"{', '.join(mixed)} select(s) a cluster file, but peers were given "
+                      "too; pass either peers or project_id/config", field=mixed[0],
+                      value=given[mixed[0]])
+
+
 def resolve_config(config: str | os.PathLike[str] | ClusterConfig | None) -> ClusterConfig:
     """``config`` loaded (a path), as given (a ClusterConfig), or found (None)."""
     if isinstance(config, ClusterConfig):

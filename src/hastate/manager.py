@@ -90,12 +90,18 @@ class StateManager:
         ``admin_token_env`` variable. ``autostart`` overrides when to start.
         """
         if peers is None:
+            embedded.refuse_mixed(from_file=True, data_dir=data_dir, cluster_secret=cluster_secret,
+                                  transport=transport, snapshots=snapshots, http=http,
+                                  members=tuple(members),
+                                  profile=None if profile == "lan" else profile,
+                                  cluster_name=None if cluster_name == "hastate" else cluster_name)
             cfg = embedded.resolve_config(config)
             wiring = embedded.file_wiring(cfg, instance_id, project_id=project_id,
                                           region=region, admin_token=admin_token)
             if autostart is None:
                 autostart = config is None
         else:
+            embedded.refuse_mixed(from_file=False, project_id=project_id, config=config)
             if instance_id not in peers:
                 raise ConfigError(f"instance {instance_id!r} is not in peers {sorted(peers)}; "
                                   "peers must list every node, this one included",

@@ -122,3 +122,11 @@ def test_bad_write_timeout_names_the_field(cluster_file: LocalCluster) -> None:
     with pytest.raises(ConfigError, match=r"write_timeout: not a duration"):
         seed(write_timeout="ten seconds", autostart=False)
     assert seed(write_timeout="2500ms", autostart=False).write_timeout == 2.5
+
+
+def test_arguments_of_the_other_way_in_are_refused_not_ignored(
+        cluster_file: LocalCluster, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data_dir come\(s\) from the cluster file"):
+        seed(data_dir=tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match=r"project_id select\(s\) a cluster file"):
+        StateManager("n1", {"n1": "127.0.0.1:1"}, project_id=PROJECT)
