@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Union
 
 from hastate.errors import ConfigError
+
+#: What a duration argument accepts: seconds, or a string such as "30s".
+Duration = Union[float, str]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PATTERN = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)\s*")
@@ -39,3 +42,8 @@ def parse_duration(value: Any, *, field: str, path: str | None = None,
         raise ConfigError(f"must be at least {minimum:g}s (got {value!r})",
                           field=field, value=value, path=path)
     return seconds
+
+
+def optional_duration(value: Duration | None, *, field: str) -> float | None:
+    """:func:`parse_duration` of a timeout argument; None stays None (the default applies)."""
+    return None if value is None else parse_duration(value, field=field, minimum=0.001)

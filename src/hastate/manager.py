@@ -27,7 +27,7 @@ from hastate.consensus.profiles import get_profile
 from hastate.consensus.raft import HEALTH
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, check_mode, make_transport_class
-from hastate.durations import parse_duration
+from hastate.durations import Duration, optional_duration, parse_duration
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
                             ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
 from hastate.failover.lock import Lock
@@ -69,7 +69,7 @@ class StateManager:
                  region: str | None = None,
                  data_dir: str | os.PathLike[str] | None = None, profile: str = "lan",
                  cluster_secret: str | None = None, cluster_name: str = "hastate",
-                 write_timeout: float | str = 10.0, transport: TransportSecurity | None = None,
+                 write_timeout: Duration = 10.0, transport: TransportSecurity | None = None,
                  log_compaction_entries: int = 5000,
                  snapshots: SnapshotConfig | None = None,
                  members: Iterable[Member] = (), join: bool = False,
@@ -272,7 +272,7 @@ class StateManager:
         self.stop()
 
     # -- writes -------------------------------------------------------------------------------
-    def save_state(self, values: Mapping[str, Any], *, timeout: float | None = None) -> int:
+    def save_state(self, values: Mapping[str, Any], *, timeout: Duration | None = None) -> int:
         """Merge ``values`` into the state atomically (one log entry).
 
         Returns the log index the write was applied at, once it is committed and applied on
@@ -284,7 +284,7 @@ class StateManager:
             raise ValueError("save_state needs at least one key")
         return self._write(Command(op="update", values=encoded), timeout)[1]
 
-    def delete(self, *keys: str, timeout: float | None = None) -> int:
+    def delete(self, *keys: str, timeout: Duration | None = None) -> int:
         """Remove ``keys`` atomically; missing keys are ignored. Returns the log index."""
         if not keys:
             raise ValueError("delete needs at least one key")
@@ -292,7 +292,7 @@ class StateManager:
                            timeout)[1]
 
     def compare_and_set(self, key: str, value: Any, expected_revision: int, *,
-                        timeout: float | None = None) -> int:
+                        timeout: Duration | None = None) -> int:
         """Set ``key`` only if its revision is ``expected_revision`` (0 = must not exist).
 
         Returns the new revision; raises ConflictError naming the actual revision otherwise.
@@ -304,7 +304,8 @@ class StateManager:
             raise ConflictError(result[1], result[2], result[3])
         return result[1]
 
-    def _write(self, command: Command, timeout: float | None) -> tuple:
+    def _write(self, command: Command, timeout: Duration | None) -> tuple:
+        seconds = optional_duration(timeout, field="timeout")
         with self._seq_lock:
             seq = next(self._seq)
         client = self._client_id if command.op != "barrier" else b""
@@ -312,8 +313,8 @@ class StateManager:
         started = time.monotonic()
         outcome = "error"
         try:
-            result = self._propose_until_applied(raw, timeout if timeout is not None
-                                                 else self.write_timeout)
+            result = self._propose_until_applied(
+                raw, seconds if seconds is not None else self.write_timeout)
             outcome = "conflict" if result[0] == "conflict" else "ok"
             return result
         except NoQuorumError:
@@ -385,7 +386,8 @@ class StateManager:
 
     # -- reads --------------------------------------------------------------------------------
     def get_state(self, consistency: Consistency = "linearizable", *,
-                  keys: Iterable[str] | None = None, timeout: float | None = None) -> dict[str, Any]:
+                  keys: Iterable[str] | None = None,
+                  timeout: Duration | None = None) -> dict[str, Any]:
         """A copy of the state (or of ``keys``).
 
         ``linearizable`` (default) reflects every write acknowledged anywhere before the
@@ -446,8 +448,8 @@ class StateManager:
             state = self.get_state("linearizable")
             self._recovery(state)
 
-    def configure_failover(self, health_check_interval: float | str = 5.0,
-                           failover_timeout: float | str = 15.0,
+    def configure_failover(self, health_check_interval: Duration = 5.0,
+                           failover_timeout: Duration = 15.0,
                            recovery_callback: Callable[[dict[str, Any]], None] | None = None,
                            health_check: HealthCheck | None = None) -> None:
         """Enable health-driven failover and a recovery hook for new leaders.
@@ -493,7 +495,7 @@ class StateManager:
         return max(candidates)[1] if candidates else None
 
     def trigger_failover(self, target_instance: str | None = None, *,
-                         timeout: float | None = None, reason: str = "manual") -> float:
+                         timeout: Duration | None = None, reason: str = "manual") -> float:
         """Move leadership to ``target_instance`` (or the most caught-up healthy peer).
 
         Works from any node, under write load; returns the seconds it took. ``reason``
@@ -509,7 +511,8 @@ class StateManager:
                 if not match:
                     raise NotLeaderError("no peer to hand leadership to")
                 target_instance = self.node.id_of(max(match, key=match.get))
-        seconds = self.node.transfer_leadership(target_instance, timeout)
+        seconds = self.node.transfer_leadership(
+            target_instance, optional_duration(timeout, field="timeout"))
         self.failovers_total[reason] = self.failovers_total.get(reason, 0) + 1
         return seconds
 
@@ -518,17 +521,20 @@ class StateManager:
         """The voters in this node's configuration (committed or about to be), sorted by id."""
         return self.node.members()
 
-    def add_member(self, member: Member, *, timeout: float | None = None) -> int:
+    def add_member(self, member: Member, *, timeout: Duration | None = None) -> int:
         """Leader: add a voter; returns the commit index once the change is committed.
 
         Start the new node first (``hastate node run --join``): the change is refused if
         the members reachable now would not be a majority of the new configuration.
         """
-        return self.node.change_membership("add", member, timeout or self.write_timeout)
+        return self.node.change_membership(
+            "add", member, optional_duration(timeout, field="timeout") or self.write_timeout)
 
-    def remove_member(self, instance_id: str, *, timeout: float | None = None) -> int:
+    def remove_member(self, instance_id: str, *, timeout: Duration | None = None) -> int:
         """Leader: remove a voter (not the leader itself: move leadership first)."""
-        return self.node.change_membership("remove", instance_id, timeout or self.write_timeout)
+        return self.node.change_membership(
+            "remove", instance_id,
+            optional_duration(timeout, field="timeout") or self.write_timeout)
 
     # -- status -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from hastate.cli.exit import fail
+from hastate.cli.params import DurationParam
 from hastate.cli.status import fetch_status, node_status, unreachable
 from hastate.config import ClusterConfig, load_config
 
@@ -71,8 +72,9 @@ def post_admin(http: str, path: str, body: dict[str, Any], token: str,
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Cluster file (TOML).")
 @click.option("--to", "target", required=True, help="Node id that should lead.")
-@click.option("--timeout", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
-              help="Give up after this many seconds.")
+@click.option("--timeout", type=DurationParam(minimum=0.5), default=30.0,
+              show_default=True,
+              help="Give up after this long (seconds, or 500ms/30s/5m).")
 def failover(config_path: str, target: str, timeout: float) -> None:
     """Move leadership to node TO and wait until it holds the lease.
 

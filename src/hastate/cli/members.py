@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from hastate.cli.exit import fail
+from hastate.cli.params import DurationParam
 from hastate.cli.failover import (EXIT_UNAUTHORIZED, EXIT_UNREACHABLE, EXIT_USAGE,
                                   admin_token, post_admin)
 from hastate.cli.status import classify, fetch_status, node_status, unreachable
@@ -117,8 +118,8 @@ _change_options = [
     click.argument("node_id", metavar="ID"),
     click.option("--config", "config_path", type=click.Path(dir_okay=False),
                  help="Cluster file (TOML)."),
-    click.option("--timeout", type=click.FloatRange(min=1.0), default=60.0, show_default=True,
-                 help="Give up after this many seconds."),
+    click.option("--timeout", type=DurationParam(minimum=1.0), default=60.0,
+                 show_default=True, help="Give up after this long (seconds, or 30s/5m)."),
 ]
 
 

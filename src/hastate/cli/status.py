@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from hastate.cli.params import DurationParam
 from hastate.config import ClusterConfig, load_config
 
 EXIT_OK = 0
@@ -133,10 +134,11 @@ def render_table(rows: list[dict[str, Any]]) -> str:
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Cluster file (TOML).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--watch", type=click.FloatRange(min=0.1), default=None,
-              help="Refresh every N seconds until Ctrl-C.")
-@click.option("--timeout", type=float, default=1.0, show_default=True,
-              help="Seconds to wait for each node's answer.")
+@click.option("--watch", type=DurationParam(minimum=0.1), default=None,
+              help="Refresh every N seconds (or 500ms, 5s) until Ctrl-C.")
+@click.option("--timeout", type=DurationParam(minimum=0.001), default=1.0,
+              show_default=True,
+              help="How long to wait for each node's answer (seconds, or 500ms).")
 def status(config_path: str, as_json: bool, watch: float | None, timeout: float) -> None:
     """Show every node's role, term, progress, lag and snapshot age.
 
