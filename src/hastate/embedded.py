@@ -3,7 +3,7 @@
 The seed's ``StateManager(project_id=..., instance_id=..., region=...)`` finds the cluster
 file (:func:`hastate.config.locate_config`), checks that the caller names this cluster and
 this node's region, and derives every constructor argument from the file: the same
-:func:`wiring` that :meth:`StateManager.from_config` and ``hastate node run`` use.
+:func:`file_wiring` that :meth:`StateManager.from_config` and ``hastate node run`` use.
 """
 
 from __future__ import annotations

@@ -77,7 +77,6 @@ class NodeHTTPServer:
     def __init__(self, manager: "StateManager", address: str, *,
                  admin_token: str | None = None, config_path: str | None = None) -> None:
         self.manager = manager
-        self.metrics = NodeMetrics(manager)
         self.admin_token = admin_token
         self.routes = _routes()
         host, port = split_address(address)
@@ -93,6 +92,7 @@ class NodeHTTPServer:
                    if taken else f"{exc.strerror}"),
                 field="nodes.http", value=address, path=config_path) from None
         self._server.daemon_threads = True
+        self.metrics = NodeMetrics(manager)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name=f"hastate-http-{manager.instance_id}", daemon=True)
 
