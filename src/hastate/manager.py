@@ -263,6 +263,8 @@ class StateManager:
                 self.snapshots.stop()
             self.watcher.stop()
             self.node.stop()
+            if self._started:
+                logger.info("state manager stopped", extra={"instance": self.instance_id})
             self._started = False
 
     def __enter__(self) -> "StateManager":

@@ -9,12 +9,14 @@ process answers JSON commands on stdin, one per line:
 * ``{"cmd": "is_leader"}``, ``{"cmd": "events"}``: leadership and callback events
 * ``{"cmd": "run", "line": N}``: run statement N of the example (e.g. trigger_failover)
 * ``{"cmd": "failover", "to": ID}``: the harness's own trigger_failover (not the README's)
-* ``{"cmd": "exit"}``: return normally (the manager stops at interpreter exit)
+* ``{"cmd": "exit"}``: return normally; the manager stops at interpreter exit, then the
+  callback events are printed once more (``{"at_exit": [...]}``)
 """
 
 from __future__ import annotations
 
 import ast
+import atexit
 import datetime as _dt
 import json
 import sys
@@ -37,6 +39,9 @@ class datetime(_dt.datetime):  # noqa: N801 (the example's name)
 def main() -> None:
     from hastate import StateManager
 
+    # Registered before the manager's own exit hook, so it runs after the manager stopped:
+    # the leader's watcher then reports the loss on the way out.
+    atexit.register(lambda: reply({"at_exit": events}))
     source = open(sys.argv[1]).read()
     statements = ast.parse(source).body
     namespace = {

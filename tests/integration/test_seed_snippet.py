@@ -58,19 +58,22 @@ class Bot:
             self.proc = subprocess.Popen([sys.executable, str(HARNESS), str(block)],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=log, env=env, cwd=workdir, text=True)
-        self.answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
             self.answers.put(json.loads(line))
+        self.answers.put(None)              # the process closed its stdout: it exited
 
     def answer(self, timeout: float = 60) -> dict[str, Any]:
         try:
             reply = self.answers.get(timeout=timeout)
         except queue.Empty:
+            reply = None
+        if reply is None:
             raise AssertionError(f"{self.node_id} did not answer; log:\n"
-                                 f"{self.log.read_text()[-3000:]}") from None
+                                 f"{self.log.read_text()[-3000:]}")
         assert "error" not in reply, reply["error"]
         return reply
 
@@ -144,7 +147,9 @@ def test_seed_code_runs_unchanged_in_three_processes(bots: dict[str, Bot]) -> No
     wait_for(lambda: "lose_leadership" in new_events(old), timeout=10,
              what=f"on_lose_leadership on {old}")
 
-    for bot in bots.values():
+    for bot in bots.values():         # return normally: the manager stops at exit
         assert bot.ask(cmd="exit") == {"bye": True}
-    for bot in bots.values():
+        final = bot.answer()["at_exit"]
         assert bot.proc.wait(30) == 0, bot.log.read_text()[-2000:]
+        if bot.node_id == "instance-2":   # led until its exit: the stop reported the loss
+            assert final[-1] == "lose_leadership", final
