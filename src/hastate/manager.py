@@ -151,8 +151,7 @@ class StateManager:
         self.http_server: NodeHTTPServer | None = None
         self._started = False
         self._lifecycle = threading.Lock()
-        if self.config is not None:
-            configure_logging(self.config.logging)
+        configure_logging(self.config.logging if self.config is not None else None)
         if autostart:
             embedded.start_in_bot(self)
 
