@@ -53,12 +53,18 @@ _NOT_PROPOSED = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON
 class StateManager:
     """Embed a replica of the cluster's state in this process.
 
-    Example::
+    Example (the cluster file found through ``$HASTATE_CONFIG``; started at once)::
+
+        sm = StateManager(project_id="crypto-bot-prod", instance_id="instance-1",
+                          region="asia-northeast1")
+        sm.save_state({"model_version": "v1.2.3"})
+        if sm.is_leader():
+            place_orders(sm.get_state())
+
+    or, started and stopped by hand::
 
         with StateManager.from_config("cluster/local.toml", instance_id="instance-1") as sm:
-            sm.save_state({"model_version": "v1.2.3"})
-            if sm.is_leader():
-                place_orders(sm.get_state())
+            ...
     """
 
     config: ClusterConfig | None = None
