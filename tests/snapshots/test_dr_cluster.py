@@ -80,8 +80,9 @@ def test_only_the_leader_uploads_and_a_new_leader_takes_over(dr: DRCluster, stor
     target = dr.sm.machine.applied_index
     store = open_test_store(store_url)
     wait_for(lambda: list_snapshots(store) and list_snapshots(store)[0].index >= target)
-    after = uploads()
-    assert after["instance-2"] > before["instance-2"]          # the leader uploads ...
+    # the snapshot is listed a moment before the uploader counts it: wait for the count
+    after = wait_for(lambda: (lambda u: u if u["instance-2"] > before["instance-2"] else None)(
+        uploads()), what="the leader's upload counted")             # the leader uploads ...
     assert after["instance-1"] == before["instance-1"]          # ... the followers do not
     assert after["instance-3"] == before["instance-3"]
     dr.kill("instance-2", signal.SIGKILL)
@@ -92,8 +93,12 @@ def test_only_the_leader_uploads_and_a_new_leader_takes_over(dr: DRCluster, stor
     target = dr.sm.machine.applied_index
     wait_for(lambda: list_snapshots(store)[0].index >= target)
     new_leader = dr.sm.leader()
-    took_over = dr.sm.status() if new_leader == "instance-1" else dr.status("instance-3")
-    assert took_over["snapshots"]["uploads_total"] >= 1
+
+    def new_leader_uploads() -> int:
+        took_over = dr.sm.status() if new_leader == "instance-1" else dr.status("instance-3")
+        return took_over["snapshots"]["uploads_total"]
+
+    wait_for(lambda: new_leader_uploads() >= 1, what=f"{new_leader}'s upload counted")
 
 
 def test_unchanged_state_is_not_uploaded_again_and_retention_keeps_n(dr: DRCluster,
