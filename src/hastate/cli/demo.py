@@ -3,8 +3,8 @@
 Three bot processes embed a StateManager each, built as the seed's code builds it (the
 cluster file found through ``HASTATE_CONFIG``), no ``hastate node run``; each bot serves its
 node's HTTP endpoints, so ``hastate status`` sees them. Whichever holds the leader lease
-trades (writes state). The demo kills the leader with SIGKILL, times the failover, proves that no
-acknowledged write was lost, restarts the dead node and shows it catch up.
+trades (writes state). The demo kills the leader with SIGKILL, times the failover, proves
+that no acknowledged write was lost, restarts the dead node and shows it catch up.
 """
 
 from __future__ import annotations
