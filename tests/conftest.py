@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -43,3 +43,43 @@ def plain_cluster(tmp_path: Path) -> Iterator[EmbeddedCluster]:
     finally:
         cluster.resume_all()
         cluster.stop_all()
+
+
+#: A skip reason for a missing tool reads "missing tool: WHAT; enable with: COMMAND".
+MISSING_TOOL = "missing tool"
+ENABLE = "enable with:"
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
+                            config: pytest.Config) -> Iterator[None]:
+    """Say loudly, last, which tests a missing tool skipped and the command that enables them.
+
+    A wrapper around the terminal's own summary, so this comes after the short summary.
+    """
+    yield
+    by_command: dict[str, dict[str, list[str]]] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = _skip_reason(report)
+        if MISSING_TOOL not in reason or ENABLE not in reason:
+            continue
+        what, _, command = reason.partition(ENABLE)
+        what = what.split(MISSING_TOOL + ":", 1)[-1].strip(" ;")
+        by_command.setdefault(command.strip(), {}).setdefault(what, []).append(report.nodeid)
+    if not by_command:
+        return
+    total = sum(len(ids) for whats in by_command.values() for ids in whats.values())
+    terminalreporter.write_sep("!", f"{total} tests SKIPPED for a missing tool", red=True,
+                               bold=True)
+    for command, whats in by_command.items():
+        for what, ids in whats.items():
+            files = sorted({nodeid.split("::")[0] for nodeid in ids})
+            terminalreporter.write_line(f"{len(ids)} skipped ({what}): {', '.join(files)}",
+                                        red=True, bold=True)
+        terminalreporter.write_line(f"enable them with: {command}", red=True, bold=True)

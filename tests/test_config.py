@@ -56,7 +56,7 @@ def test_relative_data_dir_resolves_against_the_file(tmp_path: Path) -> None:
     (lambda d: d["cluster"].update(transport="psk"), r"cluster.secret_env: transport \"psk\" needs"),
     (lambda d: d["cluster"].update(transport="carrier-pigeon"), r"unknown transport"),
     (lambda d: d.update(tls={"ca": "x"}), r"tls.cert: missing required key"),
-    (lambda d: d.update(snapshots={"interval": -1}), r"snapshots.interval: must be a number"),
+    (lambda d: d.update(snapshots={"interval": -1}), r"snapshots.interval: must be at least 0.1s"),
     (lambda d: d.update(snapshots={"store": "bucket"}), r"snapshots.store: must be a URL"),
     (lambda d: d.update(extra={}), r"unknown key\(s\) \['extra'\]"),
 ])

@@ -16,13 +16,21 @@ from hastate.addresses import (check_transport_mode, is_loopback_address, is_loo
                                split_address)
 from hastate.consensus.membership import Member
 from hastate.consensus.profiles import get_profile
+from hastate.durations import parse_duration
 from hastate.errors import ConfigError
 
 _CLUSTER_KEYS = {"name", "profile", "secret_env", "admin_token_env", "transport"}
 _TLS_KEYS = {"ca", "cert", "key"}
 _NODE_KEYS = {"id", "region", "raft", "http", "data_dir"}
 _SNAPSHOT_KEYS = {"store", "mirrors", "interval", "keep", "ship_interval", "restore_if_empty"}
-_TOP_KEYS = {"cluster", "nodes", "snapshots", "tls"}
+_LOGGING_KEYS = {"format", "level"}
+_TOP_KEYS = {"cluster", "nodes", "snapshots", "tls", "logging"}
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: Where ``StateManager(project_id=..., instance_id=...)`` looks for the cluster file, in order
+#: (``$HASTATE_CONFIG`` first, when set).
+CONFIG_ENV = "HASTATE_CONFIG"
+SEARCH_PATHS = ("hastate.toml", "/etc/hastate/cluster.toml")
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,14 @@ class SnapshotConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """hastate's own log lines: ``format`` "text" or "json" (None = leave logging alone)."""
+
+    format: str | None = None
+    level: str | None = None
+
+
+@dataclass(frozen=True)
 class TLSConfig:
     """PEM paths for mutual TLS between nodes; ``{id}`` in a path is the node id."""
 
@@ -77,6 +93,7 @@ class ClusterConfig:
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     transport: str = "plaintext"   # "tls", "psk" (secret_env) or "plaintext" (loopback only)
     tls: TLSConfig | None = None
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     path: str | None = None
 
     def members(self) -> list[Member]:
@@ -263,9 +280,11 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
                           field="snapshots.restore_if_empty", value=restore_if_empty, path=path)
     snapshots = SnapshotConfig(
         store=store, mirrors=mirrors,
-        interval=_number(snaps, "interval", 300.0, "snapshots", path, minimum=0.1),
+        interval=parse_duration(snaps.get("interval", 300.0), field="snapshots.interval",
+                                path=path, minimum=0.1),
         keep=_number(snaps, "keep", 24, "snapshots", path, minimum=1, integer=True),
-        ship_interval=_number(snaps, "ship_interval", 1.0, "snapshots", path, minimum=0.05),
+        ship_interval=parse_duration(snaps.get("ship_interval", 1.0),
+                                     field="snapshots.ship_interval", path=path, minimum=0.05),
         restore_if_empty=restore_if_empty)
 
     tls_raw = raw.get("tls")
@@ -290,7 +309,23 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
                           "32)", field="cluster.secret_env", path=path)
     return ClusterConfig(name=name, profile=profile, nodes=tuple(nodes), secret_env=secret_env,
                          admin_token_env=admin_token_env, snapshots=snapshots,
-                         transport=transport, tls=tls, path=path)
+                         transport=transport, tls=tls, logging=_logging(raw, path), path=path)
+
+
+def _logging(raw: Mapping[str, Any], path: str | None) -> LoggingConfig:
+    """The optional [logging] table: format "text"/"json", level DEBUG..ERROR."""
+    table = raw.get("logging", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError("must be a table", field="logging", path=path)
+    _check_keys(table, _LOGGING_KEYS, "logging", path)
+    fmt, level = table.get("format"), table.get("level")
+    if fmt is not None and fmt not in LOG_FORMATS:
+        raise ConfigError(f"unknown log format {fmt!r}; choose one of {list(LOG_FORMATS)}",
+                          field="logging.format", value=fmt, path=path)
+    if level is not None and (not isinstance(level, str) or level.upper() not in LOG_LEVELS):
+        raise ConfigError(f"unknown log level {level!r}; choose one of {list(LOG_LEVELS)}",
+                          field="logging.level", value=level, path=path)
+    return LoggingConfig(format=fmt, level=level.upper() if level else None)
 
 
 def load_config(path: str | os.PathLike[str]) -> ClusterConfig:
@@ -305,3 +340,23 @@ def load_config(path: str | os.PathLike[str]) -> ClusterConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=str(file)) from None
     return parse_config(raw, path=str(file), base_dir=file.resolve().parent)
+
+
+def locate_config() -> Path:
+    """The cluster file an embedded bot uses: ``$HASTATE_CONFIG``, else the first of
+    :data:`SEARCH_PATHS` that exists; ConfigError listing the places searched otherwise."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        if not Path(env).is_file():
+            raise ConfigError(f"{CONFIG_ENV}={env} names no readable file; point it at the "
+                              "cluster file (e.g. export HASTATE_CONFIG=/etc/hastate/"
+                              "cluster.toml)", field=CONFIG_ENV, value=env, path=env)
+        return Path(env)
+    for candidate in SEARCH_PATHS:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    searched = [f"${CONFIG_ENV} (not set)", str(Path.cwd() / SEARCH_PATHS[0]),
+                *SEARCH_PATHS[1:]]
+    raise ConfigError(f"no cluster file found; searched {', '.join(searched)}. Fix: export "
+                      f"{CONFIG_ENV}=/path/to/cluster.toml (see cluster/three-region.toml)",
+                      field=CONFIG_ENV)

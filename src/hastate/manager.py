@@ -17,11 +17,11 @@ import os
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping
 
+from hastate import embedded
 from hastate.addresses import check_transport_mode
-from hastate.config import ClusterConfig, SnapshotConfig, load_config
+from hastate.config import ClusterConfig, SnapshotConfig
 from hastate.consensus.journal import fdatasync
 from hastate.consensus.membership import Member
 from hastate.consensus.node import NodeSpec, RaftNode
@@ -29,6 +29,7 @@ from hastate.consensus.outcome import NOT_PROPOSED, Outcome
 from hastate.consensus.profiles import get_profile
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, make_transport_class
+from hastate.durations import Duration, optional_duration, parse_duration
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
                             ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
 from hastate.recipes.lock import Lock
@@ -39,6 +40,8 @@ from hastate.observability import stats
 from hastate.observability.operations import (traced_add_member, traced_attempt,
                                               traced_failover, traced_read,
                                               traced_remove_member, traced_write)
+from hastate.observability.logs import bind_node, configure_logging
+from hastate.server.http import NodeHTTPServer
 from hastate.snapshots.service import SnapshotService
 from hastate.state.codec import Command, check_key, encode_value
 from hastate.state.machine import ReplicatedState
@@ -51,49 +54,89 @@ Consistency = Literal["linearizable", "local"]
 class StateManager:
     """Embed a replica of the cluster's state in this process.
 
-    Example::
+    Example (the cluster file found through ``$HASTATE_CONFIG``; started at once)::
+
+        sm = StateManager(project_id="crypto-bot-prod", instance_id="instance-1",
+                          region="asia-northeast1")
+        sm.save_state({"model_version": "v1.2.3"})
+        if sm.is_leader():
+            place_orders(sm.get_state())
+
+    or, started and stopped by hand::
 
         with StateManager.from_config("cluster/local.toml", instance_id="instance-1") as sm:
-            sm.save_state({"model_version": "v1.2.3"})
-            if sm.is_leader():
-                place_orders(sm.get_state())
+            ...
     """
 
     config: ClusterConfig | None = None
 
-    def __init__(self, instance_id: str, peers: Mapping[str, str], *, region: str = "local",
+    def __init__(self, instance_id: str, peers: Mapping[str, str] | None = None, *,
+                 project_id: str | None = None,
+                 config: str | os.PathLike[str] | ClusterConfig | None = None,
+                 region: str | None = None,
                  data_dir: str | os.PathLike[str] | None = None, profile: str = "lan",
                  cluster_secret: str | None = None, cluster_name: str = "hastate",
-                 write_timeout: float = 10.0, transport: TransportSecurity | None = None,
+                 write_timeout: Duration = 10.0, transport: TransportSecurity | None = None,
                  log_compaction_entries: int = 5000,
                  snapshots: SnapshotConfig | None = None,
-                 members: Iterable[Member] = (), join: bool = False) -> None:
-        if instance_id not in peers:
-            raise ConfigError(f"instance {instance_id!r} is not in peers {sorted(peers)}; "
-                              "peers must list every node, this one included",
-                              field="instance_id", value=instance_id)
+                 members: Iterable[Member] = (), join: bool = False,
+                 http: str | None = None, serve_http: bool = True,
+                 admin_token: str | None = None, autostart: bool | None = None) -> None:
+        """Two ways in, one node underneath.
+
+        * From a cluster file (no ``peers``): ``StateManager(project_id="crypto-bot-prod",
+          instance_id="instance-1", region="asia-northeast1")`` finds the file
+          (``$HASTATE_CONFIG``, ``./hastate.toml``, ``/etc/hastate/cluster.toml``; or
+          ``config=``), checks ``project_id`` against ``[cluster] name`` and ``region``
+          against the node's, and takes everything else from the file. A manager whose
+          file was found this way starts at once and stops at interpreter exit.
+        * Explicit (``peers`` = every node's id -> raft address): the other arguments.
+
+        The node serves its HTTP endpoints on ``http`` (the file's ``http`` of this node)
+        unless ``serve_http=False``; ``admin_token`` defaults to the file's
+        ``admin_token_env`` variable. ``autostart`` overrides when to start.
+        """
+        if peers is None:
+            embedded.refuse_mixed(from_file=True, data_dir=data_dir, cluster_secret=cluster_secret,
+                                  transport=transport, snapshots=snapshots, http=http,
+                                  members=tuple(members),
+                                  profile=None if profile == "lan" else profile,
+                                  cluster_name=None if cluster_name == "hastate" else cluster_name)
+            cfg = embedded.resolve_config(config)
+            wiring = embedded.file_wiring(cfg, instance_id, project_id=project_id,
+                                          region=region, admin_token=admin_token)
+            if autostart is None:
+                autostart = config is None
+        else:
+            embedded.refuse_mixed(from_file=False, project_id=project_id, config=config)
+            if instance_id not in peers:
+                raise ConfigError(f"instance {instance_id!r} is not in peers {sorted(peers)}; "
+                                  "peers must list every node, this one included",
+                                  field="instance_id", value=instance_id)
+            wiring = embedded.explicit_wiring(
+                instance_id, peers, region=region, data_dir=data_dir, profile=profile,
+                cluster_secret=cluster_secret, cluster_name=cluster_name, transport=transport,
+                snapshots=snapshots, members=members, http=http, admin_token=admin_token)
         try:
-            timing = get_profile(profile)
+            timing = get_profile(wiring.profile)
         except KeyError as exc:
-            raise ConfigError(str(exc.args[0]), field="profile", value=profile) from None
+            raise ConfigError(str(exc.args[0]), field="profile", value=wiring.profile) from None
+        peers = wiring.peers
+        self.config = wiring.config
         self.instance_id = instance_id
-        self.region = region
-        self.write_timeout = write_timeout
-        data = Path(data_dir) if data_dir is not None else Path("hastate-data") / instance_id
+        self.region = wiring.region
+        self.write_timeout = parse_duration(write_timeout, field="write_timeout", minimum=0.001)
         self.spec = NodeSpec(node_id=instance_id, address=peers[instance_id],
                              peers={k: v for k, v in peers.items() if k != instance_id},
-                             cluster=cluster_name, data_dir=data, profile=timing,
-                             log_compaction_entries=log_compaction_entries,
-                             members=tuple(members), join=join)
+                             cluster=wiring.cluster_name, data_dir=wiring.data_dir,
+                             profile=timing, log_compaction_entries=log_compaction_entries,
+                             members=wiring.members, join=join)
         self.machine = ReplicatedState()
         self._health_ok = True
-        if transport is None:
-            transport = TransportSecurity(mode="psk", psk=cluster_secret.encode()) \
-                if cluster_secret else TransportSecurity(mode="plaintext")
-        check_transport_mode(transport.mode, peers.values())
-        self.transport = transport
+        check_transport_mode(wiring.transport.mode, peers.values())
+        self.transport = wiring.transport
         self.node = RaftNode(self.spec, self.machine,
-                             transport_class=make_transport_class(transport),
+                             transport_class=make_transport_class(wiring.transport),
                              journal_sync=stats.for_node(instance_id).journal.timed(fdatasync),
                              is_healthy=lambda: self._health_ok)
         self._client_id = uuid.uuid4().bytes
@@ -107,35 +150,62 @@ class StateManager:
         self.proposal_observers: list[Callable[[str, float, str], None]] = []
         self.failovers_total = {"manual": 0, "health": 0}   # completed transfers started here
         self.health_check_failures = 0
-        self.snapshot_settings = snapshots if snapshots is not None and snapshots.store else None
+        snaps = wiring.snapshots
+        self.snapshot_settings = snaps if snaps is not None and snaps.store else None
         self.snapshots: SnapshotService | None = None
+        self.http_address = wiring.http if serve_http else None
+        self.admin_token = wiring.admin_token
+        self.http_server: NodeHTTPServer | None = None
         self._started = False
+        self._lifecycle = threading.Lock()
+        configure_logging(self.config.logging if self.config is not None else None)
+        if autostart:
+            embedded.start_in_bot(self)
 
     @classmethod
     def from_config(cls, config: str | os.PathLike[str] | ClusterConfig, instance_id: str,
                     **kwargs: Any) -> "StateManager":
-        """Build the manager for ``instance_id`` from a cluster file (or a loaded config)."""
-        cfg = config if isinstance(config, ClusterConfig) else load_config(config)
-        node = cfg.node(instance_id)
-        ids = {n.raft: n.id for n in cfg.nodes}
-        if cfg.transport == "tls":
-            ca, cert, key = cfg.tls.for_node(instance_id)
-            security = TransportSecurity(mode="tls", ca=ca, cert=cert, key=key, node_ids=ids)
-        elif cfg.transport == "psk":
-            security = TransportSecurity(mode="psk", psk=cfg.secret().encode(), node_ids=ids)
-        else:
-            security = TransportSecurity(mode="plaintext", node_ids=ids)
-        manager = cls(instance_id, {n.id: n.raft for n in cfg.nodes}, region=node.region,
-                      data_dir=node.data_dir, profile=cfg.profile, transport=security,
-                      cluster_name=cfg.name, snapshots=cfg.snapshots,
-                      members=cfg.members(),
-                      **kwargs)
-        manager.config = cfg
-        return manager
+        """Build the manager for ``instance_id`` from a cluster file (or a loaded config).
+
+        Not started: call :meth:`start` (or use ``with``).
+        """
+        return cls(instance_id, config=config, **kwargs)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, wait_ready: float | None = None) -> "StateManager":
-        """Start the Raft node; with ``wait_ready`` wait that long for a known leader."""
+        """Start the Raft node and its HTTP endpoints; a no-op when already started.
+
+        With ``wait_ready`` wait that long for a known leader. A taken http port raises
+        ConfigError naming the node and the address before the node starts.
+        """
+        with self._lifecycle:
+            if not self._started:
+                self._start()
+        if wait_ready:
+            self.wait_ready(wait_ready)
+        return self
+
+    def _start(self) -> None:
+        if self.http_address is not None:   # bound first: a taken port fails before Raft starts
+            self.http_server = NodeHTTPServer(
+                self, self.http_address, admin_token=self.admin_token,
+                config_path=self.config.path if self.config is not None else None)
+        try:
+            self._start_node()
+        except BaseException:
+            if self.http_server is not None:
+                self.http_server.stop()
+                self.http_server = None
+            raise
+        if self.http_server is not None:
+            self.http_server.start()
+        self._started = True
+        bind_node(self)
+        logger.info("state manager started", extra={"instance": self.instance_id,
+                                                    "region": self.region,
+                                                    "http": self.http_address})
+
+    def _start_node(self) -> None:
         if self.snapshot_settings is not None:
             if self.snapshot_settings.restore_if_empty:
                 self._restore_if_empty()
@@ -149,12 +219,6 @@ class StateManager:
         # Health is always checked and told to peers (they pick failover targets with it);
         # handing leadership over on failure starts only with configure_failover().
         self._install_policy(FailoverSettings(1.0, float("inf")), None)
-        self._started = True
-        logger.info("state manager started", extra={"instance": self.instance_id,
-                                                    "region": self.region})
-        if wait_ready:
-            self.wait_ready(wait_ready)
-        return self
 
     def _restore_if_empty(self) -> None:
         """A node starting with an empty data_dir seeds it from the newest snapshot + log."""
@@ -191,14 +255,23 @@ class StateManager:
             st.applied_index >= st.commit_index
 
     def stop(self) -> None:
-        """Stop health checks, leadership callbacks and the Raft node."""
-        if self._policy is not None:
-            self._policy.stop()
-        if self.snapshots is not None:
-            self.snapshots.stop()
-        self.watcher.stop()
-        self.node.stop()
-        self._started = False
+        """Stop the HTTP endpoints, health checks, leadership callbacks and the Raft node.
+
+        Safe to call more than once (and from the interpreter-exit hook).
+        """
+        with self._lifecycle:
+            if self.http_server is not None:
+                self.http_server.stop()
+                self.http_server = None
+            if self._policy is not None:
+                self._policy.stop()
+            if self.snapshots is not None:
+                self.snapshots.stop()
+            self.watcher.stop()
+            self.node.stop()
+            if self._started:
+                logger.info("state manager stopped", extra={"instance": self.instance_id})
+            self._started = False
 
     def __enter__(self) -> "StateManager":
         return self.start() if not self._started else self
@@ -207,7 +280,7 @@ class StateManager:
         self.stop()
 
     # -- writes -------------------------------------------------------------------------------
-    def save_state(self, values: Mapping[str, Any], *, timeout: float | None = None) -> int:
+    def save_state(self, values: Mapping[str, Any], *, timeout: Duration | None = None) -> int:
         """Merge ``values`` into the state atomically (one log entry).
 
         Returns the log index the write was applied at, once it is committed and applied on
@@ -219,7 +292,7 @@ class StateManager:
             raise ValueError("save_state needs at least one key")
         return self._write(Command(op="update", values=encoded), timeout)[1]
 
-    def delete(self, *keys: str, timeout: float | None = None) -> int:
+    def delete(self, *keys: str, timeout: Duration | None = None) -> int:
         """Remove ``keys`` atomically; missing keys are ignored. Returns the log index."""
         if not keys:
             raise ValueError("delete needs at least one key")
@@ -227,7 +300,7 @@ class StateManager:
                            timeout)[1]
 
     def compare_and_set(self, key: str, value: Any, expected_revision: int, *,
-                        timeout: float | None = None) -> int:
+                        timeout: Duration | None = None) -> int:
         """Set ``key`` only if its revision is ``expected_revision`` (0 = must not exist).
 
         Returns the new revision; raises ConflictError naming the actual revision otherwise.
@@ -239,7 +312,7 @@ class StateManager:
             raise ConflictError(result[1], result[2], result[3])
         return result[1]
 
-    def propose(self, command: Command, timeout: float | None = None) -> tuple:
+    def propose(self, command: Command, timeout: Duration | None = None) -> tuple:
         """Replicate ``command`` and return its apply result: the seam recipes build on.
 
         The command gets this manager's client id and next sequence number, so retries
@@ -251,7 +324,8 @@ class StateManager:
         return self._write(command, timeout)
 
     @traced_write
-    def _write(self, command: Command, timeout: float | None) -> tuple:
+    def _write(self, command: Command, timeout: Duration | None) -> tuple:
+        seconds = optional_duration(timeout, field="timeout")
         with self._seq_lock:
             seq = next(self._seq)
         client = self._client_id if command.op != "barrier" else b""
@@ -259,8 +333,8 @@ class StateManager:
         started = time.monotonic()
         outcome = "error"
         try:
-            result = self._propose_until_applied(raw, timeout if timeout is not None
-                                                 else self.write_timeout)
+            result = self._propose_until_applied(
+                raw, seconds if seconds is not None else self.write_timeout)
             outcome = "conflict" if result[0] == "conflict" else "ok"
             return result
         except NoQuorumError:
@@ -334,7 +408,8 @@ class StateManager:
     # -- reads --------------------------------------------------------------------------------
     @traced_read
     def get_state(self, consistency: Consistency = "linearizable", *,
-                  keys: Iterable[str] | None = None, timeout: float | None = None) -> dict[str, Any]:
+                  keys: Iterable[str] | None = None,
+                  timeout: Duration | None = None) -> dict[str, Any]:
         """A copy of the state (or of ``keys``).
 
         ``linearizable`` (default) reflects every write acknowledged anywhere before the
@@ -395,18 +470,24 @@ class StateManager:
             state = self.get_state("linearizable")
             self._recovery(state)
 
-    def configure_failover(self, health_check_interval: float = 5.0,
-                           failover_timeout: float = 15.0,
+    def configure_failover(self, health_check_interval: Duration = 5.0,
+                           failover_timeout: Duration = 15.0,
                            recovery_callback: Callable[[dict[str, Any]], None] | None = None,
                            health_check: HealthCheck | None = None) -> None:
-        """Enable health-driven failover and a recovery hook for new leaders."""
-        if health_check_interval <= 0 or failover_timeout < 0:
-            raise ConfigError("health_check_interval must be > 0 and failover_timeout >= 0",
-                              field="configure_failover",
-                              value=(health_check_interval, failover_timeout))
+        """Enable health-driven failover and a recovery hook for new leaders.
+
+        ``recovery_callback(state)`` runs each time this node becomes leader, and right
+        away when it already leads.
+
+        Durations are seconds or strings such as ``"500ms"``, ``"30s"``, ``"5m"``.
+        """
+        interval = parse_duration(health_check_interval, field="health_check_interval",
+                                  minimum=0.001)
+        timeout = parse_duration(failover_timeout, field="failover_timeout")
         self._recovery = recovery_callback
-        self._install_policy(FailoverSettings(health_check_interval, failover_timeout),
-                             health_check)
+        self._install_policy(FailoverSettings(interval, timeout), health_check)
+        if recovery_callback is not None:   # already leading (started at construction)
+            self.watcher.when_leading(lambda token: self._on_transition(True, token))
 
     def _install_policy(self, settings: FailoverSettings, check: HealthCheck | None) -> None:
         if self._policy is not None:
@@ -435,7 +516,7 @@ class StateManager:
 
     @traced_failover
     def trigger_failover(self, target_instance: str | None = None, *,
-                         timeout: float | None = None, reason: str = "manual") -> float:
+                         timeout: Duration | None = None, reason: str = "manual") -> float:
         """Move leadership to ``target_instance`` (or the most caught-up healthy peer).
 
         Works from any node, under write load; returns the seconds it took. ``reason``
@@ -451,7 +532,8 @@ class StateManager:
                 if not match:
                     raise NotLeaderError("no peer to hand leadership to")
                 target_instance = self.node.id_of(max(match, key=match.get))
-        seconds = self.node.transfer_leadership(target_instance, timeout)
+        seconds = self.node.transfer_leadership(
+            target_instance, optional_duration(timeout, field="timeout"))
         self.failovers_total[reason] = self.failovers_total.get(reason, 0) + 1
         return seconds
 
@@ -461,18 +543,21 @@ class StateManager:
         return self.node.members()
 
     @traced_add_member
-    def add_member(self, member: Member, *, timeout: float | None = None) -> int:
+    def add_member(self, member: Member, *, timeout: Duration | None = None) -> int:
         """Leader: add a voter; returns the commit index once the change is committed.
 
         Start the new node first (``hastate node run --join``): the change is refused if
         the members reachable now would not be a majority of the new configuration.
         """
-        return self.node.change_membership("add", member, timeout or self.write_timeout)
+        return self.node.change_membership(
+            "add", member, optional_duration(timeout, field="timeout") or self.write_timeout)
 
     @traced_remove_member
-    def remove_member(self, instance_id: str, *, timeout: float | None = None) -> int:
+    def remove_member(self, instance_id: str, *, timeout: Duration | None = None) -> int:
         """Leader: remove a voter (not the leader itself: move leadership first)."""
-        return self.node.change_membership("remove", instance_id, timeout or self.write_timeout)
+        return self.node.change_membership(
+            "remove", instance_id,
+            optional_duration(timeout, field="timeout") or self.write_timeout)
 
     # -- status -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

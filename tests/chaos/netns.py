@@ -108,16 +108,23 @@ def cleanup_stale(prefix: str = PREFIX) -> list[str]:
     return removed
 
 
+#: Skip reasons for a missing tool start with MISSING_TOOL and end with ENABLE + the command;
+#: tests/conftest.py repeats them at the end of the run.
+MISSING_TOOL = "missing tool"
+ENABLE = "enable with:"
+INSTALL = "sudo apt-get install -y nftables iproute2"
+
+
 @functools.cache
 def unavailable_reason() -> str | None:
     """Why network-namespace labs cannot run here, or None if they can (probed once)."""
     if not sys.platform.startswith("linux"):
         return "network namespaces need Linux"
     if os.geteuid() != 0:
-        return "network namespaces need root"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
+        return f"{MISSING_TOOL}: network namespaces need root; {ENABLE} sudo -E python -m pytest -q"
+    for tool in ("ip", "nft"):
         if shutil.which(tool) is None:
-            return f"{tool!r} not found (install {package})"
+            return f"{MISSING_TOOL}: {tool!r} not found; {ENABLE} {INSTALL}"
     probe = f"{PREFIX}{os.getpid()}-probe"
     try:
         created = _ip("netns", "add", probe, check=False)

@@ -158,7 +158,8 @@ def test_cleanup_stale_removes_only_namespaces_of_dead_owners() -> None:
 def test_without_root_tests_skip_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     reason = netns.unavailable_reason.__wrapped__()
-    assert reason == "network namespaces need root"
+    assert reason == ("missing tool: network namespaces need root; enable with: "
+                      "sudo -E python -m pytest -q")
     monkeypatch.setattr(netns, "unavailable_reason", lambda: reason)
     with pytest.raises(pytest.skip.Exception, match="need root"):
         netns.require_netns()

@@ -56,8 +56,9 @@ def test_only_the_leader_uploads_and_a_new_leader_takes_over(dr: DRCluster, stor
     target = dr.sm.machine.applied_index
     store = open_test_store(store_url)
     wait_for(lambda: list_snapshots(store) and list_snapshots(store)[0].index >= target)
-    after = uploads()
-    assert after["instance-2"] > before["instance-2"]          # the leader uploads ...
+    # the snapshot is listed a moment before the uploader counts it: wait for the count
+    after = wait_for(lambda: (lambda u: u if u["instance-2"] > before["instance-2"] else None)(
+        uploads()), what="the leader's upload counted")             # the leader uploads ...
     assert after["instance-1"] == before["instance-1"]          # ... the followers do not
     assert after["instance-3"] == before["instance-3"]
     dr.kill("instance-2", signal.SIGKILL)
@@ -74,7 +75,7 @@ def test_only_the_leader_uploads_and_a_new_leader_takes_over(dr: DRCluster, stor
         return took_over["snapshots"]["uploads_total"]
 
     # the uploader counts an upload just after the manifest lists it: wait for the count
-    wait_for(lambda: new_leader_uploads() >= 1)
+    wait_for(lambda: new_leader_uploads() >= 1, what=f"{new_leader}'s upload counted")
 
 
 def test_unchanged_state_is_not_uploaded_again_and_retention_keeps_n(dr: DRCluster,

@@ -12,9 +12,10 @@ from hastate.state.codec import Command, check_key, decode_value, encode_value
 
 aware = st.datetimes(timezones=st.sampled_from(
     [dt.timezone.utc, dt.timezone(dt.timedelta(hours=9)), dt.timezone(dt.timedelta(hours=-5, minutes=-30))]))
+naive = st.datetimes()   # what datetime.now() returns: no tzinfo, fold 0 or 1
 decimals = st.decimals(allow_nan=False, allow_infinity=True)
 scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) |
-           st.floats(allow_nan=False) | st.text() | st.binary() | aware | decimals)
+           st.floats(allow_nan=False) | st.text() | st.binary() | aware | naive | decimals)
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) |
                       st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
 
@@ -37,9 +38,30 @@ class TestValues:
     def test_tuples_come_back_as_lists(self) -> None:
         assert decode_value(encode_value("t", (1, (2, 3)))) == [1, [2, 3]]
 
-    def test_naive_datetime_is_refused_with_the_key(self) -> None:
-        with pytest.raises(TypeError, match=r"'ts'.*naive datetime"):
-            encode_value("ts", dt.datetime(2026, 1, 1))
+    @given(naive)
+    def test_naive_datetime_stays_naive_with_every_field(self, value: dt.datetime) -> None:
+        back = decode_value(encode_value("ts", value))
+        assert back.tzinfo is None
+        assert (back.isoformat(), back.fold) == (value.isoformat(), value.fold)
+
+    @given(naive, st.sampled_from([dt.timezone.utc, dt.timezone(dt.timedelta(hours=9))]))
+    def test_naive_and_aware_with_the_same_digits_stay_distinct(
+            self, value: dt.datetime, tz: dt.timezone) -> None:
+        aware_value = value.replace(tzinfo=tz)
+        assert encode_value("ts", value) != encode_value("ts", aware_value)
+        assert decode_value(encode_value("ts", aware_value)).utcoffset() == tz.utcoffset(None)
+
+    def test_datetime_now_round_trips_exactly(self) -> None:
+        now = dt.datetime.now()
+        back = decode_value(encode_value("last_processed_timestamp", now))
+        assert back == now and back.tzinfo is None and back.microsecond == now.microsecond
+
+    def test_values_written_before_naive_support_still_decode(self) -> None:
+        import msgpack
+        old = msgpack.packb(msgpack.ExtType(1, b"2026-01-01T09:00:00.000123+09:00"))
+        back = decode_value(old)
+        assert back == dt.datetime(2026, 1, 1, 0, 0, 0, 123, tzinfo=dt.timezone.utc)
+        assert back.utcoffset() == dt.timedelta(hours=9)
 
     def test_unencodable_value_names_the_path_and_type(self) -> None:
         with pytest.raises(TypeError, match=r"'positions'\[1\]\['qty'\].*set"):

@@ -18,6 +18,7 @@ from hastate.cli.restore import restore
 from hastate.cli.snapshot import snapshot
 from hastate.cli.status import status
 from hastate.errors import HAStateError, NodeUnreachableError
+from hastate.observability.logs import configure_logging
 from hastate.observability.tracing import install_log_filter
 
 
@@ -29,6 +30,7 @@ def cli(log_level: str) -> None:
     """hastate: replicated, leader-safe state for trading bots."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()   # HASTATE_LOG_FORMAT=json: one JSON object per hastate line
     install_log_filter()  # trace_id/span_id on records made inside a span
 
 

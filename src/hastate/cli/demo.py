@@ -1,8 +1,10 @@
 """``hastate demo``: a three-region cluster story on this machine, in under a minute.
 
-Three bot processes embed a StateManager each; whichever holds the leader lease trades
-(writes state). The demo kills the leader with SIGKILL, times the failover, proves that no
-acknowledged write was lost, restarts the dead node and shows it catch up.
+Three bot processes embed a StateManager each, built as the seed's code builds it (the
+cluster file found through ``HASTATE_CONFIG``), no ``hastate node run``; each bot serves its
+node's HTTP endpoints, so ``hastate status`` sees them. Whichever holds the leader lease
+trades (writes state). The demo kills the leader with SIGKILL, times the failover, proves
+that no acknowledged write was lost, restarts the dead node and shows it catch up.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -22,7 +25,7 @@ from typing import Any
 
 import click
 
-from hastate.cli.node import serve
+from hastate.config import CONFIG_ENV, load_config
 from hastate.errors import HAStateError
 from hastate.manager import StateManager
 from hastate.testing.cluster import LocalCluster
@@ -67,6 +70,7 @@ def _bot(manager: StateManager, stop: threading.Event, acks: Path) -> None:
 
 
 PAUSE_FILE = "pause-trading"
+PROJECT = "crypto-bot-demo"   # the cluster file's [cluster] name = the bots' project_id
 
 
 def _acked(workdir: Path) -> set[int]:
@@ -100,25 +104,33 @@ def demo(ctx: click.Context, workdir: str | None) -> None:
 @click.option("--config", "config_path", required=True)
 @click.option("--id", "node_id", required=True)
 def bot(config_path: str, node_id: str) -> None:
-    """One demo bot process (started by ``hastate demo``)."""
-    acks = Path(config_path).parent / f"acks-{node_id}.log"
-    serve(config_path, node_id, work=lambda m, s: _bot(m, s, acks))
+    """One demo bot process (started by ``hastate demo``): the embedded manager, no daemon."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    os.environ[CONFIG_ENV] = config_path     # as a deployment exports it for the bot
+    region = load_config(config_path).node(node_id).region
+    manager = StateManager(project_id=PROJECT, instance_id=node_id, region=region)
+    _bot(manager, stop, Path(config_path).parent / f"acks-{node_id}.log")
+    while not stop.wait(0.2):
+        if manager.node.fatal_error:
+            raise click.ClickException(f"bot stopped to protect its data: "
+                                       f"{manager.node.fatal_error}")
+    # the manager stops at interpreter exit, as in any bot that never calls stop()
 
 
 def _story(root: Path) -> None:
     started = time.monotonic()
     store = f"file://{root / 'snapshots'}"
-    cluster = LocalCluster(root / "live", 3, name="crypto-bot-demo", snapshot_store=store,
+    cluster = LocalCluster(root / "live", 3, name=PROJECT, snapshot_store=store,
                            snapshot_interval=1.0, ship_interval=0.2)
     try:
         _step("Starting three bot processes, one per 'region', each embedding a replica")
         cluster.start_all(["demo", "bot"])
         cluster.wait_ready(timeout=20)
         leader = cluster.wait_leader()
-        for node_id in cluster.ids:
-            st = cluster.status(node_id)
-            click.echo(f"    {node_id:11} {st['region']:16} raft {cluster.raft[node_id]:16} "
-                       f"role {st['role']}")
+        _step(f"hastate status --config {cluster.config_path}")
+        click.echo(_status_table(cluster))
         click.echo(f"    leader: {leader} (holds the lease; only it places orders)")
 
         _step("The leader trades for 2 seconds; every acknowledged tick is logged")
@@ -165,9 +177,16 @@ def _story(root: Path) -> None:
         cluster.stop_all()
 
 
+def _status_table(cluster: LocalCluster) -> str:
+    """What ``hastate status`` prints for the running bots, indented."""
+    out = subprocess.run([sys.executable, "-m", "hastate", "status", "--config",
+                          str(cluster.config_path)], capture_output=True, text=True, timeout=60)
+    return "\n".join(f"    {line}" for line in (out.stdout + out.stderr).splitlines())
+
+
 def _restore_elsewhere(root: Path, store: str, final: dict[str, Any]) -> None:
     """Seed three empty data dirs from the store, start them, compare with the lost cluster."""
-    rebuilt = LocalCluster(root / "rebuilt", 3, name="crypto-bot-demo", snapshot_store=store)
+    rebuilt = LocalCluster(root / "rebuilt", 3, name=PROJECT, snapshot_store=store)
     out = subprocess.run([sys.executable, "-m", "hastate", "restore", "--config",
                           str(rebuilt.config_path), "--json"], capture_output=True, text=True,
                          timeout=120)

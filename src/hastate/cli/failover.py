@@ -19,7 +19,8 @@ import click
 
 from hastate.admin_client import call
 from hastate.cli.exit import Exit, fail
-from hastate.cli.status import fetch_status, node_status
+from hastate.cli.params import DurationParam
+from hastate.cli.status import fetch_status, node_status, unreachable
 from hastate.config import ClusterConfig, load_config
 from hastate.errors import NodeUnreachableError
 
@@ -54,8 +55,9 @@ def refused_token(node_id: str, answer: dict[str, Any], config: ClusterConfig) -
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Cluster file (TOML).")
 @click.option("--to", "target", required=True, help="Node id that should lead.")
-@click.option("--timeout", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
-              help="Give up after this many seconds.")
+@click.option("--timeout", type=DurationParam(minimum=0.5), default=30.0,
+              show_default=True,
+              help="Give up after this long (seconds, or 500ms/30s/5m).")
 def failover(config_path: str, target: str, timeout: float) -> None:
     """Move leadership to node TO and wait until it holds the lease.
 
@@ -70,7 +72,7 @@ def failover(config_path: str, target: str, timeout: float) -> None:
     rows = fetch_status(config)
     reachable = [r for r in rows if r.get("reachable")]
     if not reachable:
-        fail("no node answered /status; are the nodes running and is the "
+        fail(f"no node answered /status{unreachable(rows)}; are the nodes running and is the "
              "http address in the cluster file reachable from here?", Exit.UNREACHABLE)
     before = next((r["id"] for r in rows if r.get("is_leader")), None)
     if before == target:
@@ -104,7 +106,8 @@ def failover(config_path: str, target: str, timeout: float) -> None:
             break
         last_error = f"{row['id']} answered {code}: {answer.get('error')}"
     else:
-        fail(f"leadership did not move to {target}: {last_error}", Exit.FAILED)
+        fail(f"leadership did not move to {target}: {last_error}{unreachable(rows)}",
+             Exit.FAILED)
     # The node that drove the transfer saw the target lead; confirm with the target itself.
     while time.monotonic() < deadline:
         st = node_status(config, target)

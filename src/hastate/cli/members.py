@@ -26,7 +26,8 @@ import click
 from hastate.admin_client import call
 from hastate.cli.exit import Exit, fail
 from hastate.cli.failover import admin_token, refused_token
-from hastate.cli.status import classify, fetch_status, node_status
+from hastate.cli.params import DurationParam
+from hastate.cli.status import classify, fetch_status, node_status, unreachable
 from hastate.config import ClusterConfig, NodeConfig, load_config
 from hastate.errors import NodeUnreachableError
 
@@ -115,8 +116,8 @@ _change_options = [
     click.argument("node_id", metavar="ID"),
     click.option("--config", "config_path", type=click.Path(dir_okay=False),
                  help="Cluster file (TOML)."),
-    click.option("--timeout", type=click.FloatRange(min=1.0), default=60.0, show_default=True,
-                 help="Give up after this many seconds."),
+    click.option("--timeout", type=DurationParam(minimum=1.0), default=60.0,
+                 show_default=True, help="Give up after this long (seconds, or 30s/5m)."),
 ]
 
 
@@ -171,7 +172,8 @@ def _post_to_leader(config: ClusterConfig, body: dict[str, Any], token: str,
                  f"{config.path}` to see whether it took effect", Exit.FAILED)
         last = f"{leader['id']} answered {code}: {answer.get('error')}"
         time.sleep(0.2)
-    fail(f"membership change not made: {last}", Exit.FAILED)
+    fail(f"membership change not made: {last}{unreachable(fetch_status(config))}",
+         Exit.FAILED)
 
 
 @members.command("add")

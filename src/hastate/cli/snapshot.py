@@ -16,7 +16,7 @@ import click
 from hastate.admin_client import call
 from hastate.cli.exit import Exit, fail
 from hastate.cli.failover import admin_token, refused_token
-from hastate.cli.status import fetch_status
+from hastate.cli.status import fetch_status, unreachable
 from hastate.config import ClusterConfig, load_config
 from hastate.errors import CorruptDataError, SnapshotError, SnapshotNotFoundError
 from hastate.snapshots.copy import copy_store
@@ -44,9 +44,11 @@ def create(config_path: str, as_json: bool) -> None:
     """Ask the leader to upload a snapshot now and wait until it is listed."""
     config = load_config(config_path)
     token = admin_token(config)
-    leader = next((r for r in fetch_status(config) if r.get("is_leader")), None)
+    rows = fetch_status(config)
+    leader = next((r for r in rows if r.get("is_leader")), None)
     if leader is None:
-        fail("no node reports holding the leader lease; check `hastate status`", Exit.FAILED)
+        fail(f"no node reports holding the leader lease{unreachable(rows)}; check "
+             "`hastate status`", Exit.FAILED)
     node = config.node(leader["id"])
     http = str(node.http)                                  # it answered /status there
     code, result = call(node.id, http, "/admin/snapshot", body={}, token=token, timeout=120)

@@ -17,6 +17,7 @@ import click
 
 from hastate.admin_client import call
 from hastate.cli.exit import Exit
+from hastate.cli.params import DurationParam
 from hastate.config import ClusterConfig, load_config
 from hastate.errors import NodeUnreachableError
 
@@ -46,6 +47,13 @@ def fetch_status(config: ClusterConfig, timeout: float = 1.0) -> list[dict[str, 
 def node_status(config: ClusterConfig, node_id: str, timeout: float = 1.0) -> dict[str, Any]:
     """/status of the file's node ``node_id`` (``reachable`` False when it does not answer)."""
     return fetch_status(dataclasses.replace(config, nodes=(config.node(node_id),)), timeout)[0]
+
+
+def unreachable(rows: list[dict[str, Any]]) -> str:
+    """``"; could not reach: ID (why), ..."`` for the rows that did not answer, else ""."""
+    down = [f"{r['id']} ({r.get('error') or 'no answer'})" for r in rows
+            if not r.get("reachable")]
+    return f"; could not reach: {', '.join(down)}" if down else ""
 
 
 def enrich(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -127,10 +135,11 @@ def render_table(rows: list[dict[str, Any]]) -> str:
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Cluster file (TOML).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--watch", type=click.FloatRange(min=0.1), default=None,
-              help="Refresh every N seconds until Ctrl-C.")
-@click.option("--timeout", type=float, default=1.0, show_default=True,
-              help="Seconds to wait for each node's answer.")
+@click.option("--watch", type=DurationParam(minimum=0.1), default=None,
+              help="Refresh every N seconds (or 500ms, 5s) until Ctrl-C.")
+@click.option("--timeout", type=DurationParam(minimum=0.001), default=1.0,
+              show_default=True,
+              help="How long to wait for each node's answer (seconds, or 500ms).")
 def status(config_path: str, as_json: bool, watch: float | None, timeout: float) -> None:
     """Show every node's role, term, progress, lag and snapshot age.
 

@@ -46,6 +46,9 @@ class LeaderWatcher:
         self._interval = interval
         self._on_transition = on_transition
         self._subs: list[_Subscription] = []
+        # Called with the fencing token at the next sample if this node leads by then: how a
+        # subscriber added while leading hears about it (once, on the watcher thread).
+        self._pending: list[Callable[[int | None], None]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -54,11 +57,22 @@ class LeaderWatcher:
 
     def subscribe(self, on_become_leader: BecomeLeader | None,
                   on_lose_leadership: LoseLeadership | None) -> None:
-        """Add callbacks; a subscriber added while leading hears about it at once."""
+        """Add callbacks; a subscriber added while leading hears about it at once.
+
+        "At once" is the watcher thread's next sample, like every other callback.
+        """
         sub = _Subscription(on_become_leader, on_lose_leadership,
                             on_become_leader is not None and _wants_token(on_become_leader))
         with self._lock:
             self._subs.append(sub)
+        if on_become_leader is not None:
+            self.when_leading(lambda token: self._call(
+                on_become_leader, *((token,) if sub.pass_token else ())))
+
+    def when_leading(self, fn: Callable[[int | None], None]) -> None:
+        """Call ``fn(fencing_token)`` once at the next sample if this node leads then."""
+        with self._lock:
+            self._pending.append(fn)
 
     def start(self) -> None:
         """Start the watcher thread."""
@@ -79,6 +93,12 @@ class LeaderWatcher:
             self._fire(False, None)
 
     def _sample(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if pending and self.leading:   # before any transition: no subscriber hears it twice
+            token = self._token()
+            for fn in pending:
+                self._call(fn, token)
         leading = self._is_leader()
         if leading != self.leading:
             token = self._token() if leading else None

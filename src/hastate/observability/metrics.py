@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 from prometheus_client import (CollectorRegistry, Counter, Histogram, PlatformCollector,
                                ProcessCollector)
@@ -22,7 +22,18 @@ from prometheus_client.exposition import generate_latest
 from hastate.observability import stats as stats_mod
 
 if TYPE_CHECKING:
-    from hastate.manager import StateManager
+    from hastate.consensus.node import RaftNode
+
+
+class Measured(Protocol):
+    """What the metrics read of a node's manager (``StateManager`` has it)."""
+
+    instance_id: str
+    node: "RaftNode"
+    proposal_observers: list[Callable[[str, float, str], None]]
+
+    def status(self) -> dict[str, Any]:
+        """The node's status document."""
 
 ROLES = ("leader", "leader-without-lease", "follower", "candidate")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -56,7 +67,7 @@ def _counter(node: str, name: str, doc: str, value: float) -> Metric:
 class _StatusCollector:
     """Turns status() and the node's stats into metric families at scrape time."""
 
-    def __init__(self, manager: "StateManager") -> None:
+    def __init__(self, manager: Measured) -> None:
         self._manager = manager
         self._version = _version()
 
@@ -220,7 +231,7 @@ def _mirror_metrics(node: str, mirrors: tuple[dict, ...]) -> Iterator[Metric]:
 class NodeMetrics:
     """The registry for one node: scrape-time families, proposal metrics, process info."""
 
-    def __init__(self, manager: "StateManager") -> None:
+    def __init__(self, manager: Measured) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StatusCollector(manager))
         ProcessCollector(registry=self.registry)

@@ -1,10 +1,14 @@
 """msgpack encoding of state values and state-machine commands.
 
 Values: everything msgpack carries (None, bool, int up to 64 bits, float, str, bytes, lists,
-dicts), plus timezone-aware ``datetime`` and ``decimal.Decimal``, both exact. Tuples come
-back as lists. A datetime's tzinfo comes back as a fixed-offset ``datetime.timezone`` with
+dicts), plus ``datetime`` and ``decimal.Decimal``, both exact. Tuples come back as lists.
+
+Datetimes: an aware one's tzinfo comes back as a fixed-offset ``datetime.timezone`` with
 the same UTC offset (so the value compares equal and prints the same instant and offset).
-Naive datetimes are refused: three regions must not guess each other's local time.
+A naive one (``datetime.now()``) comes back naive with the same wall-clock fields,
+microseconds included, under its own ext code. hastate never converts: a naive value
+written in Tokyo reads back as the same digits in Iowa, where they mean another instant.
+Use ``datetime.now(timezone.utc)`` when regions compare times (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -19,15 +23,17 @@ import msgpack
 #: Version of the command envelope; bumped when the command layout changes.
 COMMAND_FORMAT_VERSION = 1
 
-_EXT_DATETIME = 1
+_EXT_DATETIME = 1         # aware datetime, ISO 8601 with its offset
 _EXT_DECIMAL = 2
+_EXT_NAIVE_DATETIME = 3   # naive datetime, ISO 8601 without offset (kept naive on decode)
+_FOLD = ";fold=1"         # suffix of a naive datetime in the repeated hour (fold=1)
 
 
 def _default(obj: Any) -> msgpack.ExtType:
     if isinstance(obj, _dt.datetime):
-        if obj.tzinfo is None or obj.utcoffset() is None:
-            raise TypeError("naive datetime is not allowed: attach a timezone "
-                            "(e.g. datetime.now(timezone.utc))")
+        if obj.utcoffset() is None:
+            text = obj.replace(tzinfo=None).isoformat() + (_FOLD if obj.fold else "")
+            return msgpack.ExtType(_EXT_NAIVE_DATETIME, text.encode())
         return msgpack.ExtType(_EXT_DATETIME, obj.isoformat().encode())
     if isinstance(obj, decimal.Decimal):
         return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
@@ -39,6 +45,10 @@ def _default(obj: Any) -> msgpack.ExtType:
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == _EXT_DATETIME:
         return _dt.datetime.fromisoformat(data.decode())
+    if code == _EXT_NAIVE_DATETIME:
+        text = data.decode()
+        fold = text.endswith(_FOLD)
+        return _dt.datetime.fromisoformat(text.removesuffix(_FOLD)).replace(fold=int(fold))
     if code == _EXT_DECIMAL:
         return decimal.Decimal(data.decode())
     return msgpack.ExtType(code, data)
@@ -87,7 +97,7 @@ def encode_value(key: str, value: Any) -> bytes:
         where, reason = _locate(value, repr(key))
         raise TypeError(f"state value at {where} cannot be stored: {reason}. "
                         "Supported: None, bool, int (64-bit), float, str, bytes, list, tuple, "
-                        "dict, timezone-aware datetime, Decimal") from None
+                        "dict, datetime, Decimal") from None
 
 
 def decode_value(data: bytes) -> Any:

@@ -6,6 +6,7 @@ only writes the cluster file, starts and signals processes, and reads their HTTP
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess

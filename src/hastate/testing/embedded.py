@@ -17,7 +17,6 @@ import sys
 from typing import Any, Callable, Iterator, Sequence
 
 from hastate.manager import StateManager
-from hastate.observability.http import NodeHTTPServer
 from hastate.testing.cluster import ADMIN_TOKEN_ENV, LocalCluster
 from hastate.testing.metrics import scrape
 
@@ -27,7 +26,6 @@ class EmbeddedCluster(LocalCluster):
 
     embedded_id = "instance-1"
     sm: StateManager | None = None
-    http_server: NodeHTTPServer | None = None
 
     def start_embedded(self, *, http: bool = True,
                        prepare: Callable[[StateManager], None] | None = None) -> StateManager:
@@ -36,20 +34,15 @@ class EmbeddedCluster(LocalCluster):
         ``prepare`` runs on the built, not yet started manager (a benchmark wraps its
         dump writer there).
         """
-        self.sm = StateManager.from_config(self.config_for(self.embedded_id), self.embedded_id)
+        self.sm = StateManager.from_config(self.config_for(self.embedded_id), self.embedded_id,
+                                           admin_token=self.admin_token, serve_http=http)
         if prepare is not None:
             prepare(self.sm)
         self.sm.start()
-        if http:
-            self.http_server = NodeHTTPServer(self.sm, self.http[self.embedded_id],
-                                              admin_token=self.admin_token).start()
         return self.sm
 
     def stop_embedded(self) -> None:
-        """Stop the embedded replica and its HTTP server, if running."""
-        if self.http_server is not None:
-            self.http_server.stop()
-            self.http_server = None
+        """Stop the embedded replica (and the HTTP endpoints it serves), if running."""
         if self.sm is not None:
             self.sm.stop()
             self.sm = None
@@ -57,7 +50,8 @@ class EmbeddedCluster(LocalCluster):
     def leader(self, among: Sequence[str] | None = None) -> str | None:
         """As LocalCluster.leader; the embedded replica counts when it serves HTTP."""
         running = [n for n in self.ids if n in self.procs
-                   or (n == self.embedded_id and self.http_server is not None)]
+                   or (n == self.embedded_id and self.sm is not None
+                       and self.sm.http_server is not None)]
         return super().leader(among or running)
 
     def make_leader(self, node_id: str, timeout: float = 15.0) -> None:
