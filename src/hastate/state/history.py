@@ -1,0 +1,94 @@
+"""The change history a node keeps for watchers: the last N revisions' changes, in memory.
+
+Each mutating write the state machine applies produces one revision and its
+changes (a transaction may change many keys at one revision). The history keeps
+the newest ``size`` revisions; older ones are compacted: a watch that starts before the
+oldest one held gets :class:`~hastate.errors.CompactedError`.
+
+Across a restart the history is rebuilt, not persisted: the node loads its dump (revision
+D) and replays its log after it, and the replay regenerates every change after D; revisions
+up to D are compacted on that node. The same holds when a follower installs the leader's
+dump: its history restarts at the dump's revision.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Sequence
+
+from hastate.errors import CompactedError
+
+#: Revisions a node keeps for watchers unless configured otherwise.
+DEFAULT_HISTORY = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One key changed at ``revision``; values are encoded (decoded for the watcher).
+
+    ``type`` is ``put`` or ``delete``. For a put, ``value``/``create_revision``/``version``
+    are the key's new ones; for a delete they are None/0/0, as in etcd. ``prev`` is the
+    value before the change (None when the key was absent).
+    """
+
+    type: str
+    key: str
+    revision: int
+    value: bytes | None
+    create_revision: int
+    version: int
+    prev: bytes | None
+
+
+class History:
+    """Bounded, revision-ordered list of (revision, changes); not thread-safe by itself."""
+
+    def __init__(self, size: int = DEFAULT_HISTORY) -> None:
+        if size < 1:
+            raise ValueError(f"history size must be >= 1 revision, got {size}")
+        self.size = size
+        self._revisions: list[int] = []
+        self._changes: list[tuple[Change, ...]] = []
+        self._start = 0              # entries before _start are evicted (trimmed lazily)
+        self.compacted = 0           # revisions <= this are no longer held
+        self.last = 0                # the newest revision appended (or reset to)
+
+    def __len__(self) -> int:
+        return len(self._revisions) - self._start
+
+    @property
+    def oldest(self) -> int:
+        """The oldest revision a watch may start at here."""
+        return self.compacted + 1
+
+    def append(self, revision: int, changes: Sequence[Change]) -> None:
+        """Record ``changes`` at ``revision`` (greater than every revision before)."""
+        if revision <= self.last:
+            raise ValueError(f"history revision {revision} is not after {self.last}")
+        self._revisions.append(revision)
+        self._changes.append(tuple(changes))
+        self.last = revision
+        if len(self) > self.size:
+            self.compacted = self._revisions[self._start]
+            self._start += 1
+            if self._start > self.size:          # amortized trim of the evicted front
+                del self._revisions[:self._start]
+                del self._changes[:self._start]
+                self._start = 0
+
+    def reset(self, revision: int) -> None:
+        """Forget everything: the state was replaced by one at ``revision`` (a dump)."""
+        self._revisions, self._changes, self._start = [], [], 0
+        self.compacted = self.last = revision
+
+    def since(self, start: int, limit: int) -> list[tuple[int, tuple[Change, ...]]]:
+        """Up to ``limit`` revisions from ``start`` on (a future start gives []).
+
+        :raises CompactedError: ``start`` is older than :attr:`oldest`.
+        """
+        if start <= self.compacted:
+            raise CompactedError(start, self.oldest)
+        i = bisect.bisect_left(self._revisions, start, lo=self._start)
+        j = min(i + limit, len(self._revisions))
+        return list(zip(self._revisions[i:j], self._changes[i:j]))
