@@ -290,8 +290,9 @@ class ReplicatedState(SyncObjConsumer):
     def locks(self) -> dict[str, tuple[str, int, float]]:
         """The lock table: name -> (owner, fencing token, expires_at on the owner's clock).
 
-        Entries stay until released or taken over (apply reads no clock, so nothing
-        expires them); compare ``expires_at`` with your clock to tell a lapsed one.
+        Entries stay until released, taken over, or purged by the leader's ``lock_purge``
+        (apply reads no clock, so nothing else expires them); compare ``expires_at`` with
+        your clock to tell a lapsed one.
         """
         with self._lock:
             return dict(self._locks)

@@ -263,7 +263,7 @@ class WatchHub:
             for watcher in list(self._watchers):
                 watcher._fail(WatchCancelledError("the node stopped; resume on another node "
                                                   "or after restart with start_revision="
-                                                  f"{watcher.delivered_revision + 1}"))
+                                                  f"{watcher._next}"))
 
     def __len__(self) -> int:
         return len(self._watchers)
