@@ -15,6 +15,9 @@ configured token they are disabled. A missing or wrong token gets 401 and nothin
   committed; 409 off the leader (``leader`` names it); 422 when refused (would lose quorum,
   already a member, another change in flight: ``error`` says which); 400 for a bad body;
   504 when it did not commit in time (check ``/status`` before retrying).
+
+``GET /v1/watch`` (Server-Sent Events) and ``POST /v1/txn`` are served by
+:mod:`hastate.server.v1`, behind the same token.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from hastate.consensus.membership import Member, MembershipError
 from hastate.errors import HAStateError, MembershipRefused, NotLeaderError, WriteTimeoutError
 from hastate.observability import stats as stats_mod
 from hastate.observability.metrics import NodeMetrics
+from hastate.server import v1
 
 if TYPE_CHECKING:
     from hastate.manager import StateManager
@@ -114,6 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
                              "state_hash": manager.machine.state_hash(), "state": state})
         elif path == "/metrics":
             self._send(200, self.node_server.metrics.render(), CONTENT_TYPE_LATEST)
+        elif v1.handle_get(self, manager):
+            pass
         else:
             self._json(404, {"error": f"no such endpoint {path}; try /status"})
 
@@ -138,6 +144,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, {"error": "body must be a JSON object"})
             return
         manager = self.node_server.manager
+        if v1.handle_post(self, manager, path, body):
+            return
         try:
             if path == "/admin/transfer-leadership":
                 target = body.get("to")
