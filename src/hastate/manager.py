@@ -141,6 +141,8 @@ class StateManager:
             security = TransportSecurity(mode="psk", psk=cfg.secret().encode(), node_ids=ids)
         else:
             security = TransportSecurity(mode="plaintext", node_ids=ids)
+        kwargs.setdefault("watch_history", cfg.watch_history)
+        kwargs.setdefault("watch_buffer", cfg.watch_buffer)
         manager = cls(instance_id, {n.id: n.raft for n in cfg.nodes}, region=node.region,
                       data_dir=node.data_dir, profile=cfg.profile, transport=security,
                       cluster_name=cfg.name, snapshots=cfg.snapshots,
