@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
@@ -132,3 +133,26 @@ def test_transaction_from_a_follower_is_atomic_and_returns_its_revision(cluster)
         ("pnl", 15, 0, rev + 1), ("model", "v2", "v1", rev + 1)]
     state = cluster.state("instance-2")
     assert state["state"]["pnl"] == 15 and state["state"]["model"] == "v2"
+
+
+def test_linearizable_watch_on_a_follower_starts_after_every_acknowledged_write(cluster) -> None:
+    cluster.make_leader("instance-2")
+    code, reply = cluster.post("instance-3", "/v1/txn",
+                               {"success": [{"op": "put", "key": "lin", "value": 1}]})
+    assert code == 200, reply
+    watcher = cluster.sm.watch("lin", linearizable=True)
+    cluster.sm.save_state({"lin": 2})
+    event = watcher.get(timeout=30)
+    assert (event.value, event.revision) == (2, reply["revision"] + 1)
+
+
+def test_leader_purges_expired_locks_through_the_log(cluster) -> None:
+    cluster.make_leader("instance-1")
+    cluster.sm.lock("stale", ttl=0.2).acquire()
+    cluster.sm.lock("live", ttl=60.0).acquire()
+    wait_for(lambda: cluster.sm.janitor.expired(time.time()) == ["stale"], timeout=10)
+    assert cluster.sm.janitor.run_once() == ["stale"]
+    assert set(cluster.sm.machine.locks()) == {"live"}
+    want = cluster.sm.machine.state_hash()
+    wait_for(lambda: all((cluster.state(n, "local") or {}).get("state_hash") == want
+                         for n in ("instance-2", "instance-3")), timeout=20)
