@@ -586,6 +586,8 @@ class StateManager:
             "last_log_index": last_index,
             "log_entries": so.log_length(),
             "keys": len(self.machine),
+            "revision": self.machine.revision,
+            "watchers": len(self.watch_hub),
             "leader_changes": self.node.leader_changes,
             "healthy": self._health_ok,
             "health_check_failures": self.health_check_failures,

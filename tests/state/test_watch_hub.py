@@ -173,3 +173,13 @@ def test_bad_watch_arguments_are_named() -> None:
         hub.watch(b"x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="progress_interval"):
         hub.watch(progress_interval=0)
+
+
+def test_history_byte_cap_evicts_the_oldest_values_but_keeps_the_newest_revision() -> None:
+    from hastate.state.history import Change
+    history = History(100, max_bytes=250)
+    for revision in range(1, 6):
+        history.append(revision, [Change("put", "k", revision, b"x" * 100, revision, 1, None)])
+    assert history.oldest == 4 and history.bytes == 200
+    history.append(6, [Change("put", "k", 6, b"y" * 1000, 6, 1, None)])
+    assert history.oldest == 6 and [r for r, _ in history.since(6, 10)] == [6]

@@ -21,6 +21,10 @@ from hastate.errors import CompactedError
 
 #: Revisions a node keeps for watchers unless configured otherwise.
 DEFAULT_HISTORY = 10_000
+#: Bytes of values (new and previous) the history may hold; older revisions go first. The
+#: history holds references to values the state may no longer hold, so large values would
+#: otherwise pin ``DEFAULT_HISTORY`` times their size.
+DEFAULT_HISTORY_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +46,21 @@ class Change:
 
 
 class History:
-    """Bounded, revision-ordered list of (revision, changes); not thread-safe by itself."""
+    """Bounded, revision-ordered list of (revision, changes); not thread-safe by itself.
 
-    def __init__(self, size: int = DEFAULT_HISTORY) -> None:
+    Keeps at most ``size`` revisions and, beyond the newest one, at most ``max_bytes`` of
+    values.
+    """
+
+    def __init__(self, size: int = DEFAULT_HISTORY, max_bytes: int = DEFAULT_HISTORY_BYTES) -> None:
         if size < 1:
             raise ValueError(f"history size must be >= 1 revision, got {size}")
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._revisions: list[int] = []
         self._changes: list[tuple[Change, ...]] = []
+        self._sizes: list[int] = []
         self._start = 0              # entries before _start are evicted (trimmed lazily)
         self.compacted = 0           # revisions <= this are no longer held
         self.last = 0                # the newest revision appended (or reset to)
@@ -66,20 +77,27 @@ class History:
         """Record ``changes`` at ``revision`` (greater than every revision before)."""
         if revision <= self.last:
             raise ValueError(f"history revision {revision} is not after {self.last}")
+        size = sum(len(c.value or b"") + len(c.prev or b"") for c in changes)
         self._revisions.append(revision)
         self._changes.append(tuple(changes))
+        self._sizes.append(size)
+        self.bytes += size
         self.last = revision
-        if len(self) > self.size:
+        while len(self) > self.size or (self.bytes > self.max_bytes and len(self) > 1):
             self.compacted = self._revisions[self._start]
+            self.bytes -= self._sizes[self._start]
+            self._changes[self._start] = ()       # release the values now
             self._start += 1
-            if self._start > self.size:          # amortized trim of the evicted front
-                del self._revisions[:self._start]
-                del self._changes[:self._start]
-                self._start = 0
+        if self._start > self.size:              # amortized trim of the evicted front
+            del self._revisions[:self._start]
+            del self._changes[:self._start]
+            del self._sizes[:self._start]
+            self._start = 0
 
     def reset(self, revision: int) -> None:
         """Forget everything: the state was replaced by one at ``revision`` (a dump)."""
-        self._revisions, self._changes, self._start = [], [], 0
+        self._revisions, self._changes, self._sizes, self._start = [], [], [], 0
+        self.bytes = 0
         self.compacted = self.last = revision
 
     def since(self, start: int, limit: int) -> list[tuple[int, tuple[Change, ...]]]:
