@@ -182,6 +182,16 @@ def test_transactions_match_the_model_and_replicas_stream_the_same_events(histor
         assert stream == model.events
 
 
+def test_a_retried_transaction_applies_once_and_returns_the_first_result() -> None:
+    m, hub = make()
+    wire = txn.build([txn.missing("k")], [txn.put("k", 1)], [txn.get("k")])
+    command = Command(op="txn", client=b"bot", seq=9, txn=wire)
+    first = apply(m, command)
+    again = apply(m, command)                  # the same (client, seq) proposed again
+    assert first == again == ("txn", True, 1, [None])
+    assert m.revision == 1 and hub.revision == 1
+
+
 def test_missing_key_compares_as_zero_and_value_compare_on_it_fails() -> None:
     m, _ = make()
     create = Command(op="txn", txn=txn.build([txn.missing("k")], [txn.put("k", 1)], []))
