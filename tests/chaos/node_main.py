@@ -145,26 +145,32 @@ def record_watch(sm: StateManager, path: Path, stop: threading.Event) -> None:
                 return
             batch: list[list[Any]] = []
             revision = last
+
+            def flush() -> None:
+                nonlocal last, batch
+                if batch:
+                    _record(out, {"rev": revision, "events": batch})
+                    last, batch = revision, []
+
             try:
                 while not stop.is_set():
                     event = watcher.get(timeout=0.1)
-                    if batch and (event is None or event.revision != revision):
-                        _record(out, {"rev": revision, "events": batch})
-                        last, batch = revision, []
+                    if event is None or event.revision != revision:
+                        flush()
                     if event is not None:
                         revision = event.revision
                         batch.append([event.type, event.key, event.value])
             except CompactedError as exc:
+                flush()
                 _record(out, {"compacted": exc.oldest_revision})
-                last, batch = exc.oldest_revision - 1, []
+                last = exc.oldest_revision - 1
             except WatchOverflowError as exc:
+                flush()
                 last = exc.next_revision - 1
             except WatchCancelledError:
+                flush()
                 return
             finally:
-                if batch:
-                    _record(out, {"rev": revision, "events": batch})
-                    last = revision
                 watcher.cancel()
 
 

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 #: Events a watcher may have undelivered before it is cancelled, unless configured.
 DEFAULT_BUFFER = 1024
 #: Revisions a catching-up watcher copies from the history per step.
-_CATCH_UP_CHUNK = 256
+_CATCH_UP_CHUNK = 128
 
 
 @dataclass(frozen=True)
@@ -85,24 +85,32 @@ class Watcher:
         once the events buffered before it were delivered.
         """
         with self._cond:
-            while True:
-                if self._pending:
-                    return self._deliver(self._pending.popleft())
-                if self._error is not None:
-                    raise self._error
-                if not self._synced:
-                    self._catch_up()
-                    continue
-                wait = timeout if self.progress_interval is None else \
-                    self.progress_interval if timeout is None else min(timeout,
-                                                                       self.progress_interval)
-                if not self._cond.wait(wait) and not self._pending and self._error is None:
-                    if self.progress_interval is not None and \
-                            (timeout is None or wait < timeout):
-                        revision = self._hub._history.last
-                        self.delivered_revision = max(self.delivered_revision, revision)
-                        return WatchEvent("progress", "", revision)
-                    return None
+            change = self._next_change(timeout)
+        # Decode outside the hub lock: apply never waits for a watcher's decoding.
+        return change if change is None or isinstance(change, WatchEvent) \
+            else self._deliver(change)
+
+    def _next_change(self, timeout: float | None) -> Change | WatchEvent | None:
+        """The next buffered change, a progress event, or None on timeout (lock held)."""
+        while True:
+            if self._pending:
+                change = self._pending.popleft()
+                self.delivered_revision = change.revision
+                return change
+            if self._error is not None:
+                raise self._error
+            if not self._synced:
+                self._catch_up()
+                continue
+            wait = timeout if self.progress_interval is None else \
+                self.progress_interval if timeout is None else min(timeout,
+                                                                   self.progress_interval)
+            if not self._cond.wait(wait) and not self._pending and self._error is None:
+                if self.progress_interval is not None and (timeout is None or wait < timeout):
+                    revision = self._hub._history.last
+                    self.delivered_revision = max(self.delivered_revision, revision)
+                    return WatchEvent("progress", "", revision)
+                return None
 
     def __iter__(self) -> Iterator[WatchEvent]:
         while True:
@@ -134,7 +142,6 @@ class Watcher:
         self.cancel()
 
     def _deliver(self, change: Change) -> WatchEvent:
-        self.delivered_revision = change.revision
         return WatchEvent(change.type, change.key, change.revision,
                           decode_value(change.value) if change.value is not None else None,
                           change.create_revision, change.version,
@@ -203,14 +210,13 @@ class WatchHub:
     def reset(self, revision: int) -> None:
         """The state was replaced by a dump at ``revision``: its history starts there.
 
-        Watchers that still needed a revision up to ``revision`` cannot get it any more and
-        end with CompactedError; the others go on.
+        Watchers that still needed a revision up to ``revision`` cannot get it any more:
+        they deliver what they buffered, then end with CompactedError; the others go on.
         """
         with self._lock:
             self._history.reset(revision)
             for watcher in list(self._watchers):
                 if watcher._next <= revision and watcher._error is None:
-                    watcher._pending.clear()
                     watcher._fail(CompactedError(watcher._next, revision + 1))
 
     # -- watchers --------------------------------------------------------------------------------
