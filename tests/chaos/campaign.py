@@ -26,7 +26,8 @@ One *run* (:func:`run_campaign`):
    streams every node recorded from revision 1 (:func:`~.checkers.check_watch_streams`:
    gapless, duplicate-free, the same sequence everywhere, reaching the final revision).
    A ``txn_share`` of the client operations are transactions (get / put / value-compare
-   then put), checked by the linearizability checker like the others.
+   then put, half of them on pair registers of two keys changed together), checked by the
+   linearizability checker like the others.
 4. Write a JSON result to ``results/chaos/`` (and, when a check fails or the run breaks,
    the histories, traces and node logs next to it); the temp dir is always removed.
 
@@ -73,7 +74,7 @@ from .checkers import (check_convergence, check_durability, check_lease_overlap,
 from .history import F, History, Operation, Outcome
 from .linearizability import Verdict, check_history
 from .netns import NetnsLab
-from .node_main import load_watch_stream
+from .node_main import load_watch_stream, with_pair_registers
 
 log = logging.getLogger(__name__)
 
@@ -969,7 +970,7 @@ def run_campaign(config: RunConfig, results_dir: Path = RESULTS_DIR,
                 result.ops = op_counts(ops)
                 final_revision = cluster.revision()
                 streams = cluster.watch_streams(final_revision)
-                _check(result, ops, final_state, digests,
+                _check(result, ops, with_pair_registers(final_state), digests,
                        {n: cluster.trace_path(n) for n in cluster.ids}, config.key_budget,
                        streams, final_revision)
                 result.violations["crash"] = list(cluster.crashes)

@@ -13,7 +13,10 @@ bounded number of operations, which keeps the linearizability search small. Each
 loops: pick a slot, then read (``consistency``), write a unique value ``"<name>-<seq>"``, or
 cas from the last value this client saw for the key to a new unique value. A ``--txn-share``
 of the operations goes through transactions instead (``/txn-read``, ``/txn-write``,
-``/txn-cas``: a get, a put, a value compare then put), checked as the same register ops.
+``/txn-cas``: a get, a put, a value compare then put), checked as the same register ops;
+half of those work on *pair* registers (key ``<key>~pair``: two state keys read and written
+together in one transaction, value ``[a, b]``, written as ``[v, v]``), so a transaction
+applied in part shows up as a value no one wrote.
 
 Outcomes: the node's ``ok``/``fail``/``unknown`` verdict; a refused connection is ``fail``
 (the request never reached the node); a timeout or a connection lost after sending is
@@ -114,7 +117,11 @@ def main() -> None:
             gen_name, _ = key_now()
             key = f"{gen_name}k{rng.randrange(args.keys)}"
             f = rng.choices((F.READ, F.WRITE, F.CAS), weights)[0]
-            via = "/txn-" if rng.random() < args.txn_share else "/"
+            via = "/"
+            if rng.random() < args.txn_share:
+                via = "/txn-" if rng.random() < 0.5 else "/pair-"
+                if via == "/pair-":
+                    key = f"{key}~pair"
             if f is F.READ:
                 op = history.invoke(args.name, key, F.READ)
                 outcome, reply = api.call(f"{via}read", {"key": key,
@@ -127,6 +134,8 @@ def main() -> None:
             else:
                 with seq_lock:
                     value = f"{args.name}-{next(seq)}"
+                if via == "/pair-":
+                    value = [value, value]
                 if f is F.WRITE:
                     op = history.invoke(args.name, key, F.WRITE, value)
                     outcome, reply = api.call(f"{via}write", {"key": key, "value": value})

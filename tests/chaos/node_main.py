@@ -20,6 +20,11 @@ Every operation answers HTTP 200 with ``{"result": "ok" | "fail" | "unknown", ..
   POST /txn-write {"key", "value"}           a transaction with one put
   POST /txn-cas {"key", "expected", "new"}   one transaction: value == expected (or absent
                                              for None) then put, else get
+  POST /pair-read, /pair-write, /pair-cas    the same on a *pair* register: two keys
+                                             ``<key>/a`` and ``<key>/b`` read and written
+                                             together in one transaction; its value is
+                                             [a, b] (None while both are absent), so a
+                                             torn transaction shows as a value never written
   POST /transfer {"to"}                      leadership transfer (targeted scenarios)
   POST /members {"op": "add"|"remove", "id"} membership change on the leader (the member's
                                              addresses come from the cluster file)
@@ -123,6 +128,45 @@ def txn_read(sm: StateManager, key: str) -> dict[str, Any]:
     if reply["result"] != "ok":
         return {"result": "fail", "error": reply["error"]}    # a read that did not answer
     return {"result": "ok", "value": reply["responses"][0]}
+
+
+def pair_keys(key: str) -> tuple[str, str]:
+    """The two state keys behind pair register ``key``."""
+    return f"{key}/a", f"{key}/b"
+
+
+def pair_value(a: Any, b: Any) -> Any:
+    """A pair register's value: None while both keys are absent, else [a, b]."""
+    return None if a is None and b is None else [a, b]
+
+
+def pair_read(sm: StateManager, key: str) -> dict[str, Any]:
+    reply = txn_call(sm, [], [txn.get(k) for k in pair_keys(key)], [])
+    if reply["result"] != "ok":
+        return {"result": "fail", "error": reply["error"]}
+    return {"result": "ok", "value": pair_value(*reply["responses"])}
+
+
+def pair_write(sm: StateManager, key: str, value: list[Any]) -> dict[str, Any]:
+    return txn_call(sm, [], [txn.put(k, v) for k, v in zip(pair_keys(key), value)], [])
+
+
+def with_pair_registers(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` plus the value of every pair register its keys make up (for durability)."""
+    registers = {k[:-2] for k in state if k.endswith(("/a", "/b")) and "~pair" in k}
+    return {**state, **{r: pair_value(*(state.get(k) for k in pair_keys(r)))
+                        for r in registers}}
+
+
+def pair_cas(sm: StateManager, key: str, expected: Any, new: Any) -> dict[str, Any]:
+    """Both halves hold ``expected`` (a pair value; None = both absent), then put ``new``."""
+    a, b = pair_keys(key)
+    guards = [txn.missing(a), txn.missing(b)] if expected is None else \
+        [txn.value(a) == expected[0], txn.value(b) == expected[1]]
+    reply = txn_call(sm, guards, [txn.put(a, new[0]), txn.put(b, new[1])], [])
+    if reply["result"] == "ok" and not reply["succeeded"]:
+        return {"result": "fail", "error": "pair does not hold the expected value"}
+    return reply
 
 
 def record_watch(sm: StateManager, path: Path, stop: threading.Event) -> None:
@@ -315,6 +359,12 @@ def make_server(sm: StateManager, port: int) -> ThreadingHTTPServer:
                     reply = txn_call(sm, [], [txn.put(body["key"], body["value"])], [])
                 elif self.path == "/txn-cas":
                     reply = txn_cas(sm, body["key"], body["expected"], body["new"])
+                elif self.path == "/pair-read":
+                    reply = pair_read(sm, body["key"])
+                elif self.path == "/pair-write":
+                    reply = pair_write(sm, body["key"], body["value"])
+                elif self.path == "/pair-cas":
+                    reply = pair_cas(sm, body["key"], body["expected"], body["new"])
                 elif self.path == "/transfer":
                     reply = {"result": "ok",
                              "seconds": sm.trigger_failover(body["to"], timeout=10.0)}
