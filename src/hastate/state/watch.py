@@ -74,7 +74,6 @@ class Watcher:
         self._error: WatchError | None = None
         self._cancelled = False     # ended by cancel(): iteration just stops
         self.delivered_revision = start - 1
-        self._thread: threading.Thread | None = None
 
     # -- consumer side ---------------------------------------------------------------------------
     def get(self, timeout: float | None = None) -> WatchEvent | None:
@@ -300,6 +299,5 @@ def run_callback(watcher: Watcher, callback: Callable[[WatchEvent], Any],
 
     thread = threading.Thread(target=loop, name=f"hastate-watch-{watcher.prefix or '*'}",
                               daemon=True)
-    watcher._thread = thread
     thread.start()
     return thread
