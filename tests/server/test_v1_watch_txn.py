@@ -145,3 +145,31 @@ def test_bad_requests_are_refused_with_the_reason(nodes: LocalCluster) -> None:
     response = conn.getresponse()
     assert response.status == 400 and b"start_revision must be >= 1" in response.read()
     conn.close()
+
+
+def test_compacted_start_is_410_and_quiet_streams_get_progress_events(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path, 3, name="v1small")
+    text = cluster.config_path.read_text()
+    cluster.config_path.write_text(text.replace("[cluster]\n", "[cluster]\nwatch_history = 3\n", 1))
+    try:
+        cluster.start_all()
+        cluster.wait_ready(timeout=30)
+        leader = cluster.wait_leader(30)
+        for i in range(10):
+            put_txn(cluster, leader, f"k{i}", i)
+        host, port = cluster.http[leader].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/v1/watch?start_revision=2",
+                     headers={"Authorization": f"Bearer {cluster.admin_token}"})
+        response = conn.getresponse()
+        assert response.status == 410
+        assert json.loads(response.read())["oldest_revision"] == 8
+        conn.close()
+        stream = SSE(cluster, leader, "prefix=none/&progress_interval=0.2")
+        put_txn(cluster, leader, "k10", 10)
+        wait_for(lambda: any(e["event"] == "progress" and e["id"] == 11 for e in stream.events),
+                 timeout=30)
+        assert stream.changes() == []
+        stream.close()
+    finally:
+        cluster.stop_all()
