@@ -827,6 +827,7 @@ class RunResult:
     converged: bool | None = None
     watch_ok: bool | None = None
     watch_revisions: int = 0
+    watch_declared_gaps: int = 0    # resumes answered by CompactedError (dump replaced history)
     checker_s: dict[str, float] = field(default_factory=dict)
     failover_s: list[float] = field(default_factory=list)
     recovery_s: list[float] = field(default_factory=list)
@@ -883,6 +884,7 @@ def _check(result: RunResult, ops: list[Operation], final_state: dict[str, Any],
         result.checker_s["watch"] = round(time.monotonic() - started, 3)
         result.watch_ok = watch.ok
         result.watch_revisions = watch.revisions
+        result.watch_declared_gaps = watch.declared_gaps
         result.violations["watch"] = [str(v) for v in watch.violations[:50]]
 
 
@@ -1006,7 +1008,8 @@ def summary_line(r: RunResult) -> str:
     return (f"ops={r.ops.get('total')} (ok {r.ops.get('ok')}, unknown {r.ops.get('unknown')}) "
             f"keys={r.keys} unknown_keys={len(r.unknown_keys)} linearizable={r.linearizable} "
             f"durable={r.durability_ok} leases={r.lease_ok} converged={r.converged} "
-            f"watch={r.watch_ok} ({r.watch_revisions} revisions) violations={r.violation_count} faults={r.faults_by_kind} "
+            f"watch={r.watch_ok} ({r.watch_revisions} revisions, {r.watch_declared_gaps} "
+            f"declared gaps) violations={r.violation_count} faults={r.faults_by_kind} "
             f"failover={r.failover_s} check={r.checker_s} wall={r.wall_s}s")
 
 
