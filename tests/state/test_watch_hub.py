@@ -110,21 +110,51 @@ def test_progress_event_promises_every_later_event_is_newer() -> None:
     assert drain(watcher)[0][2] == 3
 
 
-def test_loading_a_dump_compacts_watchers_that_needed_older_revisions() -> None:
+def test_a_loaded_dump_brings_its_history_and_compacts_only_older_starts() -> None:
     node = Node()
     node.put(a=1)
     behind, ahead = node.hub.watch("", 2), node.hub.watch("", 9)
-    other = Node()
+    other = Node(history=4)
     for i in range(7):
         other.put(a=i)
-    node.machine.load_body(other.machine.to_body())    # a snapshot at revision 7 installed
-    with pytest.raises(CompactedError, match="oldest revision it still holds is 8"):
+    body = other.machine.to_body()                       # a dump at revision 7
+    assert [rev for rev, _ in body["history"]] == [4, 5, 6, 7]
+    node.machine.load_body(body)                         # installed on this node
+    with pytest.raises(CompactedError, match="oldest revision it still holds is 4"):
         behind.get(timeout=0)
     node.index = 20
     node.put(a=8)
     node.put(a=9)
     assert [e[2] for e in drain(ahead)] == [9]
-    assert node.hub.oldest_revision == 8
+    assert node.hub.oldest_revision == 4
+    assert [e[3] for e in drain(node.hub.watch("", 4))] == [3, 4, 5, 6, 8, 9]
+
+
+def test_a_watcher_behind_a_loaded_dump_catches_up_from_its_history() -> None:
+    node = Node()
+    node.put(a=1)
+    live = node.hub.watch("", 2)                          # waiting for revision 2
+    other = Node()
+    for i in range(5):
+        other.put(a=i)
+    node.machine.load_body(other.machine.to_body())
+    node.index = 10
+    node.put(a=5)
+    assert [(e[2], e[3]) for e in drain(live)] == [(2, 1), (3, 2), (4, 3), (5, 4), (6, 5)]
+
+
+def test_a_body_without_history_compacts_everything_before_it() -> None:
+    node = Node()
+    node.put(a=1)
+    watcher = node.hub.watch("", 2)
+    other = Node()
+    for i in range(3):
+        other.put(a=i)
+    body = other.machine.to_body()
+    del body["history"]                                   # a dump written before histories
+    node.machine.load_body(body)
+    with pytest.raises(CompactedError, match="oldest revision it still holds is 4"):
+        watcher.get(timeout=0)
 
 
 def test_callback_form_and_close() -> None:
@@ -152,6 +182,18 @@ def test_cancel_ends_iteration() -> None:
         seen.append(event.revision)
         watcher.cancel()
     assert seen == [1] and len(node.hub) == 0
+
+
+def test_history_export_keeps_the_newest_revisions_within_the_byte_cap() -> None:
+    from hastate.state.history import Change
+    history = History(10)
+    for revision in range(1, 6):
+        history.append(revision, [Change("put", "k", revision, b"x" * 100, 1, revision, None)])
+    assert [r for r, _ in history.export(max_bytes=250)] == [4, 5]
+    assert [r for r, _ in history.export(max_bytes=10)] == [5]       # always the newest
+    restored = History(10)
+    restored.restore(7, history.export(max_bytes=250))
+    assert (restored.oldest, restored.last) == (4, 7)
 
 
 def test_history_keeps_the_newest_revisions_and_validates() -> None:

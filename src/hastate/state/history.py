@@ -1,14 +1,15 @@
-"""The change history a node keeps for watchers: the last N revisions' changes, in memory.
+"""The change history a node keeps for watchers: the last N revisions' changes.
 
 Each mutating write the state machine applies produces one revision and its
 changes (a transaction may change many keys at one revision). The history keeps
 the newest ``size`` revisions; older ones are compacted: a watch that starts before the
 oldest one held gets :class:`~hastate.errors.CompactedError`.
 
-Across a restart the history is rebuilt, not persisted: the node loads its dump (revision
-D) and replays its log after it, and the replay regenerates every change after D; revisions
-up to D are compacted on that node. The same holds when a follower installs the leader's
-dump: its history restarts at the dump's revision.
+Across a restart: each dump carries the history's newest revisions (up to
+``PERSISTED_BYTES`` of values, see :meth:`History.export`), the node loads it with its dump
+(revision D) and replays its log after it, which regenerates every change after D. A
+watcher can thus resume on a restarted node from before its dump, as far back as the dump's
+history goes. A follower that installs the leader's dump takes the leader's history with it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ DEFAULT_HISTORY = 10_000
 #: history holds references to values the state may no longer hold, so large values would
 #: otherwise pin ``DEFAULT_HISTORY`` times their size.
 DEFAULT_HISTORY_BYTES = 64 << 20
+#: Bytes of values a dump carries of the history (its newest revisions).
+PERSISTED_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,24 @@ class History:
         self._revisions, self._changes, self._sizes, self._start = [], [], [], 0
         self.bytes = 0
         self.compacted = self.last = revision
+
+    def export(self, max_bytes: int = PERSISTED_BYTES) -> list[tuple[int, tuple[Change, ...]]]:
+        """The newest revisions whose values fit in ``max_bytes`` (at least the newest one),
+        oldest first: what a dump keeps."""
+        first, total = len(self._revisions), 0
+        while first > self._start and (total + self._sizes[first - 1] <= max_bytes
+                                       or first == len(self._revisions)):
+            first -= 1
+            total += self._sizes[first]
+        return list(zip(self._revisions[first:], self._changes[first:]))
+
+    def restore(self, revision: int, entries: Sequence[tuple[int, Sequence[Change]]]) -> None:
+        """Start over at ``revision`` (a loaded dump) holding ``entries`` (its history)."""
+        entries = [(r, c) for r, c in entries if r <= revision]
+        self.reset(entries[0][0] - 1 if entries else revision)
+        for rev, changes in entries:
+            self.append(rev, changes)
+        self.last = revision
 
     def since(self, start: int, limit: int) -> list[tuple[int, tuple[Change, ...]]]:
         """Up to ``limit`` revisions from ``start`` on (a future start gives []).

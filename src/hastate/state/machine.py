@@ -64,8 +64,12 @@ class ChangeListener(Protocol):
     def changed(self, revision: int, changes: Sequence[Change]) -> None:
         """``changes`` were applied at ``revision``; must not block."""
 
-    def reset(self, revision: int) -> None:
-        """The whole state was replaced by one at ``revision`` (a dump was loaded)."""
+    def reset(self, revision: int, history: Sequence[tuple[int, Sequence[Change]]]) -> None:
+        """The whole state was replaced by one at ``revision`` (a dump was loaded), whose
+        ``history`` holds the changes of its last revisions (oldest first; may be empty)."""
+
+    def export(self) -> list[tuple[int, tuple[Change, ...]]]:
+        """The recent changes to keep in a dump (apply thread; references, no copies)."""
 
 
 class ReplicatedState(SyncObjConsumer):
@@ -321,9 +325,11 @@ class ReplicatedState(SyncObjConsumer):
         copy (:meth:`Capture.body`) can then run on another thread without blocking apply.
         """
         with self._lock:
+            history = self._change_listeners[0].export() if self._change_listeners else []
             return Capture(dict(self._data), self._applied_index,
                            [(c, h, dict(r)) for c, (h, r) in self._sessions.items()],
-                           locks=dict(self._locks), revision=self._revision)
+                           locks=dict(self._locks), revision=self._revision,
+                           history=history)
 
     def to_body(self) -> dict[str, Any]:
         """The state as plain msgpack types, for dumps and snapshots."""
@@ -334,7 +340,8 @@ class ReplicatedState(SyncObjConsumer):
 
         Bodies written before the lock table existed (no "locks") load with no locks; bodies
         written before revisions (a key holds [value, log index], no "revision") load as the
-        module docstring says. Change listeners are told the state was replaced.
+        module docstring says. Change listeners are told the state was replaced and get the
+        body's watch history (none in older bodies).
         """
         with self._lock:
             self._data = {k: _record(entry) for k, entry in body["data"].items()}
@@ -345,8 +352,10 @@ class ReplicatedState(SyncObjConsumer):
             self._locks = {name: (owner, token, expires_at) for name, (owner, token, expires_at)
                            in body.get("locks", {}).items()}
             revision = self._revision
+        history = [(rev, tuple(Change(*c) for c in changes))
+                   for rev, changes in body.get("history", [])]
         for sink in self._change_listeners:
-            sink.reset(revision)
+            sink.reset(revision, history)
 
 
 def _put(old: Record | None, value: bytes, revision: int) -> Record:
@@ -375,10 +384,12 @@ class Capture:
     def __init__(self, data: dict[str, Record], applied_index: int,
                  sessions: list[tuple[bytes, int, dict[int, Result]]], *,
                  locks: dict[str, tuple[str, int, float]] | None = None,
-                 revision: int = 0) -> None:
+                 revision: int = 0,
+                 history: list[tuple[int, tuple[Change, ...]]] | None = None) -> None:
         self.data = data
         self.applied_index = applied_index
         self.revision = revision
+        self.history = history if history is not None else []
         self.sessions = sessions
         self.locks = locks if locks is not None else {}
 
@@ -386,7 +397,10 @@ class Capture:
         return len(self.data)
 
     def body(self) -> dict[str, Any]:
-        """Plain msgpack types: {"data", "applied_index", "revision", "sessions", "locks"}.
+        """Plain msgpack types: {"data", "applied_index", "revision", "sessions", "locks",
+        "history"} (history: [[revision, [[type, key, value, create_revision, version,
+        prev], ...]], ...], the watch history's last revisions, so a restarted node can
+        serve watchers that resume before its dump).
 
         ``data`` is this capture's own dict of (value, mod_revision, create_revision,
         version) tuples, not a copy: msgpack
@@ -399,4 +413,7 @@ class Capture:
             "revision": self.revision,
             "sessions": [[c, h, list(r.items())] for c, h, r in self.sessions],
             "locks": {name: list(entry) for name, entry in self.locks.items()},
+            "history": [[rev, [[c.type, c.key, c.revision, c.value, c.create_revision,
+                                c.version, c.prev] for c in changes]]
+                        for rev, changes in self.history],
         }

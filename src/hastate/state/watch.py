@@ -206,17 +206,28 @@ class WatchHub:
             for watcher in list(self._live):
                 watcher._offer(revision, changes)
 
-    def reset(self, revision: int) -> None:
-        """The state was replaced by a dump at ``revision``: its history starts there.
+    def reset(self, revision: int, history: Sequence[tuple[int, Sequence[Change]]] = ()) -> None:
+        """The state was replaced by a dump at ``revision`` carrying ``history``.
 
-        Watchers that still needed a revision up to ``revision`` cannot get it any more:
-        they deliver what they buffered, then end with CompactedError; the others go on.
+        Watchers that still needed a revision older than that history cannot get it any
+        more: they deliver what they buffered, then end with CompactedError. Those that
+        needed a revision the dump's history holds catch up from it; the others go on.
         """
         with self._lock:
-            self._history.reset(revision)
+            self._history.restore(revision, history)
             for watcher in list(self._watchers):
-                if watcher._next <= revision and watcher._error is None:
-                    watcher._fail(CompactedError(watcher._next, revision + 1))
+                if watcher._next > revision or watcher._error is not None:
+                    continue
+                if watcher._next <= self._history.compacted:
+                    watcher._fail(CompactedError(watcher._next, self._history.oldest))
+                else:
+                    watcher._synced = False
+                    self._live.discard(watcher)
+
+    def export(self) -> list[tuple[int, tuple[Change, ...]]]:
+        """The history's newest revisions, for a dump (see History.export)."""
+        with self._lock:
+            return self._history.export()
 
     # -- watchers --------------------------------------------------------------------------------
     @property
