@@ -59,12 +59,23 @@ def test_relative_data_dir_resolves_against_the_file(tmp_path: Path) -> None:
     (lambda d: d.update(snapshots={"interval": -1}), r"snapshots.interval: must be at least 0.1s"),
     (lambda d: d.update(snapshots={"store": "bucket"}), r"snapshots.store: must be a URL"),
     (lambda d: d.update(extra={}), r"unknown key\(s\) \['extra'\]"),
+    (lambda d: d["cluster"].update(watch_history=0),
+     r"cluster.watch_history: must be an integer >= 1"),
+    (lambda d: d["cluster"].update(watch_buffer="big"),
+     r"cluster.watch_buffer: must be an integer >= 1"),
 ])
 def test_bad_config_names_key_and_fix(mutate, match) -> None:
     doc = base()
     mutate(doc)
     with pytest.raises(ConfigError, match=match):
         parse_config(doc, path="cluster.toml")
+
+
+def test_watch_settings_default_and_parse() -> None:
+    assert (parse_config(base()).watch_history, parse_config(base()).watch_buffer) == (10_000, 1024)
+    doc = base()
+    doc["cluster"].update(watch_history=50, watch_buffer=7)
+    assert (parse_config(doc).watch_history, parse_config(doc).watch_buffer) == (50, 7)
 
 
 def test_error_names_the_file(tmp_path: Path) -> None:

@@ -18,8 +18,11 @@ from hastate.consensus.membership import Member
 from hastate.consensus.profiles import get_profile
 from hastate.durations import parse_duration
 from hastate.errors import ConfigError
+from hastate.state.history import DEFAULT_HISTORY
+from hastate.state.watch import DEFAULT_BUFFER
 
-_CLUSTER_KEYS = {"name", "profile", "secret_env", "admin_token_env", "transport"}
+_CLUSTER_KEYS = {"name", "profile", "secret_env", "admin_token_env", "transport",
+                 "watch_history", "watch_buffer"}
 _TLS_KEYS = {"ca", "cert", "key"}
 _NODE_KEYS = {"id", "region", "raft", "http", "data_dir"}
 _SNAPSHOT_KEYS = {"store", "mirrors", "interval", "keep", "ship_interval", "restore_if_empty"}
@@ -95,6 +98,8 @@ class ClusterConfig:
     tls: TLSConfig | None = None
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     path: str | None = None
+    watch_history: int = DEFAULT_HISTORY   # revisions of changes each node keeps for watchers
+    watch_buffer: int = DEFAULT_BUFFER     # undelivered events before a watcher is cancelled
 
     def members(self) -> list[Member]:
         """The file's nodes as membership records (the bootstrap configuration)."""
@@ -307,9 +312,14 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
         raise ConfigError("transport \"psk\" needs secret_env = \"HASTATE_CLUSTER_SECRET\" in "
                           "[cluster], exported on every node (64 hex chars: openssl rand -hex "
                           "32)", field="cluster.secret_env", path=path)
+    watch_history = _number(cluster, "watch_history", DEFAULT_HISTORY, "cluster", path,
+                            minimum=1, integer=True)
+    watch_buffer = _number(cluster, "watch_buffer", DEFAULT_BUFFER, "cluster", path,
+                           minimum=1, integer=True)
     return ClusterConfig(name=name, profile=profile, nodes=tuple(nodes), secret_env=secret_env,
                          admin_token_env=admin_token_env, snapshots=snapshots,
-                         transport=transport, tls=tls, logging=_logging(raw, path), path=path)
+                         transport=transport, tls=tls, logging=_logging(raw, path), path=path,
+                         watch_history=watch_history, watch_buffer=watch_buffer)
 
 
 def _logging(raw: Mapping[str, Any], path: str | None) -> LoggingConfig:

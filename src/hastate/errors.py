@@ -133,3 +133,61 @@ class LockLostError(HAStateError):
         super().__init__(message)
         self.name = name
         self.token = token
+
+
+class WatchError(HAStateError):
+    """Root of the errors that end a watch; resume with ``start_revision`` = last seen + 1."""
+
+
+class CompactedError(WatchError):
+    """Raised when a watch asks for revisions this node no longer holds.
+
+    ``oldest_revision`` is the oldest revision still available here: read the state
+    (``get_state(with_revision=True)``) and watch from its revision + 1, or start there.
+    """
+
+    def __init__(self, requested: int, oldest_revision: int) -> None:
+        super().__init__(f"revision {requested} is compacted on this node: the oldest "
+                         f"revision it still holds is {oldest_revision}; re-read the state "
+                         "and watch from its revision + 1 (or raise watch_history)")
+        self.requested = requested
+        self.oldest_revision = oldest_revision
+
+
+class WatchOverflowError(WatchError):
+    """Raised when a watcher fell more than its buffer behind and was cancelled.
+
+    The events it had buffered were delivered first; resume from ``next_revision``.
+    """
+
+    def __init__(self, buffer: int, next_revision: int) -> None:
+        super().__init__(f"watcher fell behind by more than {buffer} events and was "
+                         f"cancelled; consume faster (or raise the buffer) and resume with "
+                         f"start_revision={next_revision}")
+        self.buffer = buffer
+        self.next_revision = next_revision
+
+
+class WatchCancelledError(WatchError):
+    """Raised by a watcher after it was cancelled, or when its node stopped."""
+
+
+class TxnError(HAStateError):
+    """Root of the errors that refuse a transaction before anything is proposed."""
+
+
+class TxnInvalidError(TxnError, ValueError):
+    """Raised when a transaction is malformed: unknown target, operator or op, bad key."""
+
+
+class TxnTooManyOpsError(TxnError):
+    """Raised when a transaction has more compares, or more ops in a branch, than allowed."""
+
+
+class TxnDuplicateKeyError(TxnError):
+    """Raised when a transaction branch would modify one key twice (put twice, or a put
+    inside a deleted prefix)."""
+
+
+class TxnTooLargeError(TxnError):
+    """Raised when a transaction's encoded size exceeds the byte cap."""

@@ -43,8 +43,13 @@ from hastate.observability.operations import (traced_add_member, traced_attempt,
 from hastate.observability.logs import bind_node, configure_logging
 from hastate.server.http import NodeHTTPServer
 from hastate.snapshots.service import SnapshotService
+from hastate.state import txn as txn_mod
 from hastate.state.codec import Command, check_key, encode_value
+from hastate.state.history import DEFAULT_HISTORY
+from hastate.state.housekeeping import LockJanitor
 from hastate.state.machine import ReplicatedState
+from hastate.state.txn import Compare, Op, TxnResult
+from hastate.state.watch import DEFAULT_BUFFER, WatchEvent, Watcher, WatchHub, run_callback
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +86,10 @@ class StateManager:
                  snapshots: SnapshotConfig | None = None,
                  members: Iterable[Member] = (), join: bool = False,
                  http: str | None = None, serve_http: bool = True,
-                 admin_token: str | None = None, autostart: bool | None = None) -> None:
+                 admin_token: str | None = None, autostart: bool | None = None,
+                 watch_history: int | None = None, watch_buffer: int | None = None,
+                 txn_max_ops: int = txn_mod.DEFAULT_MAX_OPS,
+                 txn_max_bytes: int = txn_mod.DEFAULT_MAX_BYTES) -> None:
         """Two ways in, one node underneath.
 
         * From a cluster file (no ``peers``): ``StateManager(project_id="crypto-bot-prod",
@@ -95,6 +103,8 @@ class StateManager:
         The node serves its HTTP endpoints on ``http`` (the file's ``http`` of this node)
         unless ``serve_http=False``; ``admin_token`` defaults to the file's
         ``admin_token_env`` variable. ``autostart`` overrides when to start.
+        ``watch_history`` / ``watch_buffer`` default to the file's settings (else
+        :data:`~hastate.state.history.DEFAULT_HISTORY` / :data:`~hastate.state.watch.DEFAULT_BUFFER`).
         """
         if peers is None:
             embedded.refuse_mixed(from_file=True, data_dir=data_dir, cluster_secret=cluster_secret,
@@ -131,7 +141,20 @@ class StateManager:
                              cluster=wiring.cluster_name, data_dir=wiring.data_dir,
                              profile=timing, log_compaction_entries=log_compaction_entries,
                              members=wiring.members, join=join)
+        if watch_history is None:
+            watch_history = self.config.watch_history if self.config is not None \
+                else DEFAULT_HISTORY
+        if watch_buffer is None:
+            watch_buffer = self.config.watch_buffer if self.config is not None \
+                else DEFAULT_BUFFER
+        for name, number in (("watch_history", watch_history), ("watch_buffer", watch_buffer),
+                             ("txn_max_ops", txn_max_ops), ("txn_max_bytes", txn_max_bytes)):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                raise ConfigError("must be an integer >= 1", field=name, value=number)
+        self.txn_limits = {"max_ops": txn_max_ops, "max_bytes": txn_max_bytes}
         self.machine = ReplicatedState()
+        self.watch_hub = WatchHub(watch_history, watch_buffer)
+        self.machine.add_change_listener(self.watch_hub)
         self._health_ok = True
         check_transport_mode(wiring.transport.mode, peers.values())
         self.transport = wiring.transport
@@ -156,6 +179,8 @@ class StateManager:
         self.http_address = wiring.http if serve_http else None
         self.admin_token = wiring.admin_token
         self.http_server: NodeHTTPServer | None = None
+        self.janitor = LockJanitor(self.machine, is_leader=self.is_leader,
+                                   propose=lambda command: self._write(command, None))
         self._started = False
         self._lifecycle = threading.Lock()
         configure_logging(self.config.logging if self.config is not None else None)
@@ -219,6 +244,7 @@ class StateManager:
         # Health is always checked and told to peers (they pick failover targets with it);
         # handing leadership over on failure starts only with configure_failover().
         self._install_policy(FailoverSettings(1.0, float("inf")), None)
+        self.janitor.start()
 
     def _restore_if_empty(self) -> None:
         """A node starting with an empty data_dir seeds it from the newest snapshot + log."""
@@ -267,8 +293,10 @@ class StateManager:
                 self._policy.stop()
             if self.snapshots is not None:
                 self.snapshots.stop()
+            self.janitor.stop()
             self.watcher.stop()
             self.node.stop()
+            self.watch_hub.close()
             if self._started:
                 logger.info("state manager stopped", extra={"instance": self.instance_id})
             self._started = False
@@ -283,8 +311,8 @@ class StateManager:
     def save_state(self, values: Mapping[str, Any], *, timeout: Duration | None = None) -> int:
         """Merge ``values`` into the state atomically (one log entry).
 
-        Returns the log index the write was applied at, once it is committed and applied on
-        this node. Raises TypeError before proposing when a value cannot be stored, and
+        Returns the cluster revision of the write, once it is committed and applied on this
+        node. Raises TypeError before proposing when a value cannot be stored, and
         WriteError (``outcome_unknown`` says whether it may still apply) on timeout.
         """
         encoded = {check_key(k): encode_value(k, v) for k, v in values.items()}
@@ -293,7 +321,10 @@ class StateManager:
         return self._write(Command(op="update", values=encoded), timeout)[1]
 
     def delete(self, *keys: str, timeout: Duration | None = None) -> int:
-        """Remove ``keys`` atomically; missing keys are ignored. Returns the log index."""
+        """Remove ``keys`` atomically; missing keys are ignored.
+
+        Returns the revision of the delete (the current one when no key existed).
+        """
         if not keys:
             raise ValueError("delete needs at least one key")
         return self._write(Command(op="delete", keys=tuple(check_key(k) for k in keys)),
@@ -301,16 +332,42 @@ class StateManager:
 
     def compare_and_set(self, key: str, value: Any, expected_revision: int, *,
                         timeout: Duration | None = None) -> int:
-        """Set ``key`` only if its revision is ``expected_revision`` (0 = must not exist).
+        """Set ``key`` only if its mod_revision is ``expected_revision`` (0 = must not exist).
 
         Returns the new revision; raises ConflictError naming the actual revision otherwise.
+        A transaction: ``mod_revision(key) == expected`` then put, else get.
         """
-        command = Command(op="cas", values={check_key(key): encode_value(key, value)},
-                          expected={key: int(expected_revision)})
-        result = self._write(command, timeout)
-        if result[0] == "conflict":
-            raise ConflictError(result[1], result[2], result[3])
-        return result[1]
+        expected = int(expected_revision)
+        result = self.transaction([txn_mod.mod_revision(check_key(key)) == expected],
+                                  [txn_mod.put(key, value)], [txn_mod.get(key)],
+                                  timeout=timeout)
+        if not result.succeeded:
+            found = result.responses[0]
+            raise ConflictError(key, expected, found.mod_revision if found is not None else 0)
+        return result.revision
+
+    def transaction(self, compare: Iterable[Compare] = (), success: Iterable[Op] = (),
+                    failure: Iterable[Op] = (), *, timeout: Duration | None = None) -> TxnResult:
+        """If every compare holds run ``success``, else ``failure``: one atomic log entry.
+
+        Exactly once under retries, like every write. See :mod:`hastate.state.txn` for the
+        compares and ops, e.g.::
+
+            from hastate.state.txn import mod_revision, put, delete, get
+            sm.transaction([mod_revision("pos/X") == rev],
+                           [delete("pos/X"), put("pnl", pnl), put("model", "v3")],
+                           [get("pos/X")])
+
+        :raises TxnError: the transaction is malformed or over a limit (nothing proposed).
+        :raises WriteError: not confirmed in time (``outcome_unknown`` says if it may apply).
+        """
+        success, failure = list(success), list(failure)
+        wire = txn_mod.build(compare, success, failure, **self.txn_limits)
+        result = self._write(Command(op="txn", txn=wire), timeout)
+        if result[0] != "txn":
+            raise WriteError(f"transaction refused by the state machine: {result!r}",
+                             outcome_unknown=False)
+        return txn_mod.to_result(result, success, failure)
 
     def propose(self, command: Command, timeout: Duration | None = None) -> tuple:
         """Replicate ``command`` and return its apply result: the seam recipes build on.
@@ -335,7 +392,8 @@ class StateManager:
         try:
             result = self._propose_until_applied(
                 raw, seconds if seconds is not None else self.write_timeout)
-            outcome = "conflict" if result[0] == "conflict" else "ok"
+            outcome = "conflict" if result[0] == "conflict" or \
+                (result[0] == "txn" and not result[1]) else "ok"
             return result
         except NoQuorumError:
             outcome = "no_quorum"
@@ -408,30 +466,67 @@ class StateManager:
     # -- reads --------------------------------------------------------------------------------
     @traced_read
     def get_state(self, consistency: Consistency = "linearizable", *,
-                  keys: Iterable[str] | None = None,
-                  timeout: Duration | None = None) -> dict[str, Any]:
-        """A copy of the state (or of ``keys``).
+                  keys: Iterable[str] | None = None, timeout: Duration | None = None,
+                  with_revision: bool = False) -> Any:
+        """A copy of the state (or of ``keys``); with ``with_revision``, (state, revision).
 
         ``linearizable`` (default) reflects every write acknowledged anywhere before the
         call: a leader holding its lease reads locally, any other node first passes a barrier
         through the log. ``local`` reads this replica without a round trip (may be stale).
+        The revision is the one the copy was read at: watch from revision + 1 to see every
+        later change.
         """
         if consistency == "linearizable":
-            if not self._lease_read_ok():
-                try:
-                    self._write(Command(op="barrier"), timeout)
-                except WriteError as exc:
-                    raise ReadError(f"linearizable read failed: {exc}") from None
+            self._linearize(timeout)
         elif consistency != "local":
             raise ValueError(f"consistency must be 'linearizable' or 'local', not {consistency!r}")
-        return self.machine.snapshot(keys)
+        state, revision = self.machine.snapshot_at(keys)
+        return (state, revision) if with_revision else state
+
+    def _linearize(self, timeout: float | None) -> None:
+        """Make this replica reflect every write acknowledged before the call."""
+        if not self._lease_read_ok():
+            try:
+                self._write(Command(op="barrier"), timeout)
+            except WriteError as exc:
+                raise ReadError(f"linearizable read failed: {exc}") from None
 
     def _lease_read_ok(self) -> bool:
         return self.node.is_leader() and self.node.caught_up_in_term()
 
     def revisions(self) -> dict[str, int]:
-        """Log index of the last change of every key (for compare_and_set)."""
+        """mod_revision of every key on this replica (for compare_and_set)."""
         return self.machine.revisions()
+
+    def revision(self) -> int:
+        """The cluster revision this replica applied (writes that changed something)."""
+        return self.machine.revision
+
+    # -- watch --------------------------------------------------------------------------------
+    def watch(self, prefix: str = "", start_revision: int | None = None, *,
+              prev_value: bool = False, progress_notify: float | None = None,
+              linearizable: bool = False, buffer: int | None = None,
+              callback: Callable[[WatchEvent], Any] | None = None,
+              on_error: Callable[[Exception], Any] | None = None,
+              timeout: float | None = None) -> Watcher:
+        """Watch keys starting with ``prefix`` from ``start_revision`` (None: from now).
+
+        Events come from this replica, in revision order, no gap and no duplicate; see
+        :mod:`hastate.state.watch`. ``progress_notify``: seconds of quiet after which a
+        ``progress`` event says every later event is newer than its revision.
+        ``linearizable``: with no ``start_revision``, start after every write acknowledged
+        before the call (a barrier first). With ``callback``, events are delivered on a
+        thread of their own (``on_error`` gets the error that ends the watch).
+
+        :raises CompactedError: ``start_revision`` is older than this node holds.
+        """
+        if linearizable and start_revision is None:
+            self._linearize(timeout)
+        watcher = self.watch_hub.watch(prefix, start_revision, prev_value=prev_value,
+                                       progress_interval=progress_notify, buffer=buffer)
+        if callback is not None:
+            run_callback(watcher, callback, on_error)
+        return watcher
 
     # -- leadership ---------------------------------------------------------------------------
     def is_leader(self) -> bool:
@@ -597,6 +692,8 @@ class StateManager:
             "last_log_index": last_index,
             "log_entries": st.log_entries,
             "keys": len(self.machine),
+            "revision": self.machine.revision,
+            "watchers": len(self.watch_hub),
             "leader_changes": st.leader_changes,
             "healthy": self._health_ok,
             "health_check_failures": self.health_check_failures,

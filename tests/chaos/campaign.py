@@ -21,8 +21,13 @@ One *run* (:func:`run_campaign`):
    linearizability of the merged history (:func:`~.linearizability.check_history`),
    durability against the final state (:func:`~.checkers.check_durability`), lease
    overlap from the nodes' ``HASTATE_LEASE_TRACE`` files
-   (:func:`~.checkers.check_lease_overlap`) and convergence of every node's
-   (applied index, state hash) (:func:`~.checkers.check_convergence`).
+   (:func:`~.checkers.check_lease_overlap`), convergence of every node's
+   (applied index, state hash) (:func:`~.checkers.check_convergence`) and the watch
+   streams every node recorded from revision 1 (:func:`~.checkers.check_watch_streams`:
+   gapless, duplicate-free, the same sequence everywhere, reaching the final revision).
+   A ``txn_share`` of the client operations are transactions (get / put / value-compare
+   then put, half of them on pair registers of two keys changed together), checked by the
+   linearizability checker like the others.
 4. Write a JSON result to ``results/chaos/`` (and, when a check fails or the run breaks,
    the histories, traces and node logs next to it); the temp dir is always removed.
 
@@ -64,10 +69,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .checkers import (check_convergence, check_durability, check_lease_overlap)
+from .checkers import (check_convergence, check_durability, check_lease_overlap,
+                       check_watch_streams)
 from .history import F, History, Operation, Outcome
 from .linearizability import Verdict, check_history
 from .netns import NetnsLab
+from .node_main import load_watch_stream, with_pair_registers
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +167,7 @@ class RunConfig:
     keys: int = 6                   # keys per generation
     gen_seconds: float = 8.0        # a key generation's lifetime (s)
     mix: str = "0.4,0.4,0.2"        # read, write, cas weights
+    txn_share: float = 0.3          # fraction of client operations sent as transactions
     read_consistency: str = "linearizable"
     local_read_nodes: tuple[str, ...] = ()   # negative control: these clients read "local"
     # Instead of a seeded schedule: (kind, at, hold, target or None).
@@ -294,6 +302,27 @@ class ChaosCluster:
     def trace_path(self, node: str) -> Path:
         return self.workdir / f"lease-{node}.jsonl"
 
+    def watch_path(self, node: str) -> Path:
+        return self.workdir / f"watch-{node}.jsonl"
+
+    def revision(self) -> int | None:
+        """The highest cluster revision any running node reports (None: none answers)."""
+        found = [d["revision"] for d in (self.call(n, "GET", "/digest", timeout=2.0)
+                                         for n in self.ids if self.alive(n)) if d]
+        return max(found) if found else None
+
+    def watch_streams(self, final_revision: int | None, timeout: float = 15.0,
+                      ) -> dict[str, list[dict[str, Any]]]:
+        """Every node's recorded stream, once each reached ``final_revision`` (or timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            streams = {n: load_watch_stream(self.watch_path(n)) for n in self.ids}
+            reached = all(s and s[-1].get("rev", s[-1].get("compacted", 0) - 1)
+                          >= (final_revision or 0) for s in streams.values())
+            if reached or time.monotonic() >= deadline:
+                return streams
+            time.sleep(0.2)
+
     # -- node processes ---------------------------------------------------------------------
     def start(self, node: str, join: bool = False) -> None:
         self.killed.discard(node)
@@ -305,6 +334,7 @@ class ChaosCluster:
                        "--id", node, "--api-port", str(API_PORT),
                        "--compaction", str(self.compaction),
                        "--write-timeout", str(self.write_timeout),
+                       "--watch-out", str(self.watch_path(node)),
                        *(["--join"] if join else [])],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
 
@@ -479,6 +509,8 @@ class ChaosCluster:
                            "--keys", str(config.keys), "--gen-seconds", str(config.gen_seconds),
                            "--op-timeout", str(config.op_timeout), "--mix", config.mix,
                            "--read-consistency", consistency,
+                           "--txn-share", str(0.0 if node in config.local_read_nodes
+                                              else config.txn_share),
                            "--out", str(self.history_path(node))],
                     stdout=out, stderr=subprocess.STDOUT)
 
@@ -793,6 +825,9 @@ class RunResult:
     durability_ok: bool | None = None
     lease_ok: bool | None = None
     converged: bool | None = None
+    watch_ok: bool | None = None
+    watch_revisions: int = 0
+    watch_declared_gaps: int = 0    # resumes answered by CompactedError (dump replaced history)
     checker_s: dict[str, float] = field(default_factory=dict)
     failover_s: list[float] = field(default_factory=list)
     recovery_s: list[float] = field(default_factory=list)
@@ -813,7 +848,8 @@ class RunResult:
 
 def _check(result: RunResult, ops: list[Operation], final_state: dict[str, Any],
            digests: dict[str, tuple[int, str] | None], traces: dict[str, Path],
-           key_budget: float) -> None:
+           key_budget: float, streams: dict[str, list[dict[str, Any]]] | None = None,
+           final_revision: int | None = None) -> None:
     started = time.monotonic()
     lin = check_history(ops, budget_s=key_budget)
     result.checker_s["linearizability"] = round(time.monotonic() - started, 3)
@@ -841,6 +877,15 @@ def _check(result: RunResult, ops: list[Operation], final_state: dict[str, Any],
     result.violations["convergence"] = (
         ([] if conv.ok else [conv.summary()])
         + [f"{n}: no digest (dead or not answering)" for n in missing])
+
+    if streams is not None:
+        started = time.monotonic()
+        watch = check_watch_streams(streams, final_revision)
+        result.checker_s["watch"] = round(time.monotonic() - started, 3)
+        result.watch_ok = watch.ok
+        result.watch_revisions = watch.revisions
+        result.watch_declared_gaps = watch.declared_gaps
+        result.violations["watch"] = [str(v) for v in watch.violations[:50]]
 
 
 def _settle(cluster: ChaosCluster, timeout: float) -> tuple[dict[str, Any],
@@ -925,8 +970,11 @@ def run_campaign(config: RunConfig, results_dir: Path = RESULTS_DIR,
                 result.recovery_s = [r.recovery_s for r in nemesis.records
                                      if r.recovery_s is not None]
                 result.ops = op_counts(ops)
-                _check(result, ops, final_state, digests,
-                       {n: cluster.trace_path(n) for n in cluster.ids}, config.key_budget)
+                final_revision = cluster.revision()
+                streams = cluster.watch_streams(final_revision)
+                _check(result, ops, with_pair_registers(final_state), digests,
+                       {n: cluster.trace_path(n) for n in cluster.ids}, config.key_budget,
+                       streams, final_revision)
                 result.violations["crash"] = list(cluster.crashes)
             finally:
                 cluster.shutdown()
@@ -960,7 +1008,8 @@ def summary_line(r: RunResult) -> str:
     return (f"ops={r.ops.get('total')} (ok {r.ops.get('ok')}, unknown {r.ops.get('unknown')}) "
             f"keys={r.keys} unknown_keys={len(r.unknown_keys)} linearizable={r.linearizable} "
             f"durable={r.durability_ok} leases={r.lease_ok} converged={r.converged} "
-            f"violations={r.violation_count} faults={r.faults_by_kind} "
+            f"watch={r.watch_ok} ({r.watch_revisions} revisions, {r.watch_declared_gaps} "
+            f"declared gaps) violations={r.violation_count} faults={r.faults_by_kind} "
             f"failover={r.failover_s} check={r.checker_s} wall={r.wall_s}s")
 
 
@@ -1216,7 +1265,7 @@ def aggregate(results: Sequence[RunResult]) -> dict[str, Any]:
         "unknown_keys": sum(len(r.unknown_keys) for r in results),
         "violations": {kind: sum(len(r.violations.get(kind, [])) for r in results)
                        for kind in ("linearizability", "durability", "lease", "convergence",
-                                    "crash")},
+                                    "watch", "crash")},
         "failover_n": len(failovers),
         "failover_p50_s": percentile(failovers, 50),
         "failover_p99_s": percentile(failovers, 99),

@@ -5,6 +5,8 @@
 * :func:`check_convergence`: after healing, every node applied the same log to the same state.
 * :func:`check_fencing`: a fenced resource accepted strictly increasing tokens and lost no
   update.
+* :func:`check_watch_streams`: every node's watch stream is a gapless, duplicate-free run of
+  one and the same sequence of revisions.
 
 Each returns a result object whose ``ok`` property is what a test asserts and whose
 ``summary()`` is what the assertion message shows, so a failing campaign says *what* broke.
@@ -290,3 +292,89 @@ def check_fencing(log: Sequence[FencedWrite], initial: Any = None) -> FencingRes
         last_token = write.token if last_token is None else max(last_token, write.token)
         current = write.after
     return FencingResult(tuple(violations), accepted)
+
+
+# --------------------------------------------------------------------------- watch streams
+
+
+@dataclass(frozen=True)
+class WatchViolation:
+    """Something wrong in ``node``'s watch stream at ``revision``."""
+
+    node: str
+    revision: int
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.node} @ revision {self.revision}: {self.what}"
+
+
+@dataclass(frozen=True)
+class WatchResult:
+    """Outcome of :func:`check_watch_streams`."""
+
+    violations: tuple[WatchViolation, ...] = ()
+    revisions: int = 0              # revisions in the reference sequence
+    declared_gaps: int = 0          # CompactedError resumes (the node no longer held them)
+
+    @property
+    def ok(self) -> bool:
+        """True when every stream is a gapless run of the same sequence."""
+        return not self.violations
+
+    def summary(self) -> str:
+        """One line per violation (or a count of what was checked)."""
+        if self.ok:
+            return (f"{self.revisions} revisions, every stream gapless and equal "
+                    f"({self.declared_gaps} declared compaction gaps)")
+        return "\n".join(str(v) for v in self.violations)
+
+
+def check_watch_streams(streams: Mapping[str, Sequence[Mapping[str, Any]]],
+                        final_revision: int | None = None) -> WatchResult:
+    """Check watch streams recorded on every node from revision 1.
+
+    A stream is a list of records ``{"rev": R, "events": [[type, key, value], ...]}`` (one per
+    revision, in the order received) or ``{"compacted": oldest}`` (the node answered a resume
+    with CompactedError; the stream goes on at ``oldest``: a declared gap). Each stream must
+    go 1, 2, 3, ... with no gap and no repeat except at declared gaps, every revision must
+    hold at least one event, every node must report the same events for the same revision,
+    and with ``final_revision`` every stream must reach it.
+    """
+    violations: list[WatchViolation] = []
+    reference: dict[int, tuple[str, Any]] = {}
+    declared = 0
+    for node, records in streams.items():
+        expected = 1
+        for record in records:
+            if "compacted" in record:
+                oldest = int(record["compacted"])
+                if oldest < expected:
+                    violations.append(WatchViolation(node, oldest, "compaction marker goes "
+                                                     f"back before {expected}"))
+                declared += 1
+                expected = max(expected, oldest)
+                continue
+            revision = int(record["rev"])
+            if revision > expected:
+                violations.append(WatchViolation(node, revision, f"gap: revisions {expected}.."
+                                                 f"{revision - 1} never delivered"))
+            elif revision < expected:
+                violations.append(WatchViolation(node, revision, "delivered again or out of "
+                                                 f"order (expected {expected})"))
+            expected = max(expected, revision + 1)
+            events = freeze(record["events"])
+            if not events:
+                violations.append(WatchViolation(node, revision, "a revision with no event"))
+            seen = reference.setdefault(revision, (node, events))
+            if seen[1] != events:
+                violations.append(WatchViolation(node, revision, f"events {record['events']!r} "
+                                                 f"differ from {seen[0]}'s {seen[1]!r}"))
+        if final_revision is not None and expected <= final_revision:
+            violations.append(WatchViolation(node, expected, "stream stops before the final "
+                                             f"revision {final_revision}"))
+    missing = [r for r in range(1, max(reference, default=0) + 1) if r not in reference]
+    if missing:
+        violations.append(WatchViolation("*", missing[0], f"{len(missing)} revisions no node "
+                                         "delivered"))
+    return WatchResult(tuple(violations), len(reference), declared)

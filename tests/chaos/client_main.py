@@ -4,14 +4,19 @@ the history.
 Started by :mod:`tests.chaos.campaign` in the *same* namespace as its node (``lab.popen``)::
 
     python client_main.py --name c0 --api-port 8700 --t0-ns T --duration 30 --seed 7 \
-        --threads 3 --out history-c0.json [--read-consistency local]
+        --threads 3 --out history-c0.json [--read-consistency local] [--txn-share 0.3]
 
 Workload (Jepsen's "independent registers"): keys are ``g<gen>k<slot>``, where
 ``gen = (monotonic_ns - t0) // gen_seconds``, so every client (a separate process, on the
 machine-wide ``CLOCK_MONOTONIC``) works on the same few keys at a time and each key gets a
 bounded number of operations, which keeps the linearizability search small. Each thread
 loops: pick a slot, then read (``consistency``), write a unique value ``"<name>-<seq>"``, or
-cas from the last value this client saw for the key to a new unique value.
+cas from the last value this client saw for the key to a new unique value. A ``--txn-share``
+of the operations goes through transactions instead (``/txn-read``, ``/txn-write``,
+``/txn-cas``: a get, a put, a value compare then put), checked as the same register ops;
+half of those work on *pair* registers (key ``<key>~pair``: two state keys read and written
+together in one transaction, value ``[a, b]``, written as ``[v, v]``), so a transaction
+applied in part shows up as a value no one wrote.
 
 Outcomes: the node's ``ok``/``fail``/``unknown`` verdict; a refused connection is ``fail``
 (the request never reached the node); a timeout or a connection lost after sending is
@@ -86,6 +91,8 @@ def main() -> None:
     parser.add_argument("--op-timeout", type=float, default=5.0)
     parser.add_argument("--read-consistency", default="linearizable")
     parser.add_argument("--mix", default="0.4,0.4,0.2", help="read,write,cas weights")
+    parser.add_argument("--txn-share", type=float, default=0.0,
+                        help="fraction of operations sent as transactions")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -110,10 +117,15 @@ def main() -> None:
             gen_name, _ = key_now()
             key = f"{gen_name}k{rng.randrange(args.keys)}"
             f = rng.choices((F.READ, F.WRITE, F.CAS), weights)[0]
+            via = "/"
+            if rng.random() < args.txn_share:
+                via = "/txn-" if rng.random() < 0.5 else "/pair-"
+                if via == "/pair-":
+                    key = f"{key}~pair"
             if f is F.READ:
                 op = history.invoke(args.name, key, F.READ)
-                outcome, reply = api.call("/read", {"key": key,
-                                                    "consistency": args.read_consistency})
+                outcome, reply = api.call(f"{via}read", {"key": key,
+                                                         "consistency": args.read_consistency})
                 value = reply.get("value") if outcome == "ok" else None
                 if outcome == "ok":
                     last_seen[key] = value
@@ -122,14 +134,16 @@ def main() -> None:
             else:
                 with seq_lock:
                     value = f"{args.name}-{next(seq)}"
+                if via == "/pair-":
+                    value = [value, value]
                 if f is F.WRITE:
                     op = history.invoke(args.name, key, F.WRITE, value)
-                    outcome, reply = api.call("/write", {"key": key, "value": value})
+                    outcome, reply = api.call(f"{via}write", {"key": key, "value": value})
                 else:
                     expected = last_seen.get(key)
                     op = history.invoke(args.name, key, F.CAS, [expected, value])
-                    outcome, reply = api.call("/cas", {"key": key, "expected": expected,
-                                                       "new": value})
+                    outcome, reply = api.call(f"{via}cas", {"key": key, "expected": expected,
+                                                            "new": value})
                 if outcome == "ok":
                     last_seen[key] = value
                 history.complete(op, Outcome(outcome))

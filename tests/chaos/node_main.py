@@ -2,7 +2,8 @@
 
 Started by :mod:`tests.chaos.campaign` with ``NetnsLab.popen`` as::
 
-    python node_main.py --config cluster.toml --id n0 --api-port 8700 [--compaction N]
+    python node_main.py --config cluster.toml --id n0 --api-port 8700 [--compaction N] \
+        [--watch-out watch-n0.jsonl]
 
 It embeds a :class:`hastate.StateManager` built from the cluster file (Raft addresses are
 the namespace addresses on the lab bridge, transport ``psk``), and serves a tiny JSON API
@@ -15,6 +16,15 @@ Every operation answers HTTP 200 with ``{"result": "ok" | "fail" | "unknown", ..
   POST /read    {"key", "consistency"}       -> value (None = absent)
   POST /write   {"key", "value"}
   POST /cas     {"key", "expected", "new"}   compare-and-set *by value* (see :func:`cas`)
+  POST /txn-read  {"key"}                    a transaction with one get (through the log)
+  POST /txn-write {"key", "value"}           a transaction with one put
+  POST /txn-cas {"key", "expected", "new"}   one transaction: value == expected (or absent
+                                             for None) then put, else get
+  POST /pair-read, /pair-write, /pair-cas    the same on a *pair* register: two keys
+                                             ``<key>/a`` and ``<key>/b`` read and written
+                                             together in one transaction; its value is
+                                             [a, b] (None while both are absent), so a
+                                             torn transaction shows as a value never written
   POST /transfer {"to"}                      leadership transfer (targeted scenarios)
   POST /members {"op": "add"|"remove", "id"} membership change on the leader (the member's
                                              addresses come from the cluster file)
@@ -29,6 +39,10 @@ match so nothing was proposed, a failed read); anything that may have been appli
 ``unknown``. With ``HASTATE_LEASE_TRACE`` set, the node logs its lease intervals
 (``hastate.testing.lease_trace``).
 SIGUSR1 writes every thread's stack to the node's log (faulthandler).
+
+With ``--watch-out``, the node records its own watch stream from revision 1 to that file
+(:func:`record_watch`), resuming after a restart where the file ends, for the campaign's
+watch checker.
 """
 
 from __future__ import annotations
@@ -42,12 +56,15 @@ import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
 from hastate import StateManager
+from hastate.errors import (CompactedError, ConflictError, HAStateError, ReadError,
+                            WatchCancelledError, WatchOverflowError, WriteError)
+from hastate.state import txn
 from hastate.testing.lease_trace import trace_leases_from_env
-from hastate.errors import ConflictError, HAStateError, ReadError, WriteError
 
 log = logging.getLogger("chaos.node")
 
@@ -55,8 +72,8 @@ log = logging.getLogger("chaos.node")
 def read_with_revision(sm: StateManager, key: str) -> tuple[Any, int]:
     """(value, revision) of ``key`` on this replica, consistent with each other.
 
-    Revisions are log indexes, so they only grow: if the revision is the same before and
-    after reading the value, no apply changed the key in between (seqlock).
+    A key's mod_revision only grows (it comes from the cluster revision): if it is the same
+    before and after reading the value, no apply changed the key in between (seqlock).
     """
     while True:
         before = sm.revisions().get(key, 0)
@@ -85,6 +102,150 @@ def cas(sm: StateManager, key: str, expected: Any, new: Any) -> dict[str, Any]:
     except WriteError as exc:
         return {"result": "unknown" if exc.outcome_unknown else "fail", "error": str(exc)}
     return {"result": "ok"}
+
+
+def txn_call(sm: StateManager, compare: list, success: list, failure: list,
+             ) -> dict[str, Any]:
+    """Run a transaction; ``fail`` only when it certainly did not apply."""
+    try:
+        result = sm.transaction(compare, success, failure)
+    except WriteError as exc:
+        return {"result": "unknown" if exc.outcome_unknown else "fail", "error": str(exc)}
+    return {"result": "ok", "succeeded": result.succeeded,
+            "responses": [r.value if isinstance(r, txn.KeyValue) else r
+                          for r in result.responses]}
+
+
+def txn_cas(sm: StateManager, key: str, expected: Any, new: Any) -> dict[str, Any]:
+    """Compare-and-set by value as one transaction (no local pre-read): exact ``fail``."""
+    guard = txn.missing(key) if expected is None else txn.value(key) == expected
+    reply = txn_call(sm, [guard], [txn.put(key, new)], [txn.get(key)])
+    if reply["result"] == "ok" and not reply["succeeded"]:
+        return {"result": "fail", "error": f"value is {reply['responses'][0]!r}"}
+    return reply
+
+
+def txn_read(sm: StateManager, key: str) -> dict[str, Any]:
+    reply = txn_call(sm, [], [txn.get(key)], [])
+    if reply["result"] != "ok":
+        return {"result": "fail", "error": reply["error"]}    # a read that did not answer
+    return {"result": "ok", "value": reply["responses"][0]}
+
+
+def pair_keys(key: str) -> tuple[str, str]:
+    """The two state keys behind pair register ``key``."""
+    return f"{key}/a", f"{key}/b"
+
+
+def pair_value(a: Any, b: Any) -> Any:
+    """A pair register's value: None while both keys are absent, else [a, b]."""
+    return None if a is None and b is None else [a, b]
+
+
+def pair_read(sm: StateManager, key: str) -> dict[str, Any]:
+    reply = txn_call(sm, [], [txn.get(k) for k in pair_keys(key)], [])
+    if reply["result"] != "ok":
+        return {"result": "fail", "error": reply["error"]}
+    return {"result": "ok", "value": pair_value(*reply["responses"])}
+
+
+def pair_write(sm: StateManager, key: str, value: list[Any]) -> dict[str, Any]:
+    return txn_call(sm, [], [txn.put(k, v) for k, v in zip(pair_keys(key), value)], [])
+
+
+def with_pair_registers(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` plus the value of every pair register its keys make up (for durability)."""
+    registers = {k[:-2] for k in state if k.endswith(("/a", "/b")) and "~pair" in k}
+    return {**state, **{r: pair_value(*(state.get(k) for k in pair_keys(r)))
+                        for r in registers}}
+
+
+def pair_cas(sm: StateManager, key: str, expected: Any, new: Any) -> dict[str, Any]:
+    """Both halves hold ``expected`` (a pair value; None = both absent), then put ``new``."""
+    a, b = pair_keys(key)
+    guards = [txn.missing(a), txn.missing(b)] if expected is None else \
+        [txn.value(a) == expected[0], txn.value(b) == expected[1]]
+    reply = txn_call(sm, guards, [txn.put(a, new[0]), txn.put(b, new[1])], [])
+    if reply["result"] == "ok" and not reply["succeeded"]:
+        return {"result": "fail", "error": "pair does not hold the expected value"}
+    return reply
+
+
+def record_watch(sm: StateManager, path: Path, stop: threading.Event) -> None:
+    """Append this node's watch stream to ``path``: one JSON line per revision.
+
+    ``{"rev", "events": [[type, key, value], ...]}``, or ``{"compacted": oldest}`` when the
+    node no longer holds the revision to resume from (a dump replaced its history). After a
+    restart it resumes after the last complete line (a torn last line is cut off).
+    """
+    last = _last_recorded(path)
+    with path.open("a") as out:
+        while not stop.is_set():
+            try:
+                watcher = sm.watch(start_revision=last + 1)
+            except CompactedError as exc:
+                _record(out, {"compacted": exc.oldest_revision})
+                last = exc.oldest_revision - 1
+                continue
+            except WatchCancelledError:
+                return
+            batch: list[list[Any]] = []
+            revision = last
+
+            def flush() -> None:
+                nonlocal last, batch
+                if batch:
+                    _record(out, {"rev": revision, "events": batch})
+                    last, batch = revision, []
+
+            try:
+                while not stop.is_set():
+                    event = watcher.get(timeout=0.1)
+                    if event is None or event.revision != revision:
+                        flush()
+                    if event is not None:
+                        revision = event.revision
+                        batch.append([event.type, event.key, event.value])
+            except CompactedError as exc:
+                flush()
+                _record(out, {"compacted": exc.oldest_revision})
+                last = exc.oldest_revision - 1
+            except WatchOverflowError as exc:
+                flush()
+                last = exc.next_revision - 1
+            except WatchCancelledError:
+                flush()
+                return
+            finally:
+                watcher.cancel()
+
+
+def _record(out: TextIO, record: dict[str, Any]) -> None:
+    out.write(json.dumps(record, default=repr) + "\n")
+    out.flush()
+
+
+def _last_recorded(path: Path) -> int:
+    """The revision the file's last complete line ends at (0 for none); cuts a torn line."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[:data.rfind(b"\n") + 1]
+        path.write_bytes(data)
+    last = 0
+    for line in data.splitlines():
+        record = json.loads(line)
+        last = record["rev"] if "rev" in record else record["compacted"] - 1
+    return last
+
+
+def load_watch_stream(path: Path) -> list[dict[str, Any]]:
+    """The records :func:`record_watch` wrote (complete lines only)."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    return [json.loads(line) for line in data[:data.rfind(b"\n") + 1].splitlines()]
 
 
 def write(sm: StateManager, key: str, value: Any) -> dict[str, Any]:
@@ -139,7 +300,7 @@ def digest(sm: StateManager) -> dict[str, Any]:
     machine = sm.machine
     with machine._lock:  # RLock: applied index and hash of the same state
         return {"applied": machine.applied_index, "hash": machine.state_hash(),
-                "keys": len(machine)}
+                "keys": len(machine), "revision": machine.revision}
 
 
 def change_members(sm: StateManager, op: str, node_id: str) -> int:
@@ -194,6 +355,18 @@ def make_server(sm: StateManager, port: int) -> ThreadingHTTPServer:
                     reply = write(sm, body["key"], body["value"])
                 elif self.path == "/cas":
                     reply = cas(sm, body["key"], body["expected"], body["new"])
+                elif self.path == "/txn-read":
+                    reply = txn_read(sm, body["key"])
+                elif self.path == "/txn-write":
+                    reply = txn_call(sm, [], [txn.put(body["key"], body["value"])], [])
+                elif self.path == "/txn-cas":
+                    reply = txn_cas(sm, body["key"], body["expected"], body["new"])
+                elif self.path == "/pair-read":
+                    reply = pair_read(sm, body["key"])
+                elif self.path == "/pair-write":
+                    reply = pair_write(sm, body["key"], body["value"])
+                elif self.path == "/pair-cas":
+                    reply = pair_cas(sm, body["key"], body["expected"], body["new"])
                 elif self.path == "/transfer":
                     reply = {"result": "ok",
                              "seconds": sm.trigger_failover(body["to"], timeout=10.0)}
@@ -222,6 +395,7 @@ def main() -> None:
     parser.add_argument("--compaction", type=int, default=5000)
     parser.add_argument("--write-timeout", type=float, default=3.0)
     parser.add_argument("--join", action="store_true")
+    parser.add_argument("--watch-out", type=Path, default=None)
     args = parser.parse_args()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks into the node log
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
@@ -235,6 +409,9 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    if args.watch_out is not None:
+        threading.Thread(target=record_watch, args=(sm, args.watch_out, stop),
+                         name="watch-recorder", daemon=True).start()
     print(f"node {args.id} serving on 127.0.0.1:{args.api_port}", flush=True)
     while not stop.wait(0.2):
         if sm.node.fatal_error:

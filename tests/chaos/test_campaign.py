@@ -54,7 +54,8 @@ SHORT_RUNS = [
 @pytest.mark.parametrize("seed, kinds", SHORT_RUNS)
 def test_short_campaign_finds_no_violation(_stale_namespaces_removed: None, seed: int,
                                            kinds: tuple[str, ...]) -> None:
-    """A 13 s run with two faults: linearizable, durable, no lease overlap, converged."""
+    """A 13 s run with two faults: linearizable (transactions included), durable, no lease
+    overlap, converged, every node's watch stream gapless and equal."""
     config = RunConfig(seed=seed, nodes=3, duration=13.0, tail=3.0, hold=(2.0, 3.0),
                        gap=(0.5, 1.5), kinds=kinds, label="short", tmpfs_mb=None)
     result = run_campaign(config)
@@ -63,6 +64,7 @@ def test_short_campaign_finds_no_violation(_stale_namespaces_removed: None, seed
     assert sorted(result.faults_by_kind) == sorted(kinds), result.faults
     assert result.ops["ok"] > 200, result.ops
     assert result.linearizable == "valid"
+    assert result.watch_ok and result.watch_revisions > 100, describe(result)
 
 
 def test_stale_local_reads_on_isolated_node_are_flagged(_stale_namespaces_removed: None) -> None:

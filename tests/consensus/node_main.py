@@ -149,7 +149,7 @@ class HastateEngine:
 
     def _on_apply(self, index: int, _previous: int, command: Any, result: Any) -> None:
         # A dedup hit returns the first application's result, whose index is not this one.
-        if command.client and result and result[0] == "ok" and result[1] == index:
+        if command.client and result and result[0] == "ok" and result[-1] == index:
             self.executed[f"{command.client.hex()}:{command.seq}"] += 1
 
     def status(self) -> dict[str, Any]:

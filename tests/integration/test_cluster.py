@@ -31,9 +31,8 @@ def same_everywhere(cluster, nodes=("instance-2", "instance-3")) -> bool:
 
 
 def test_write_replicates_to_every_node_with_exact_types(cluster) -> None:
-    index = cluster.sm.save_state(BOT_STATE)
-    assert cluster.sm.get_state("local") == BOT_STATE
-    assert index <= cluster.sm.machine.applied_index
+    revision = cluster.sm.save_state(BOT_STATE)
+    assert cluster.sm.get_state("local", with_revision=True) == (BOT_STATE, revision)
     wait_for(lambda: same_everywhere(cluster))
     remote = cluster.state("instance-3", "local")["state"]
     assert remote["model_version"] == "v1.2.3"

@@ -61,7 +61,7 @@ def test_commit_index_and_proposals_move_with_writes(ops: EmbeddedCluster) -> No
                  >= start[n] + 25, what=f"{node_id} commit index +25")
     after = ops.scrape("instance-1")
     assert sample(after, "hastate_proposals_total", op="update", result="ok") == ok_before + 25
-    assert sample(after, "hastate_proposals_total", op="cas", result="conflict") >= 1
+    assert sample(after, "hastate_proposals_total", op="txn", result="conflict") >= 1
     assert sample(after, "hastate_proposal_seconds_count", node="instance-1", op="update") >= 25
     assert sample(after, "hastate_applied_index", node="instance-1") >= start["instance-1"] + 25
     assert sample(after, "hastate_keys", node="instance-1") >= 25

@@ -73,14 +73,15 @@ def test_a_follower_write_is_one_trace_across_the_processes(
     assert op.attributes["db.system.name"] == "hastate"
     assert op.attributes["db.operation.name"] == "save_state"
     assert op.attributes["db.namespace"] == "otlp"
-    assert op.attributes["hastate.log.index"] == written["index"]
+    assert op.attributes["hastate.revision"] == written["revision"]
+    index = op.attributes["hastate.log.index"]
     forward = _one(spans, "hastate.forward", "instance-1")
     assert forward.parent_span_id == op.span_id and forward.kind == CLIENT
     assert forward.attributes["hastate.leader.id"] == leader
 
     commit = _one(spans, "hastate.leader.commit", leader)
     assert commit.parent_span_id == forward.span_id and commit.kind == SERVER
-    assert commit.attributes["hastate.log.index"] == written["index"]
+    assert commit.attributes["hastate.log.index"] == index
     phases = _children(spans, commit)
     assert sorted(phases) == ["hastate.apply", "hastate.journal.fsync", "hastate.queue_wait",
                               "hastate.replicate"]

@@ -54,16 +54,17 @@ def _ns(span, which: str) -> int:
 def test_a_write_from_a_follower_is_one_trace_across_follower_and_leader(
         cluster: dict[str, StateManager], spans: Spans) -> None:
     leader, follower = leader_and_follower(cluster)
-    index = follower.save_state({"model": "v2"})
+    revision = follower.save_state({"model": "v2"})
     wait_for(lambda: len(spans.named("hastate.replica.append")) == 2 and
              len(spans.named("hastate.leader.commit")) == 1, what="every node's spans")
 
     op = spans.one("save_state")
     assert op.parent is None and op.kind.name == "CLIENT"
+    index = op.attributes["hastate.log.index"]
     assert dict(op.attributes) == {
         "db.system.name": "hastate", "db.operation.name": "save_state",
         "db.namespace": CLUSTER, "hastate.node.id": follower.instance_id,
-        "hastate.result": "ok", "hastate.log.index": index}
+        "hastate.result": "ok", "hastate.revision": revision, "hastate.log.index": index}
     assert {s.context.trace_id for s in spans.finished()} == {op.context.trace_id}
 
     (forward,) = spans.children(op)
@@ -104,14 +105,15 @@ def test_a_write_from_a_follower_is_one_trace_across_follower_and_leader(
 def test_a_write_on_the_leader_has_a_propose_span_and_the_leader_phases(
         cluster: dict[str, StateManager], spans: Spans) -> None:
     leader, _ = leader_and_follower(cluster)
-    index = leader.delete("gone")
+    revision = leader.delete("gone")
     wait_for(lambda: spans.named("hastate.leader.commit"), what="the leader's span")
     op = spans.one("delete")
     (propose,) = spans.children(op)
     assert propose.name == "hastate.propose" and propose.attributes["hastate.attempt"] == 1
     commit = spans.one("hastate.leader.commit")
     assert commit.parent.span_id == propose.context.span_id
-    assert op.attributes["hastate.log.index"] == commit.attributes["hastate.log.index"] == index
+    assert op.attributes["hastate.revision"] == revision
+    assert op.attributes["hastate.log.index"] == commit.attributes["hastate.log.index"]
 
 
 def test_a_follower_read_passes_a_traced_barrier(cluster: dict[str, StateManager],
@@ -205,11 +207,13 @@ def test_concurrent_writes_each_get_every_leader_phase(cluster: dict[str, StateM
     def write(n: int) -> int:
         return writers[n].save_state({f"c{n}": n})
     with ThreadPoolExecutor(len(writers)) as pool:
-        indexes = list(pool.map(write, range(len(writers))))
+        revisions = list(pool.map(write, range(len(writers))))
     wait_for(lambda: len(spans.named("hastate.leader.commit")) == len(writers),
              what="a leader span per write")
+    ops = spans.named("save_state")
+    assert sorted(op.attributes["hastate.revision"] for op in ops) == sorted(revisions)
     commits = {s.attributes["hastate.log.index"]: s for s in spans.named("hastate.leader.commit")}
-    assert sorted(commits) == sorted(indexes)
+    assert sorted(commits) == sorted(op.attributes["hastate.log.index"] for op in ops)
     for index, commit in commits.items():
         phases = {s.name: s for s in spans.children(commit)}
         assert sorted(phases) == ["hastate.apply", "hastate.journal.fsync",

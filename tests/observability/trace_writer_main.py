@@ -3,7 +3,7 @@
     python trace_writer_main.py --config cluster.toml --id instance-1
 
 Tracing is configured exactly as ``hastate node run`` does it (from OTEL_* variables). The
-write runs inside the bot's own span; prints one JSON line: trace id, log index, leader.
+write runs inside the bot's own span; prints one JSON line: trace id, revision, leader.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def main() -> None:
                 sm.trigger_failover(others[0], timeout=10)
             time.sleep(0.05)
         with trace.get_tracer("bot").start_as_current_span("bot.decision") as span:
-            index = sm.save_state({"model_version": "v2"})
+            revision = sm.save_state({"model_version": "v2"})
         print(json.dumps({"trace_id": f"{span.get_span_context().trace_id:032x}",
-                          "index": index, "leader": sm.leader()}), flush=True)
+                          "revision": revision, "leader": sm.leader()}), flush=True)
     finally:
         sm.stop()
         shutdown()

@@ -91,6 +91,20 @@ class TestCommand:
                       expected=expected)
         assert Command.decode(cmd.encode()) == cmd
 
+    def test_meta_and_txn_trail_the_envelope(self) -> None:
+        cmd = Command(op="txn", client=b"c", seq=3, meta={"traceparent": "00-ab-cd-01"},
+                      txn={"compare": [], "success": [["get", "k"]], "failure": []})
+        back = Command.decode(cmd.encode())
+        assert back == cmd and not back.legacy
+
+    def test_a_seven_field_command_of_the_first_format_still_decodes(self) -> None:
+        import msgpack
+        raw = msgpack.packb([1, "update", b"c", 5, {"k": b"\x01"}, [], {}], use_bin_type=True)
+        cmd = Command.decode(raw)
+        assert (cmd.op, cmd.client, cmd.seq, cmd.values, cmd.meta, cmd.txn) == \
+            ("update", b"c", 5, {"k": b"\x01"}, {}, None)
+        assert cmd.legacy
+
     def test_unknown_version_refused(self) -> None:
         import msgpack
         with pytest.raises(ValueError, match="unsupported command format"):

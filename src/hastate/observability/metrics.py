@@ -102,6 +102,9 @@ class _StatusCollector:
                     st["last_log_index"])
         yield gauge("hastate_log_entries", "Entries held in the Raft journal", st["log_entries"])
         yield gauge("hastate_keys", "Top-level keys in the replicated state", st["keys"])
+        yield gauge("hastate_revision", "Cluster revision applied on this node (writes that "
+                    "changed something)", st["revision"])
+        yield gauge("hastate_watchers", "Watchers open on this node", st["watchers"])
         yield gauge("hastate_lease_remaining_seconds", "Leader lease time left",
                     st["lease_remaining"])
         yield gauge("hastate_healthy", "1 when the last health check passed", st["healthy"])

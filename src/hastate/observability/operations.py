@@ -4,7 +4,7 @@
 
 * :func:`traced_write` wraps ``_write``: a CLIENT span named after the operation
   (``save_state``, ``delete``, ``compare_and_set``, ``barrier``, lock ops, ...), with the
-  stable database attributes and the log index of the result.
+  stable database attributes and the revision and log index of the result.
 * :func:`traced_attempt` wraps each proposal: a ``hastate.propose`` span (this node leads)
   or ``hastate.forward`` span (a follower forwards to the leader), whose W3C trace context
   goes into the command's ``meta``; the leader's spans for the entry are its children.
@@ -103,7 +103,12 @@ def traced_write(method: F) -> F:
                     raise
                 span.set_attribute("hastate.result", result[0])
                 if result[0] == "ok":
-                    span.set_attribute("hastate.log.index", result[1])
+                    span.set_attribute("hastate.revision", result[1])
+                    if len(result) > 2:
+                        span.set_attribute("hastate.log.index", result[2])
+                elif result[0] == "txn":
+                    span.set_attribute("hastate.txn.succeeded", result[1])
+                    span.set_attribute("hastate.revision", result[2])
                 return result
         finally:
             operation.close()

@@ -136,8 +136,8 @@ class Lock:
     def holder(self) -> LockGrant | None:
         """The holder according to this replica's lock table (may lag the leader), or None.
 
-        The entry stays after it expires until someone takes the lock over or releases it;
-        compare ``expires_at`` with the clock to tell.
+        The entry stays after it expires until someone takes the lock over, releases it, or
+        the leader's housekeeping purges it; compare ``expires_at`` with the clock to tell.
         """
         entry = self.manager.machine.locks().get(self.name)
         return LockGrant(entry[1], entry[0], entry[2]) if entry is not None else None

@@ -5,7 +5,8 @@ A route is ``(method, path) -> (handler, guarded)``; a handler takes the server 
 ``POST /admin/*``) need ``Authorization: Bearer <token>`` with the token from the
 environment variable named by ``admin_token_env``; without a configured token they are
 disabled. A missing or wrong token gets 401 and nothing is done. The endpoints themselves
-are documented in :mod:`hastate.server.probes` and :mod:`hastate.server.admin`.
+are documented in :mod:`hastate.server.probes`, :mod:`hastate.server.admin` and
+:mod:`hastate.server.v1`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from hastate.addresses import split_address
 from hastate.errors import ConfigError, HAStateError
 from hastate.observability import stats as stats_mod
 from hastate.observability.metrics import NodeMetrics
-from hastate.server import admin, probes
+from hastate.server import admin, probes, v1
 from hastate.server.routes import Handler, Reply, Request
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ MAX_BODY = 1 << 20
 
 def _routes() -> dict[tuple[str, str], tuple[Handler, bool]]:
     """Every endpoint: (method, path) -> (handler, needs the admin token)."""
-    return {**probes.ROUTES, **admin.ROUTES}
+    return {**probes.ROUTES, **admin.ROUTES, **v1.ROUTES}
 
 
 class NodeHTTPServer:
@@ -84,7 +85,7 @@ class NodeHTTPServer:
         self._server.server_close()
 
     def dispatch(self, method: str, raw_path: str, body: dict[str, Any],
-                 authorization: str) -> Reply:
+                 authorization: str, headers: dict[str, str] | None = None) -> Reply:
         """Route one request; 404 for unknown paths, 401 when a guarded route lacks the token."""
         parsed = urllib.parse.urlsplit(raw_path)
         route = self.routes.get((method, parsed.path))
@@ -97,7 +98,8 @@ class NodeHTTPServer:
             hint = "try /status" if method == "GET" else "see docs/operations.md"
             return Reply(404, {"error": f"no such endpoint {method} {parsed.path}; {hint}"})
         handler = route[0]
-        request = Request(parsed.path, dict(urllib.parse.parse_qsl(parsed.query)), body)
+        request = Request(parsed.path, dict(urllib.parse.parse_qsl(parsed.query)), body,
+                          headers or {})
         try:
             return handler(self, request)
         except HAStateError as exc:
@@ -128,6 +130,9 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("http " + fmt, *args)
 
     def _send(self, reply: Reply) -> None:
+        if reply.stream is not None:
+            self._stream(reply)
+            return
         body = reply.encode()
         self.send_response(reply.code)
         self.send_header("Content-Type", reply.content_type)
@@ -135,9 +140,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _stream(self, reply: Reply) -> None:
+        self.close_connection = True
+        self.send_response(reply.code)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            reply.stream(self.wfile)
+        except OSError:               # the client went away
+            pass
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        headers = {"last-event-id": self.headers.get("Last-Event-ID", "")}
         self._send(self.node_server.dispatch("GET", self.path, {},
-                                             self.headers.get("Authorization", "")))
+                                             self.headers.get("Authorization", ""), headers))
 
     def do_POST(self) -> None:  # noqa: N802
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, BinaryIO, Callable, Protocol
 
 
 class Served(Protocol):
@@ -26,20 +26,27 @@ class Served(Protocol):
 
 @dataclass(frozen=True)
 class Request:
-    """One parsed request: path without the query, query parameters, JSON body (POST)."""
+    """One parsed request: path without the query, query parameters (the last value of each),
+    JSON body (POST) and the headers an endpoint reads (lower-case names)."""
 
     path: str
     query: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Reply:
-    """A response: status code and a JSON-able body, or raw bytes with their content type."""
+    """A response: status code and a JSON-able body, or raw bytes with their content type.
+
+    A streamed reply (Server-Sent Events) has ``stream``: after the headers the server calls
+    it with the connection's writable file and closes the connection when it returns.
+    """
 
     code: int
     body: Any
     content_type: str = "application/json"
+    stream: Callable[[BinaryIO], None] | None = None
 
     def encode(self) -> bytes:
         """The body as bytes (JSON unless it already is bytes)."""

@@ -20,8 +20,11 @@ from typing import Any
 
 import msgpack
 
-#: Version of the command envelope; bumped when the command layout changes.
-COMMAND_FORMAT_VERSION = 1
+#: Version of the command envelope; bumped when the command layout changes. Format 1 (seven
+#: fields, before cluster revisions existed) still decodes: such a command sets the cluster
+#: revision to its log index, as revisions were log indexes then (see ``state/machine.py``).
+COMMAND_FORMAT_VERSION = 2
+LEGACY_COMMAND_FORMAT = 1
 
 _EXT_DATETIME = 1         # aware datetime, ISO 8601 with its offset
 _EXT_DECIMAL = 2
@@ -119,9 +122,15 @@ class Command:
     """One state-machine command, as proposed to the log.
 
     ``op`` is one of ``update`` (merge ``values``), ``delete`` (remove ``keys``), ``cas``
-    (set ``values`` only if every key in ``expected`` has that revision; 0 = absent) and
-    ``barrier`` (changes nothing; used for linearizable reads). ``client``/``seq`` identify
-    the proposal so a retried proposal is applied once.
+    (set ``values`` only if every key in ``expected`` has that mod_revision; 0 = absent),
+    ``txn`` (a transaction: ``txn`` holds its wire form, see :mod:`hastate.state.txn`),
+    ``barrier`` (changes nothing; used for linearizable reads) and ``lock_purge`` (drop lock
+    entries expired at ``values["now"]``). ``client``/``seq`` identify the proposal so a
+    retried proposal is applied once.
+
+    Envelope: ``[format, op, client, seq, values, keys, expected, meta, txn]``; ``meta``
+    (str -> str, e.g. trace context) and ``txn`` are optional trailing elements, absent in
+    format-1 commands. ``format`` records the envelope a decoded command came in.
 
     The lock ops ``lock_acquire``, ``lock_renew`` and ``lock_release`` (built with
     :meth:`lock`, read with :meth:`lock_args`) reuse the same fields: ``keys`` = (lock name,),
@@ -129,9 +138,8 @@ class Command:
     ``expected`` = {"token": fencing token the holder presents (0 = none)}.
 
     ``meta`` (str -> str) travels with the command but never changes what it does: it
-    carries the W3C trace context (``traceparent``) of the proposer. It is encoded as an
-    optional 8th element, left out when empty, so commands without it encode exactly as
-    before and older commands decode with ``meta == {}``.
+    carries the W3C trace context (``traceparent``) of the proposer; older commands decode
+    with ``meta == {}``.
     """
 
     op: str
@@ -141,9 +149,16 @@ class Command:
     keys: tuple[str, ...] = ()
     expected: dict[str, int] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    txn: Any = None
+    format: int = COMMAND_FORMAT_VERSION
 
-    LOCK_OPS = ("lock_acquire", "lock_renew", "lock_release")
-    OPS = ("update", "delete", "cas", "barrier") + LOCK_OPS
+    LOCK_OPS = ("lock_acquire", "lock_renew", "lock_release", "lock_purge")
+    OPS = ("update", "delete", "cas", "barrier", "txn") + LOCK_OPS
+
+    @property
+    def legacy(self) -> bool:
+        """True for a command written before cluster revisions (format 1)."""
+        return self.format == LEGACY_COMMAND_FORMAT
 
     @classmethod
     def lock(cls, op: str, name: str, owner: str, *, ttl: float = 0.0, now: float = 0.0,
@@ -153,7 +168,7 @@ class Command:
         :raises ValueError: on an unknown op, an empty name or owner, a ttl that is not a
             positive finite number (acquire/renew), or a negative token.
         """
-        if op not in cls.LOCK_OPS:
+        if op not in cls.LOCK_OPS or op == "lock_purge":
             raise ValueError(f"not a lock op: {op!r}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"lock name must be a non-empty str, got {name!r}")
@@ -193,30 +208,38 @@ class Command:
             raise ValueError(f"malformed {self.op} command")
         return name, owner, ttl, now, token
 
+    @classmethod
+    def purge_locks(cls, now: float) -> "Command":
+        """Housekeeping: drop every lock entry that ``now`` (the proposer's clock) may take over."""
+        if not -float("inf") < float(now) < float("inf"):
+            raise ValueError(f"lock clock reading must be finite, got {now!r}")
+        return cls(op="lock_purge", values={"now": msgpack.packb(float(now))})
+
     def encode(self) -> bytes:
-        """Serialize the command for the Raft log."""
-        fields = [COMMAND_FORMAT_VERSION, self.op, self.client, self.seq, self.values,
-                  list(self.keys), self.expected]
-        if self.meta:
-            fields.append(self.meta)
-        return msgpack.packb(fields, use_bin_type=True)
+        """Serialize the command for the Raft log (always the current format)."""
+        return msgpack.packb([COMMAND_FORMAT_VERSION, self.op, self.client, self.seq,
+                              self.values, list(self.keys), self.expected, self.meta,
+                              self.txn], use_bin_type=True)
 
     @classmethod
     def decode(cls, data: bytes) -> "Command":
         """Parse a command from the Raft log; raise ValueError on an unknown format."""
         fields = msgpack.unpackb(data, raw=False, use_list=True)
-        if not isinstance(fields, list) or not fields or fields[0] != COMMAND_FORMAT_VERSION:
+        if not isinstance(fields, list) or not fields or \
+                fields[0] not in (LEGACY_COMMAND_FORMAT, COMMAND_FORMAT_VERSION) or \
+                len(fields) < 7:
             raise ValueError(f"unsupported command format: {fields[:1] if isinstance(fields, list) else type(fields)}")
-        if not 7 <= len(fields) <= 8:
+        if len(fields) > 9:
             # More fields come from a newer hastate: applying without them could diverge.
-            raise ValueError(f"command has {len(fields)} fields, this hastate reads 7 or 8; "
+            raise ValueError(f"command has {len(fields)} fields, this hastate reads 7 to 9; "
                              "run the same hastate version on every node")
-        _, op, client, seq, values, keys, expected = fields[:7]
-        meta = fields[7] if len(fields) > 7 else {}
+        version, op, client, seq, values, keys, expected = fields[:7]
+        meta = fields[7] if len(fields) > 7 and fields[7] is not None else {}
+        txn = fields[8] if len(fields) > 8 else None
         if op not in cls.OPS:
             raise ValueError(f"unknown command op {op!r}")
         if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                  for k, v in meta.items()):
             raise ValueError(f"command meta must map str to str, got {meta!r}")
         return cls(op=op, client=client, seq=seq, values=values, keys=tuple(keys),
-                   expected=expected, meta=meta)
+                   expected=expected, meta=meta, txn=txn, format=version)

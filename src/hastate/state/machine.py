@@ -1,8 +1,21 @@
-"""The replicated state machine: a dict of top-level keys with per-key revisions.
+"""The replicated state machine: a dict of top-level keys with etcd-style revisions.
 
 Apply is deterministic: it depends only on the command and the log index, never on
 clocks, randomness or I/O, so every replica computes the same state. Values are kept
 msgpack-encoded, so a read decodes a fresh copy and the state can be dumped as is.
+
+Revisions (as etcd v3 defines them): the cluster ``revision`` counts applied mutating writes
+with no gap (one per write or transaction that changed something; barriers, lock commands,
+failed compares and deletes of absent keys leave it alone). Each key records
+``mod_revision`` (its last change), ``create_revision`` (when it was last created) and
+``version`` (changes since creation; a delete resets all three). Each mutating write hands
+its changes to the change listeners (the watch hub).
+
+Upgrade from the format without revisions: a state body whose keys carry one number (the
+log index of their last change) loads with mod_revision = create_revision = that index,
+version 1, and the cluster revision = the body's applied index; a command in the old
+envelope (format 1, replayed from an old log) sets the revision to its log index, as
+revisions were log indexes then. Every replica derives the same numbers from the same log.
 
 Beside the dict, a lock table (name -> owner, fencing token, expires_at) serves
 :mod:`hastate.recipes.lock`: lock commands carry the proposer's clock reading (``now``),
@@ -15,11 +28,14 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import msgpack
 
+from hastate.state import txn as txn_mod
 from hastate.state.codec import Command, decode_value
+from hastate.state.history import Change
+from hastate.state.txn import Record
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +49,26 @@ DEDUP_CLIENTS = 4096
 #: holder's clock). A constant, not a setting: every replica must decide alike.
 LOCK_MAX_SKEW = 1.0
 
-Result = tuple  # ("ok", index) | ("conflict", key, expected, actual) | ("expired",)
+Result = tuple  # ("ok", revision, index) | ("conflict", key, expected, actual) | ("expired",)
+#                 | ("txn", succeeded, revision, responses) | ("purged", [names])
 #                 | ("lock", granted, token, owner, expires_at) | ("invalid", reason)
+# Bodies written before revisions hold ("ok", index) results in their dedup table.
 # listener(index, previous command's index, command, result)
 ApplyListener = Callable[[int, int, Command, Result], None]
+
+
+class ChangeListener(Protocol):
+    """Receives every mutating write's changes, in revision order, on the apply thread."""
+
+    def changed(self, revision: int, changes: Sequence[Change]) -> None:
+        """``changes`` were applied at ``revision``; must not block."""
+
+    def reset(self, revision: int, history: Sequence[tuple[int, Sequence[Change]]]) -> None:
+        """The whole state was replaced by one at ``revision`` (a dump was loaded), whose
+        ``history`` holds the changes of its last revisions (oldest first; may be empty)."""
+
+    def export(self) -> list[tuple[int, tuple[Change, ...]]]:
+        """The recent changes to keep in a dump (apply thread; references, no copies)."""
 
 
 class ReplicatedState:
@@ -44,25 +76,40 @@ class ReplicatedState:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._data: dict[str, tuple[bytes, int]] = {}
+        self._data: dict[str, Record] = {}
         self._applied_index = 0
+        self._revision = 0
         # client id -> (highest seq applied, {seq: result}) for exactly-once retries.
         self._sessions: OrderedDict[bytes, tuple[int, dict[int, Result]]] = OrderedDict()
         # lock name -> (owner, fencing token = log index of the grant, expires_at).
         self._locks: dict[str, tuple[str, int, float]] = {}
         self._listeners: list[ApplyListener] = []
+        self._change_listeners: list[ChangeListener] = []
 
     # -- replicated (consensus/consumer.py calls this for each committed entry) -------------
     def apply_at(self, index: int, raw: bytes) -> Result:
         """Apply an encoded command at log ``index`` (Raft thread, or restore's replay)."""
         command = Command.decode(raw)
+        changes: list[Change] = []
         with self._lock:
             previous = self._applied_index
             result = self._dedup_lookup(command)
             if result is None:
-                result = self._execute(command, index)
+                revision = index if command.legacy else self._revision + 1
+                result = self._execute(command, index, revision, changes)
+                if changes or command.legacy:
+                    self._revision = revision
                 self._remember(command, result)
+            elif command.legacy:
+                self._revision = index
             self._applied_index = index
+            revision = self._revision
+        if changes:
+            for sink in self._change_listeners:
+                try:
+                    sink.changed(revision, changes)
+                except Exception:  # a listener must never break apply
+                    logger.exception("change listener failed", extra={"revision": revision})
         for listener in self._listeners:
             try:
                 listener(index, previous, command, result)
@@ -71,21 +118,48 @@ class ReplicatedState:
         return result
 
     # -- pure helpers (deterministic) ---------------------------------------------------
-    def _execute(self, command: Command, index: int) -> Result:
+    def _execute(self, command: Command, index: int, revision: int,
+                 changes: list[Change]) -> Result:
+        """Run ``command``; a mutation appends its changes (all at ``revision``)."""
         if command.op in Command.LOCK_OPS:
             return self._execute_lock(command, index)
+        if command.op == "txn":
+            return self._execute_txn(command, revision, changes)
         if command.op == "cas":
             for key, expected in command.expected.items():
                 actual = self._data[key][1] if key in self._data else 0
                 if actual != expected:
                     return ("conflict", key, expected, actual)
         if command.op in ("update", "cas"):
-            for key, value in command.values.items():
-                self._data[key] = (value, index)
+            self._write({key: _put(self._data.get(key), value, revision)
+                         for key, value in command.values.items()}, revision, changes)
         elif command.op == "delete":
-            for key in command.keys:
-                self._data.pop(key, None)
-        return ("ok", index)
+            self._write({key: None for key in command.keys if key in self._data}, revision,
+                        changes)
+        return ("ok", revision if changes or command.legacy else self._revision, index)
+
+    def _execute_txn(self, command: Command, revision: int, changes: list[Change]) -> Result:
+        try:
+            compares, success, failure = txn_mod.parse(command.txn)
+        except ValueError as exc:
+            return ("invalid", str(exc))
+        ok, writes, responses = txn_mod.run(self._data, compares, success, failure, revision)
+        self._write(writes, revision, changes)
+        return ("txn", ok, revision if changes or command.legacy else self._revision,
+                responses)
+
+    def _write(self, writes: dict[str, Record | None], revision: int,
+               changes: list[Change]) -> None:
+        """Apply new records (None = delete) and describe each real change."""
+        for key, record in writes.items():
+            old = self._data.get(key)
+            if record is not None:
+                self._data[key] = record
+                changes.append(Change("put", key, revision, record[0], record[2], record[3],
+                                      old[0] if old is not None else None))
+            elif old is not None:
+                del self._data[key]
+                changes.append(Change("delete", key, revision, None, 0, 0, old[0]))
 
     def _execute_lock(self, command: Command, index: int) -> Result:
         """Lock table transitions; time comes only from the command's ``now``.
@@ -95,6 +169,8 @@ class ReplicatedState:
         it freed (or, when nothing was freed, the current holder). No entry: (0, "", 0.0).
         A malformed command returns ("invalid", reason) and changes nothing.
         """
+        if command.op == "lock_purge":
+            return self._purge_locks(command)
         try:
             name, owner, ttl, now, token = command.lock_args()
         except ValueError as exc:
@@ -117,6 +193,20 @@ class ReplicatedState:
             return _lock_result(True, held)
         del self._locks[name]                                         # lock_release
         return _lock_result(True, held)
+
+    def _purge_locks(self, command: Command) -> Result:
+        """Drop the entries another owner could take over at the command's ``now``."""
+        try:
+            now = msgpack.unpackb(command.values["now"])
+            if not isinstance(now, float) or not -float("inf") < now < float("inf"):
+                raise ValueError(now)
+        except (KeyError, ValueError, TypeError, msgpack.UnpackException) as exc:
+            return ("invalid", f"malformed lock_purge command: {exc!r}")
+        expired = sorted(name for name, (_, _, expires_at) in self._locks.items()
+                         if now >= expires_at + LOCK_MAX_SKEW)
+        for name in expired:
+            del self._locks[name]
+        return ("purged", expired)
 
     def _dedup_lookup(self, command: Command) -> Result | None:
         if not command.client:
@@ -151,27 +241,44 @@ class ReplicatedState:
         """Log index of the last command this replica applied."""
         return self._applied_index
 
+    @property
+    def revision(self) -> int:
+        """The cluster revision: how many mutating writes this replica applied."""
+        return self._revision
+
     def snapshot(self, keys: Iterable[str] | None = None) -> dict[str, Any]:
         """Decoded copy of the state (or of ``keys`` only)."""
+        return self.snapshot_at(keys)[0]
+
+    def snapshot_at(self, keys: Iterable[str] | None = None) -> tuple[dict[str, Any], int]:
+        """Decoded copy of the state (or of ``keys``) and the revision it is at."""
         with self._lock:
             items = list(self._data.items()) if keys is None else \
                 [(k, self._data[k]) for k in keys if k in self._data]
-        return {k: decode_value(v) for k, (v, _) in items}
+            revision = self._revision
+        return {k: decode_value(record[0]) for k, record in items}, revision
 
     def revisions(self) -> dict[str, int]:
-        """Log index of the last change of every key."""
+        """mod_revision of every key (the revision of its last change; for compare_and_set)."""
         with self._lock:
-            return {k: rev for k, (_, rev) in self._data.items()}
+            return {k: record[1] for k, record in self._data.items()}
+
+    def records(self, keys: Iterable[str]) -> dict[str, Record]:
+        """(encoded value, mod_revision, create_revision, version) of those ``keys`` present."""
+        with self._lock:
+            return {k: self._data[k] for k in keys if k in self._data}
 
     def state_hash(self) -> str:
         """SHA-256 over the sorted encoded state: equal on replicas with equal state."""
         digest = hashlib.sha256()
         with self._lock:
             for key in sorted(self._data):
-                value, rev = self._data[key]
+                value, mod, create, version = self._data[key]
                 digest.update(key.encode())
-                digest.update(rev.to_bytes(8, "big"))
+                for number in (mod, create, version):
+                    digest.update(number.to_bytes(8, "big"))
                 digest.update(value)
+            digest.update(b"\x00revision" + self._revision.to_bytes(8, "big"))
             if self._locks:   # absent locks leave the hash as it was before the lock table
                 digest.update(b"\x00locks")
                 digest.update(msgpack.packb(sorted([n, *e] for n, e in self._locks.items())))
@@ -180,8 +287,9 @@ class ReplicatedState:
     def locks(self) -> dict[str, tuple[str, int, float]]:
         """The lock table: name -> (owner, fencing token, expires_at on the owner's clock).
 
-        Entries stay until released or taken over (apply reads no clock, so nothing
-        expires them); compare ``expires_at`` with your clock to tell a lapsed one.
+        Entries stay until released, taken over, or purged by the leader's ``lock_purge``
+        (apply reads no clock, so nothing else expires them); compare ``expires_at`` with
+        your clock to tell a lapsed one.
         """
         with self._lock:
             return dict(self._locks)
@@ -198,6 +306,10 @@ class ReplicatedState:
         """
         self._listeners.append(listener)
 
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """Feed ``listener`` every mutating write's changes and every state replacement."""
+        self._change_listeners.append(listener)
+
     # -- dump -----------------------------------------------------------------------------
     def capture(self) -> "Capture":
         """A consistent point-in-time copy, cheap enough for the Raft thread.
@@ -206,9 +318,11 @@ class ReplicatedState:
         copy (:meth:`Capture.body`) can then run on another thread without blocking apply.
         """
         with self._lock:
+            history = self._change_listeners[0].export() if self._change_listeners else []
             return Capture(dict(self._data), self._applied_index,
                            [(c, h, dict(r)) for c, (h, r) in self._sessions.items()],
-                           locks=dict(self._locks))
+                           locks=dict(self._locks), revision=self._revision,
+                           history=history)
 
     def to_body(self) -> dict[str, Any]:
         """The state as plain msgpack types, for dumps and snapshots."""
@@ -217,15 +331,39 @@ class ReplicatedState:
     def load_body(self, body: dict[str, Any]) -> None:
         """Replace the whole state with ``body`` (from :meth:`to_body`).
 
-        Bodies written before the lock table existed (no "locks") load with no locks.
+        Bodies written before the lock table existed (no "locks") load with no locks; bodies
+        written before revisions (a key holds [value, log index], no "revision") load as the
+        module docstring says. Change listeners are told the state was replaced and get the
+        body's watch history (none in older bodies).
         """
         with self._lock:
-            self._data = {k: (v, rev) for k, (v, rev) in body["data"].items()}
+            self._data = {k: _record(entry) for k, entry in body["data"].items()}
             self._applied_index = body["applied_index"]
+            self._revision = body.get("revision", self._applied_index)
             self._sessions = OrderedDict(
                 (c, (h, {seq: tuple(res) for seq, res in r})) for c, h, r in body["sessions"])
             self._locks = {name: (owner, token, expires_at) for name, (owner, token, expires_at)
                            in body.get("locks", {}).items()}
+            revision = self._revision
+        history = [(rev, tuple(Change(*c) for c in changes))
+                   for rev, changes in body.get("history", [])]
+        for sink in self._change_listeners:
+            sink.reset(revision, history)
+
+
+def _put(old: Record | None, value: bytes, revision: int) -> Record:
+    """The record of a key set to ``value`` at ``revision`` (``old``: its record before)."""
+    return (value, revision, old[2], old[3] + 1) if old is not None else \
+        (value, revision, revision, 1)
+
+
+def _record(entry: Sequence[Any]) -> Record:
+    """A body's key entry as a record; [value, log index] is the format before revisions."""
+    if len(entry) == 2:
+        value, index = entry
+        return (value, index, index, 1)
+    value, mod, create, version = entry
+    return (value, mod, create, version)
 
 
 def _lock_result(granted: bool, held: tuple[str, int, float] | None) -> Result:
@@ -236,11 +374,15 @@ def _lock_result(granted: bool, held: tuple[str, int, float] | None) -> Result:
 class Capture:
     """A copy of the state at ``applied_index``, taken by :meth:`ReplicatedState.capture`."""
 
-    def __init__(self, data: dict[str, tuple[bytes, int]], applied_index: int,
+    def __init__(self, data: dict[str, Record], applied_index: int,
                  sessions: list[tuple[bytes, int, dict[int, Result]]], *,
-                 locks: dict[str, tuple[str, int, float]] | None = None) -> None:
+                 locks: dict[str, tuple[str, int, float]] | None = None,
+                 revision: int = 0,
+                 history: list[tuple[int, tuple[Change, ...]]] | None = None) -> None:
         self.data = data
         self.applied_index = applied_index
+        self.revision = revision
+        self.history = history if history is not None else []
         self.sessions = sessions
         self.locks = locks if locks is not None else {}
 
@@ -248,15 +390,23 @@ class Capture:
         return len(self.data)
 
     def body(self) -> dict[str, Any]:
-        """Plain msgpack types: {"data", "applied_index", "sessions", "locks"}.
+        """Plain msgpack types: {"data", "applied_index", "revision", "sessions", "locks",
+        "history"} (history: [[revision, [[type, key, value, create_revision, version,
+        prev], ...]], ...], the watch history's last revisions, so a restarted node can
+        serve watchers that resume before its dump).
 
-        ``data`` is this capture's own dict of (value, revision) tuples, not a copy: msgpack
+        ``data`` is this capture's own dict of (value, mod_revision, create_revision,
+        version) tuples, not a copy: msgpack
         packs tuples as arrays, and a million fresh lists would only feed the garbage
         collector (a full collection holds the GIL, stalling the Raft thread).
         """
         return {
             "data": self.data,
             "applied_index": self.applied_index,
+            "revision": self.revision,
             "sessions": [[c, h, list(r.items())] for c, h, r in self.sessions],
             "locks": {name: list(entry) for name, entry in self.locks.items()},
+            "history": [[rev, [[c.type, c.key, c.revision, c.value, c.create_revision,
+                                c.version, c.prev] for c in changes]]
+                        for rev, changes in self.history],
         }
