@@ -45,7 +45,7 @@ def test_a_write_commits_on_a_majority_and_the_cut_off_follower_catches_up(
     cluster.partition(cut)
     result, outcome = cluster.write(leader, {"k": 1})
     assert outcome == Outcome.SUCCESS and result[0] == "ok"
-    index = result[1]
+    index = result[2]                                   # ("ok", revision, log index)
     wait_for(lambda: cluster.state(peer) == {"k": 1}, what="the connected follower applied it")
     assert cluster.state(cut) == {}                      # never reached the cut-off node
     assert cluster.nodes[cut].status().commit_index < index
