@@ -77,7 +77,7 @@ def test_watcher_resumes_after_its_own_node_restarts(cluster) -> None:
         code, reply = cluster.post("instance-2", "/v1/txn",
                                    {"success": [{"op": "put", "key": f"w{i}", "value": i}]})
         assert code == 200 and reply["succeeded"], reply
-    cluster.embedded()                                  # restart from its data_dir
+    cluster.start_embedded(http=False)                  # restart from its data_dir
     cluster.sm.wait_ready(30)
     resumed = cluster.sm.watch("w", seen[-1].revision + 1)
     with BackgroundWriter(cluster.sm, prefix="w-after-") as writer2:
