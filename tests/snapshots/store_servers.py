@@ -141,8 +141,8 @@ class S3rverServer:
     def __init__(self, root: Path) -> None:
         binary = npm_binary("s3rver", "HASTATE_S3RVER")
         if binary is None:
-            pytest.skip(f"s3rver is not installed: run `{NPM_INSTALL}` in the repository (or "
-                        "set HASTATE_S3RVER to an s3rver binary)")
+            pytest.skip(f"missing tool: s3rver (or HASTATE_S3RVER naming its binary); "
+                        f"enable with: {NPM_INSTALL}")
         self.port = free_port()
         self.log_path = root / "s3rver.log"
         (root / "data").mkdir()
@@ -167,8 +167,8 @@ class AzuriteServer:
     def __init__(self, root: Path) -> None:
         binary = npm_binary("azurite-blob", "HASTATE_AZURITE")
         if binary is None:
-            pytest.skip(f"Azurite is not installed: run `{NPM_INSTALL}` in the repository "
-                        "(or set HASTATE_AZURITE to an azurite-blob binary)")
+            pytest.skip(f"missing tool: Azurite (or HASTATE_AZURITE naming its azurite-blob "
+                        f"binary); enable with: {NPM_INSTALL}")
         self.port = free_port()
         self.log_path = root / "azurite.log"
         (root / "data").mkdir()
