@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from hastate.consensus.backpressure import Limits
 from hastate.consensus.membership import Member
 from hastate.consensus.profiles import PROFILES
 from hastate.errors import ConfigError
@@ -22,7 +23,8 @@ _TLS_KEYS = {"ca", "cert", "key"}
 TRANSPORTS = ("tls", "psk", "plaintext")
 _NODE_KEYS = {"id", "region", "raft", "http", "data_dir"}
 _SNAPSHOT_KEYS = {"store", "interval", "keep", "ship_interval", "restore_if_empty"}
-_TOP_KEYS = {"cluster", "nodes", "snapshots", "tls"}
+_LIMIT_KEYS = {"max_uncommitted_entries", "max_uncommitted_bytes", "max_inflight_entries"}
+_TOP_KEYS = {"cluster", "nodes", "snapshots", "tls", "limits"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class ClusterConfig:
     transport: str = "plaintext"   # "tls", "psk" (secret_env) or "plaintext" (loopback only)
     tls: TLSConfig | None = None
     path: str | None = None
+    limits: Limits = field(default_factory=Limits)
 
     def members(self) -> list[Member]:
         """The file's nodes as membership records (the bootstrap configuration)."""
@@ -294,7 +297,26 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
                           "32)", field="cluster.secret_env", path=path)
     return ClusterConfig(name=name, profile=profile, nodes=tuple(nodes), secret_env=secret_env,
                          admin_token_env=admin_token_env, snapshots=snapshots,
-                         transport=transport, tls=tls, path=path)
+                         transport=transport, tls=tls, path=path,
+                         limits=_limits(raw.get("limits", {}), path))
+
+
+def _limits(table: Any, path: str | None) -> Limits:
+    """The ``[limits]`` table: back-pressure bounds (defaults in :class:`Limits`)."""
+    if not isinstance(table, Mapping):
+        raise ConfigError("must be a table", field="limits", path=path)
+    _check_keys(table, _LIMIT_KEYS, "limits", path)
+    default = Limits()
+    return Limits(
+        max_uncommitted_entries=_number(table, "max_uncommitted_entries",
+                                        default.max_uncommitted_entries, "limits", path,
+                                        minimum=16, integer=True),
+        max_uncommitted_bytes=_number(table, "max_uncommitted_bytes",
+                                      default.max_uncommitted_bytes, "limits", path,
+                                      minimum=65536, integer=True),
+        max_inflight_entries=_number(table, "max_inflight_entries",
+                                     default.max_inflight_entries, "limits", path,
+                                     minimum=1, integer=True))
 
 
 def load_config(path: str | os.PathLike[str]) -> ClusterConfig:

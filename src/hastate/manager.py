@@ -7,7 +7,6 @@ machine applies each (client, seq) once, so a retry never applies a write twice.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
@@ -17,9 +16,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping
 
-from pysyncobj.config import FAIL_REASON
+from concurrent.futures import Future
 
 from hastate.config import ClusterConfig, SnapshotConfig, load_config
+from hastate.consensus.backpressure import Admission, Limits
 from hastate.consensus.journal import fdatasync
 from hastate.consensus.membership import Member
 from hastate.consensus.node import NodeSpec, RaftNode
@@ -28,7 +28,7 @@ from hastate.consensus.raft import HEALTH
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, check_mode, make_transport_class
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
-                            ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
+                            ReadError, SnapshotNotFoundError, WriteError)
 from hastate.failover.lock import Lock
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)
@@ -37,14 +37,21 @@ from hastate.observability import stats
 from hastate.snapshots.service import SnapshotService
 from hastate.state.codec import Command, check_key, encode_value
 from hastate.state.machine import ReplicatedState
+from hastate.writes import Proposer
 
 logger = logging.getLogger(__name__)
 
 Consistency = Literal["linearizable", "local"]
 
-# Failures after which the command certainly never entered the log.
-_NOT_PROPOSED = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER,
-                 FAIL_REASON.REQUEST_DENIED}
+
+def _index(result: tuple) -> int:
+    return result[1]
+
+
+def _cas_revision(result: tuple) -> int:
+    if result[0] == "conflict":
+        raise ConflictError(result[1], result[2], result[3])
+    return result[1]
 
 
 class StateManager:
@@ -66,7 +73,8 @@ class StateManager:
                  write_timeout: float = 10.0, transport: TransportSecurity | None = None,
                  log_compaction_entries: int = 5000,
                  snapshots: SnapshotConfig | None = None,
-                 members: Iterable[Member] = (), join: bool = False) -> None:
+                 members: Iterable[Member] = (), join: bool = False,
+                 limits: Limits | None = None) -> None:
         if instance_id not in peers:
             raise ConfigError(f"instance {instance_id!r} is not in peers {sorted(peers)}; "
                               "peers must list every node, this one included",
@@ -83,7 +91,8 @@ class StateManager:
                              peers={k: v for k, v in peers.items() if k != instance_id},
                              cluster=cluster_name, data_dir=data, profile=timing,
                              log_compaction_entries=log_compaction_entries,
-                             members=tuple(members), join=join)
+                             members=tuple(members), join=join,
+                             limits=limits if limits is not None else Limits())
         self.machine = ReplicatedState()
         self._health_ok = True
         if transport is None:
@@ -102,8 +111,15 @@ class StateManager:
         self._policy: FailoverPolicy | None = None
         self.watcher = LeaderWatcher(self.node.is_leader, self.node.fencing_token,
                                      on_transition=self._on_transition)
-        # observe(op, seconds, outcome); outcome: ok, conflict, no_quorum, timeout, error.
+        # observe(op, seconds, outcome); outcome: ok, conflict, no_quorum, timeout,
+        # overloaded, error.
         self.proposal_observers: list[Callable[[str, float, str], None]] = []
+        self._writes = Proposer(
+            self.node, Admission(self.spec.limits.max_uncommitted_entries,
+                                 self.spec.limits.max_uncommitted_bytes),
+            client_id=self._client_id, next_seq=self._next_seq,
+            observers=self.proposal_observers, attempt_timeout=2 * timing.max_timeout,
+            leaderless_give_up=3 * timing.max_timeout, instance_id=instance_id)
         self.failovers_total = {"manual": 0, "health": 0}   # completed transfers started here
         self.health_check_failures = 0
         self.snapshot_settings = snapshots if snapshots is not None and snapshots.store else None
@@ -127,7 +143,7 @@ class StateManager:
         manager = cls(instance_id, {n.id: n.raft for n in cfg.nodes}, region=node.region,
                       data_dir=node.data_dir, profile=cfg.profile, transport=security,
                       cluster_name=cfg.name, snapshots=cfg.snapshots,
-                      members=cfg.members(),
+                      members=cfg.members(), limits=cfg.limits,
                       **kwargs)
         manager.config = cfg
         return manager
@@ -197,6 +213,7 @@ class StateManager:
             self.snapshots.stop()
         self.watcher.stop()
         self.node.stop()
+        self._writes.close()
         self._started = False
 
     def __enter__(self) -> "StateManager":
@@ -210,20 +227,36 @@ class StateManager:
         """Merge ``values`` into the state atomically (one log entry).
 
         Returns the log index the write was applied at, once it is committed and applied on
-        this node. Raises TypeError before proposing when a value cannot be stored, and
-        WriteError (``outcome_unknown`` says whether it may still apply) on timeout.
+        this node. Raises TypeError before proposing when a value cannot be stored,
+        OverloadedError (not applied; retry after ``retry_after``) when too many writes
+        wait to commit, and WriteError (``outcome_unknown`` says whether it may still
+        apply) on timeout.
+        """
+        return self.save_state_async(values, timeout=timeout).result()
+
+    def save_state_async(self, values: Mapping[str, Any], *,
+                         timeout: float | None = None) -> "Future[int]":
+        """:meth:`save_state` without waiting: a future of the log index, same errors.
+
+        Pipelining: many writes may be in flight, each applied at most once (exactly once
+        when its future succeeds); writes that must apply in order should wait for each
+        other. Future callbacks run on the Raft thread: keep them short, never block there.
         """
         encoded = {check_key(k): encode_value(k, v) for k, v in values.items()}
         if not encoded:
             raise ValueError("save_state needs at least one key")
-        return self._write(Command(op="update", values=encoded), timeout)[1]
+        return self._submit(Command(op="update", values=encoded), timeout, _index)
 
     def delete(self, *keys: str, timeout: float | None = None) -> int:
         """Remove ``keys`` atomically; missing keys are ignored. Returns the log index."""
+        return self.delete_async(*keys, timeout=timeout).result()
+
+    def delete_async(self, *keys: str, timeout: float | None = None) -> "Future[int]":
+        """:meth:`delete` without waiting: a future of the log index."""
         if not keys:
             raise ValueError("delete needs at least one key")
-        return self._write(Command(op="delete", keys=tuple(check_key(k) for k in keys)),
-                           timeout)[1]
+        return self._submit(Command(op="delete", keys=tuple(check_key(k) for k in keys)),
+                            timeout, _index)
 
     def compare_and_set(self, key: str, value: Any, expected_revision: int, *,
                         timeout: float | None = None) -> int:
@@ -231,91 +264,32 @@ class StateManager:
 
         Returns the new revision; raises ConflictError naming the actual revision otherwise.
         """
+        return self.compare_and_set_async(key, value, expected_revision,
+                                          timeout=timeout).result()
+
+    def compare_and_set_async(self, key: str, value: Any, expected_revision: int, *,
+                              timeout: float | None = None) -> "Future[int]":
+        """:meth:`compare_and_set` without waiting: a future of the new revision."""
         command = Command(op="cas", values={check_key(key): encode_value(key, value)},
                           expected={key: int(expected_revision)})
-        result = self._write(command, timeout)
-        if result[0] == "conflict":
-            raise ConflictError(result[1], result[2], result[3])
-        return result[1]
+        return self._submit(command, timeout, _cas_revision)
+
+    def _submit(self, command: Command, timeout: float | None,
+                finish: Callable[[tuple], Any]) -> Future:
+        return self._writes.submit(command, timeout if timeout is not None
+                                   else self.write_timeout, finish)
 
     def _write(self, command: Command, timeout: float | None) -> tuple:
+        """Propose ``command`` and wait; returns the state machine's result tuple."""
+        return self._submit(command, timeout, lambda result: result).result()
+
+    def _next_seq(self) -> int:
         with self._seq_lock:
-            seq = next(self._seq)
-        client = self._client_id if command.op != "barrier" else b""
-        raw = dataclasses.replace(command, client=client, seq=seq).encode()
-        started = time.monotonic()
-        outcome = "error"
-        try:
-            result = self._propose_until_applied(raw, timeout if timeout is not None
-                                                 else self.write_timeout)
-            outcome = "conflict" if result[0] == "conflict" else "ok"
-            return result
-        except NoQuorumError:
-            outcome = "no_quorum"
-            raise
-        except WriteTimeoutError:
-            outcome = "timeout"
-            raise
-        finally:
-            elapsed = time.monotonic() - started
-            for observe in self.proposal_observers:
-                observe(command.op, elapsed, outcome)
+            return next(self._seq)
 
     def _propose_until_applied(self, raw: bytes, timeout: float) -> tuple:
-        deadline = time.monotonic() + timeout
-        attempt_timeout = 2 * self.spec.profile.max_timeout
-        maybe_applied = False
-        backoff = 0.01
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            done = threading.Event()
-            box: list[tuple[Any, int]] = []
-
-            def callback(result: Any, error: int, box: list = box, done: threading.Event = done) -> None:
-                box.append((result, error))
-                done.set()
-
-            self.node.propose(raw, callback)
-            if not self._await(done, min(remaining, attempt_timeout)):
-                maybe_applied = True
-                continue
-            result, error = box[0]
-            if error == FAIL_REASON.SUCCESS:
-                if result[0] == "expired":
-                    raise WriteError("write was retried after its dedup entry expired",
-                                     outcome_unknown=True)
-                return result
-            if error not in _NOT_PROPOSED:
-                maybe_applied = True
-            time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-            backoff = min(backoff * 2, 0.2)
-        if self.node.leader_id() is None:
-            raise NoQuorumError(f"no leader with a quorum within {timeout:.1f}s; are a majority "
-                                "of the nodes running and reachable?", outcome_unknown=maybe_applied)
-        raise WriteTimeoutError(f"write not confirmed within {timeout:.1f}s",
-                                outcome_unknown=maybe_applied)
-
-    def _await(self, done: threading.Event, timeout: float) -> bool:
-        """Wait for a proposal's callback; fail fast once no leader has been known for long.
-
-        A deposed or isolated leader steps down and then knows no leader: rather than let
-        the caller wait out the whole write timeout, raise NoQuorumError after three maximum
-        election timeouts without a leader (longer than any election with a quorum takes).
-        """
-        end = time.monotonic() + timeout
-        give_up = 3 * self.spec.profile.max_timeout
-        while not done.wait(min(0.05, max(0.0, end - time.monotonic()))):
-            leaderless = self.node.leaderless_for()
-            if leaderless > give_up:
-                raise NoQuorumError(f"instance {self.instance_id} has known no leader for "
-                                    f"{leaderless:.1f}s: it is cut off from the majority, or "
-                                    "most nodes are down; the write stays queued and may "
-                                    "still apply when a leader is back", outcome_unknown=True)
-            if time.monotonic() >= end:
-                return False
-        return True
+        """Propose an encoded command (client id and seq already set) until applied."""
+        return self._writes.propose(raw, timeout).result()
 
     # -- reads --------------------------------------------------------------------------------
     def get_state(self, consistency: Consistency = "linearizable", *,

@@ -22,6 +22,7 @@ from pysyncobj.config import FAIL_REASON
 from pysyncobj.poller import POLL_EVENT_TYPE
 
 from hastate._fsutil import atomic_write
+from hastate.consensus.backpressure import Limits
 from hastate.consensus.journal import DurableJournal
 from hastate.consensus.membership import Change, Member, check_change
 from hastate.consensus.profiles import TimingProfile
@@ -55,6 +56,8 @@ class NodeSpec:
     #: First start only: join a running cluster (stay passive until a leader adds this node)
     #: instead of bootstrapping a new one with ``peers``.
     join: bool = False
+    #: Back-pressure bounds (uncommitted entries and bytes, per-follower window).
+    limits: Limits = Limits()
 
     def bootstrap(self) -> list[Member]:
         """The configuration a brand-new data_dir starts from (before any Raft data exists)."""
@@ -254,7 +257,7 @@ class RaftNode:
                 self.spec.profile, transport_class=self._transport_class,
                 on_transfer_request=self._on_transfer_request, is_healthy=self._is_healthy,
                 journal=self._journal, prepare_dump=self._prepare_dump,
-                seeded_at=self._seeded_at)
+                seeded_at=self._seeded_at, limits=self.spec.limits)
             self._waker = _Waker(self._syncobj._poller)
         except HAStateError as exc:  # issue 4: journal/dump refused; its message says why
             self._journal.close()

@@ -18,6 +18,7 @@ from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import _RAFT_STATE
 
+from hastate.consensus.backpressure import Limits, ProposalQueue, UncommittedTail
 from hastate.consensus.journal import DurableJournal, DurableSerializer
 from hastate.consensus.lease import LeaderLease, Stickiness
 from hastate.consensus.membership import Change, Member, decode_change
@@ -34,8 +35,6 @@ TRANSFER_REQUEST = "hastate_transfer_request"
 HEALTH = "hastate_health"
 PREVOTE = "hastate_prevote"
 PREVOTE_REPLY = "hastate_prevote_reply"
-#: Most log entries sent to a follower and not yet acknowledged (flow control).
-INFLIGHT_WINDOW = 256
 
 ROLE_NAMES = {_RAFT_STATE.FOLLOWER: "follower", _RAFT_STATE.CANDIDATE: "candidate",
               _RAFT_STATE.LEADER: "leader"}
@@ -72,8 +71,11 @@ class HastateSyncObj(SyncObj):
                  on_transfer_request: Callable[[str], None] | None = None,
                  is_healthy: Callable[[], bool] = lambda: True,
                  journal: DurableJournal | None = None,
-                 prepare_dump: PrepareDump | None = None, seeded_at: int = 0) -> None:
+                 prepare_dump: PrepareDump | None = None, seeded_at: int = 0,
+                 limits: Limits | None = None) -> None:
         self._self_id = self_id
+        self.limits = limits if limits is not None else Limits()
+        self._tail = UncommittedTail()  # leader: bytes appended and not committed
         # A restore seeds the log with two no-ops ending at this index, in a stand-in term
         # (the snapshot's), not necessarily the term of the cluster's entries there.
         self._seeded_at = seeded_at
@@ -106,6 +108,8 @@ class HastateSyncObj(SyncObj):
         self.compactions_total = 0
         kwargs = {"transportClass": transport_class} if transport_class is not None else {}
         super().__init__(self_addr, peers, conf, consumers=consumers, **kwargs)
+        # Bounded, and drained by the leader only while its uncommitted tail has room.
+        self._SyncObj__commandsQueue = ProposalQueue(self.limits.max_uncommitted_entries)
         if journal is not None:
             self._install_durable_storage(journal)
 
@@ -161,11 +165,20 @@ class HastateSyncObj(SyncObj):
         PySyncObj batches by waiting for the next ``appendEntriesPeriod`` (~100 ms per write);
         sending right after draining keeps an idle pipeline fast and a busy one batched.
         """
-        if self.paused and self._SyncObj__raftState == _RAFT_STATE.LEADER:
+        leading = self._SyncObj__raftState == _RAFT_STATE.LEADER
+        if self.paused and leading:
             return
         before = self.last_log_index()
+        queue = self._SyncObj__commandsQueue
+        if leading:  # back-pressure: append no more than the uncommitted tail has room for
+            entries, nbytes = self.uncommitted()
+            queue.drain_budget(self.limits.max_uncommitted_entries - entries,
+                               self.limits.max_uncommitted_bytes - nbytes)
+        else:
+            queue.drain_budget(None)
         super()._checkCommandsToApply()
-        if self._SyncObj__raftState == _RAFT_STATE.LEADER and self.last_log_index() != before:
+        if leading and self.last_log_index() != before:
+            self._tail.add(self.last_log_index(), queue.drained_bytes)
             # Issue 4: the leader's own copy is durable (one fsync for the whole drained
             # batch) before the entries are sent, so before they can count toward commit.
             self.flush_journal()
@@ -180,7 +193,7 @@ class HastateSyncObj(SyncObj):
         return need_send
 
     def _SyncObj__sendAppendEntries(self) -> None:
-        """Send to each follower at most ``INFLIGHT_WINDOW`` entries past its last ack.
+        """Send to each follower at most ``limits.max_inflight_entries`` past its last ack.
 
         PySyncObj sends everything from ``nextIndex`` on: under saturation a follower's
         backlog (and the leader's send buffer) grows without bound, lease pings queue behind
@@ -204,7 +217,7 @@ class HastateSyncObj(SyncObj):
                     # follower whose nextIndex is at or below the log's start).
                     next_index = self._SyncObj__raftNextIndex[node] = first
                 capped = acked > 0 and next_index > first
-                self._log_cap = acked + INFLIGHT_WINDOW if capped else None
+                self._log_cap = acked + self.limits.max_inflight_entries if capped else None
                 if self._log_cap is not None and next_index > self._log_cap:
                     continue  # window full: wait for acks (lease pings keep its timer reset)
                 connected.intersection_update({node})
@@ -213,6 +226,15 @@ class HastateSyncObj(SyncObj):
         finally:
             self._log_cap = None
             connected.update(everyone)
+
+    def uncommitted(self) -> tuple[int, int]:
+        """Leader: (entries, bytes) appended but not committed; tick thread."""
+        commit = self._SyncObj__raftCommitIndex
+        return self.last_log_index() - commit, self._tail.bytes_after(commit)
+
+    def queued(self) -> int:
+        """Proposals waiting in the command queue (any thread)."""
+        return len(self._SyncObj__commandsQueue)
 
     def _SyncObj__getCurrentLogIndex(self) -> int:
         last = self._SyncObj__raftLog[-1][1]
@@ -223,6 +245,7 @@ class HastateSyncObj(SyncObj):
         SyncObj._SyncObj__onBecomeLeader(self)
         self.flush_journal()  # issue 4: the term's no-op is durable before it can commit
         self.lease.start(self._SyncObj__raftCurrentTerm)
+        self._tail.reset()
         self.paused = False
         self._last_ping = 0.0
         self._change_index = 0
@@ -252,6 +275,10 @@ class HastateSyncObj(SyncObj):
         if kind == PONG:
             if self._SyncObj__raftState == _RAFT_STATE.LEADER:
                 self.lease.on_ack(node.id, message["term"], message["sent"])
+                if message["term"] == term and node in self._SyncObj__lastResponseTime:
+                    # A follower busy with a batch still answers pings: the leader's
+                    # step-down timer (leaderFallbackTimeout) must not depend on data.
+                    self._SyncObj__lastResponseTime[node] = time.monotonic()
             return
         if kind == TRANSFER:
             if message["term"] == term and node == self._getLeader():

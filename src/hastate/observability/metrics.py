@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 ROLES = ("leader", "leader-without-lease", "follower", "candidate")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 #: ``result`` label values of hastate_proposals_total (see StateManager.proposal_observers).
-PROPOSAL_RESULTS = ("ok", "conflict", "no_quorum", "timeout", "error")
+PROPOSAL_RESULTS = ("ok", "conflict", "no_quorum", "timeout", "overloaded", "error")
 FAILOVER_REASONS = ("manual", "health")
 
 
