@@ -196,6 +196,23 @@ class Proposer:
             except Exception:
                 logger.exception("proposal observer failed")
 
+    def status(self, syncobj: Any) -> dict[str, int]:
+        """Back-pressure and lag figures for ``StateManager.status()`` (any thread).
+
+        ``behind_leader_entries``: committed entries (as last told by the leader) this node
+        has not applied yet; grows while a follower falls behind, shrinks as it catches up.
+        """
+        leading = syncobj.role == "leader"
+        return {
+            "uncommitted_entries": syncobj.last_log_index() - syncobj.raftCommitIndex
+            if leading else 0,
+            "queued_proposals": syncobj.queued(),
+            "writes_in_flight": self.admission.entries,
+            "writes_refused": self.admission.refused,
+            "behind_leader_entries": max(0, syncobj.leader_commit_index() -
+                                         syncobj.raftLastApplied),
+        }
+
     # -- sweeping --------------------------------------------------------------------------------
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None or not self._sweeper.is_alive():

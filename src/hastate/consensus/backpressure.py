@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -116,14 +117,16 @@ class Admission:
     at which writes have been completing.
     """
 
-    def __init__(self, max_entries: int, max_bytes: int) -> None:
+    def __init__(self, max_entries: int, max_bytes: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self.entries = 0
         self.nbytes = 0
         self.refused = 0
-        self._window_start = time.monotonic()
+        self._window_start = clock()
         self._window_done = 0
         self._rate = 0.0  # completions per second, smoothed
 
@@ -147,7 +150,7 @@ class Admission:
             self.entries -= 1
             self.nbytes -= nbytes
             self._window_done += 1
-            now = time.monotonic()
+            now = self._clock()
             elapsed = now - self._window_start
             if elapsed >= 0.1:
                 rate = self._window_done / elapsed

@@ -232,6 +232,10 @@ class HastateSyncObj(SyncObj):
         commit = self._SyncObj__raftCommitIndex
         return self.last_log_index() - commit, self._tail.bytes_after(commit)
 
+    def leader_commit_index(self) -> int:
+        """The commit index the leader last told this node (its own on the leader)."""
+        return self._SyncObj__leaderCommitIndex
+
     def queued(self) -> int:
         """Proposals waiting in the command queue (any thread)."""
         return len(self._SyncObj__commandsQueue)

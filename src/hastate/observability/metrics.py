@@ -90,6 +90,13 @@ class _StatusCollector:
         yield gauge("hastate_last_log_index", "Index of the last entry in this node's log",
                     st["last_log_index"])
         yield gauge("hastate_log_entries", "Entries held in the Raft journal", st["log_entries"])
+        yield gauge("hastate_behind_leader_entries", "Committed entries (as last told by the "
+                    "leader) this node has not applied yet", st["behind_leader_entries"])
+        yield gauge("hastate_uncommitted_entries", "Leader only: entries appended and not yet "
+                    "committed (bounded by limits.max_uncommitted_entries)",
+                    st["uncommitted_entries"])
+        yield gauge("hastate_writes_in_flight", "Writes proposed through this node's "
+                    "StateManager and not yet completed", st["writes_in_flight"])
         yield gauge("hastate_keys", "Top-level keys in the replicated state", st["keys"])
         yield gauge("hastate_lease_remaining_seconds", "Leader lease time left",
                     st["lease_remaining"])
