@@ -469,6 +469,7 @@ class StateManager:
             "applied_index": so.raftLastApplied,
             "last_log_index": last_index,
             "log_entries": so.log_length(),
+            "dumps": self.node.dumper.stats(),
             **self._writes.status(so),
             "keys": len(self.machine),
             "leader_changes": self.node.leader_changes,

@@ -23,13 +23,14 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 
 from hastate._fsutil import atomic_write
 from hastate.consensus.backpressure import Limits
+from hastate.consensus.dumper import DumpWriter
 from hastate.consensus.journal import DurableJournal
 from hastate.consensus.membership import Change, Member, check_change
 from hastate.consensus.profiles import TimingProfile
 from hastate.consensus.raft import TRANSFER_REQUEST, HastateSyncObj
 from hastate.errors import (ConfigError, CorruptDataError, FailoverError, HAStateError,
                             MembershipRefused, NotLeaderError, WriteTimeoutError)
-from hastate.state.dump import decode_dump, encode_dump
+from hastate.state.dump import decode_dump
 from hastate.state.machine import ReplicatedState
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,8 @@ class RaftNode:
         self._journal: DurableJournal | None = None
         self._bootstrap: list[Member] = []
         self._seeded_at = 0
+        self.dumper = DumpWriter(machine, spec.data_dir / DUMP, cluster=spec.cluster,
+                                 node_id=spec.node_id)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -335,17 +338,8 @@ class RaftNode:
 
     # -- dump (PySyncObj custom serializer; runs on the tick thread) --------------------------
     def _prepare_dump(self, last: tuple, prev: tuple, members: list[str]) -> Callable[[], None]:
-        """Raft thread: copy the state at ``last``; return the write for a background thread."""
-        capture = self.machine.capture()
-        path = self.spec.data_dir / DUMP
-
-        def write() -> None:
-            body = {"state": capture.body(),
-                    "raft": {"last": list(last), "prev": list(prev), "cluster": members}}
-            _, blob = encode_dump(body, cluster=self.spec.cluster, index=last[1], term=last[2],
-                                  keys=len(capture), extra={"node": self.spec.node_id})
-            atomic_write(path, blob)
-        return write
+        """Raft thread: fix the state at ``last``; return the write for a background thread."""
+        return self.dumper.prepare(last, prev, members)
 
     @staticmethod
     def _serialize(_tmp_file: str, _raft_data: Any) -> None:
