@@ -78,9 +78,16 @@ class _Waker:
         os.set_blocking(self._w, False)
         self._lock = threading.Lock()
         self._closed = False
+        # A byte is in the pipe and not drained yet: later wakes need no syscall (under
+        # pipelined load one write per proposal made the proposer and the tick thread trade
+        # the GIL around every os.write).
+        self._pending = False
         poller.subscribe(self._r, self._drain, POLL_EVENT_TYPE.READ)
 
     def wake(self) -> None:
+        if self._pending:
+            return  # the tick thread leaves poll() anyway and handles everything queued
+        self._pending = True
         # The lock keeps a late wake() from writing to a descriptor number that close()
         # released and the process reused for another file.
         with self._lock:
@@ -92,6 +99,7 @@ class _Waker:
                 pass  # already pending: the poll will return anyway
 
     def _drain(self, _fd: int, _mask: int) -> None:
+        self._pending = False  # before reading: a wake from now on writes a new byte
         try:
             while os.read(self._r, 4096):
                 pass

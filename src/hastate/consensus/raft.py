@@ -233,8 +233,9 @@ class HastateSyncObj(SyncObj):
         return self.last_log_index() - commit, self._tail.bytes_after(commit)
 
     def leader_commit_index(self) -> int:
-        """The commit index the leader last told this node (its own on the leader)."""
-        return self._SyncObj__leaderCommitIndex
+        """The commit index the leader last told this node (its own on the leader; 0 before
+        this node heard from any leader)."""
+        return self._SyncObj__leaderCommitIndex or 0
 
     def queued(self) -> int:
         """Proposals waiting in the command queue (any thread)."""
