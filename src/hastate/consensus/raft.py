@@ -104,6 +104,7 @@ class HastateSyncObj(SyncObj):
         self.peer_health: dict[str, tuple[bool, int, float]] = {}  # addr -> (ok, applied, when)
         self._prepare_dump = prepare_dump
         self._log_cap: int | None = None  # flow control: see _SyncObj__sendAppendEntries
+        self._send_unsynced = False  # leader: see _checkCommandsToApply
         self._compaction: _Compaction | None = None
         self.compactions_total = 0
         kwargs = {"transportClass": transport_class} if transport_class is not None else {}
@@ -179,10 +180,16 @@ class HastateSyncObj(SyncObj):
         super()._checkCommandsToApply()
         if leading and self.last_log_index() != before:
             self._tail.add(self.last_log_index(), queue.drained_bytes)
-            # Issue 4: the leader's own copy is durable (one fsync for the whole drained
-            # batch) before the entries are sent, so before they can count toward commit.
+            # Raft thesis 10.2.1: the leader sends first and makes its own copy durable
+            # while the followers write theirs (one fsync for the whole drained batch). It
+            # still counts itself toward commit only once durable: commit is computed on
+            # this thread, in a later tick, after the fsync below has returned.
+            self._send_unsynced = True
+            try:
+                self._SyncObj__sendAppendEntries()
+            finally:
+                self._send_unsynced = False
             self.flush_journal()
-            self._SyncObj__sendAppendEntries()
 
     def _SyncObj__applyLogEntries(self) -> bool:
         """Apply committed entries; tell followers about a new commit index without waiting."""
@@ -610,7 +617,8 @@ class HastateSyncObj(SyncObj):
         raw_send = transport.send
 
         def send_after_sync(node: Any, message: Any) -> Any:
-            journal.flush()
+            if not self._send_unsynced:  # only the leader's fresh batch may go unsynced
+                journal.flush()
             return raw_send(node, message)
 
         transport.send = send_after_sync
