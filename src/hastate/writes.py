@@ -47,6 +47,7 @@ class _Node(Protocol):
     def propose(self, raw: bytes, callback: Callable[[Any, int], None]) -> None: ...
     def leader_id(self) -> str | None: ...
     def leaderless_for(self) -> float: ...
+    def leading_epoch(self) -> int | None: ...
 
 
 def _raw_result(result: tuple) -> tuple:
@@ -66,6 +67,7 @@ class _Write:
     attempt: int = 0
     attempt_end: float = 0.0
     retry_at: float | None = None      # set while waiting to propose again after a failure
+    epoch: int | None = None           # node.leading_epoch() when the attempt was proposed
     backoff: float = 0.01
     maybe_applied: bool = False
     done: bool = False
@@ -131,6 +133,7 @@ class Proposer:
             attempt = write.attempt
             write.retry_at = None
             write.attempt_end = min(write.deadline, time.monotonic() + self._attempt_timeout)
+            write.epoch = self._node.leading_epoch()
         # Not under the lock: PySyncObj calls the callback at once when its queue is full.
         self._node.propose(write.raw, lambda result, error: self._on_result(
             write, attempt, result, error))
@@ -238,6 +241,7 @@ class Proposer:
     def _sweep(self, now: float) -> None:
         """Propose again what is due; time out or give up what cannot complete."""
         leaderless = self._node.leaderless_for()
+        epoch = self._node.leading_epoch()
         again: list[_Write] = []
         failed: list[tuple[_Write, BaseException]] = []
         with self._lock:
@@ -245,7 +249,11 @@ class Proposer:
                 if write.retry_at is not None:
                     if write.retry_at > now:
                         continue
-                elif now < write.attempt_end:
+                elif now < write.attempt_end or (
+                        epoch is not None and write.epoch == epoch and now < write.deadline):
+                    # Proposed on this node while it led, and it has led ever since: the
+                    # command is in its queue or log and PySyncObj will answer; proposing it
+                    # again would only add load (under overload, a storm of duplicates).
                     if leaderless > self._give_up:
                         failed.append((write, NoQuorumError(
                             f"instance {self._instance} has known no leader for "

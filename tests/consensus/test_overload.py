@@ -16,6 +16,8 @@ from typing import Iterator
 
 import pytest
 
+from pysyncobj.config import FAIL_REASON
+
 from hastate import OverloadedError, StateManager, WriteError
 from hastate.state.codec import Command, encode_value
 from hastate.testing import LocalCluster
@@ -125,11 +127,17 @@ def test_full_leader_queue_refuses_with_overloaded_error_that_never_applies(
         return Command(op="update", client=b"filler-client-16", seq=int(key[1:]) + 1,
                        values={key: encode_value(key, "x")}).encode()
 
-    # Fill the leader's uncommitted tail and queue past the bound, as forwarded writes would.
-    for n in range(3 * LIMIT):
+    # Fill the leader's uncommitted tail and queue to the bound, as forwarded writes would.
+    so = sm.node.syncobj
+    n = 0
+    deadline = time.monotonic() + 10
+    while not (full.is_set() and so.queued() == LIMIT and
+               so.last_log_index() - so.raftCommitIndex >= LIMIT):
+        assert time.monotonic() < deadline, (n, so.queued(), errors[:5])
         sm.node.propose(raw(f"f{n}"), lambda _r, err: err and (errors.append(err), full.set()))
-    assert full.wait(10), "the command queue accepted more than its bound"
-    assert sm.node.syncobj.queued() == LIMIT, (errors[:5], sm.status())
+        n += 1
+    assert n - len(errors) == 2 * LIMIT, "the leader took more than its bound"
+    assert set(errors) == {FAIL_REASON.QUEUE_FULL}
     with pytest.raises(OverloadedError) as refused:
         sm._propose_until_applied(raw("r999999"), 5.0)
     assert refused.value.outcome_unknown is False
@@ -146,3 +154,21 @@ def test_full_leader_queue_refuses_with_overloaded_error_that_never_applies(
             assert time.monotonic() < deadline
     state = sm.get_state()
     assert "r999999" not in state
+
+
+def test_lease_sampler_sees_a_lost_lease(cluster: tuple[LocalCluster, StateManager]) -> None:
+    """Negative control: the sampler used above does report a leader that lost its lease."""
+    c, sm = cluster
+    sampler = LeaseSampler(sm)
+    time.sleep(0.2)
+    for node_id in ("instance-2", "instance-3"):
+        c.kill(node_id, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while sm.is_leader():
+        assert time.monotonic() < deadline, "the leader kept its lease with no follower"
+        time.sleep(0.01)
+    time.sleep(0.1)
+    for node_id in ("instance-2", "instance-3"):
+        c.kill(node_id, signal.SIGCONT)
+    samples = sampler.finish()
+    assert samples[0][0] and not all(leading for leading, _ in samples)

@@ -31,6 +31,7 @@ class ScriptedNode:
         self.proposed: list[bytes] = []
         self.leader = leader
         self.silent: list[Callable[[Any, int], None]] = []
+        self.epoch: int | None = None   # None: this node does not lead
 
     def propose(self, raw: bytes, callback: Callable[[Any, int], None]) -> None:
         self.proposed.append(raw)
@@ -45,6 +46,9 @@ class ScriptedNode:
 
     def leaderless_for(self) -> float:
         return 0.0 if self.leader else 100.0
+
+    def leading_epoch(self) -> int | None:
+        return self.epoch
 
 
 def make(node: ScriptedNode, *, entries: int = 100,
@@ -134,3 +138,20 @@ def test_leaderless_node_gives_up_with_no_quorum_and_close_fails_the_rest() -> N
     proposer.close()
     with pytest.raises(WriteError):
         pending.result(1)
+
+
+def test_a_steady_leader_does_not_propose_an_unanswered_write_again() -> None:
+    """On a node that has led since the proposal, PySyncObj will answer: no duplicate."""
+    node = ScriptedNode([])
+    node.epoch = 3
+    proposer = make(node)
+    try:
+        future = proposer.submit(Command(op="update", values={"k": b"\x01"}), 0.6)
+        threading.Event().wait(0.4)            # past the 0.15 s attempt timeout
+        assert len(node.proposed) == 1
+        node.epoch = 4                          # it stopped leading in between
+        exc = future.exception(5)
+        assert len(node.proposed) >= 2 and isinstance(exc, WriteTimeoutError)
+        assert exc.outcome_unknown
+    finally:
+        proposer.close()

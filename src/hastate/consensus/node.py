@@ -398,6 +398,11 @@ class RaftNode:
         since = self._leaderless_since
         return 0.0 if since is None else time.monotonic() - since
 
+    def leading_epoch(self) -> int | None:
+        """While this node is Raft leader, a number that changes whenever it was not."""
+        so = self._syncobj
+        return self.leader_changes if so is not None and so.role == "leader" else None
+
     def leader_id(self) -> str | None:
         """Node id of the last known Raft leader."""
         return None if self._syncobj is None else self.id_of(self._syncobj.leader_address())
