@@ -23,7 +23,8 @@ _TLS_KEYS = {"ca", "cert", "key"}
 TRANSPORTS = ("tls", "psk", "plaintext")
 _NODE_KEYS = {"id", "region", "raft", "http", "data_dir"}
 _SNAPSHOT_KEYS = {"store", "interval", "keep", "ship_interval", "restore_if_empty"}
-_LIMIT_KEYS = {"max_uncommitted_entries", "max_uncommitted_bytes", "max_inflight_entries"}
+_LIMIT_KEYS = {"max_uncommitted_entries", "max_uncommitted_bytes", "max_inflight_entries",
+               "max_inflight_bytes"}
 _TOP_KEYS = {"cluster", "nodes", "snapshots", "tls", "limits"}
 
 
@@ -316,7 +317,9 @@ def _limits(table: Any, path: str | None) -> Limits:
                                       minimum=65536, integer=True),
         max_inflight_entries=_number(table, "max_inflight_entries",
                                      default.max_inflight_entries, "limits", path,
-                                     minimum=1, integer=True))
+                                     minimum=1, integer=True),
+        max_inflight_bytes=_number(table, "max_inflight_bytes", default.max_inflight_bytes,
+                                   "limits", path, minimum=4096, integer=True))
 
 
 def load_config(path: str | os.PathLike[str]) -> ClusterConfig:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hastate.consensus.backpressure import Admission, ProposalQueue, UncommittedTail
+from hastate.consensus.backpressure import Admission, EntrySizes, ProposalQueue, UncommittedTail
 
 MAX_ENTRIES, MAX_BYTES = 8, 1000
 
@@ -70,6 +70,40 @@ def test_queue_drains_in_order_within_its_budget(sizes: list[int], entries: int,
     while len(q):
         rest.append(len(q.get_nowait()[0]))
     assert drained + rest == accepted
+
+
+@given(st.integers(1, 50), st.lists(st.lists(st.integers(0, 9), max_size=30), max_size=6),
+       st.integers(0, 120), st.integers(1, 40), st.integers(1, 60), st.integers(4, 60))
+@settings(max_examples=300, deadline=None)
+def test_entry_sizes_cap_matches_a_model(first: int, batches: list[list[int]], acked: int,
+                                         window: int, max_bytes: int, keep: int) -> None:
+    """The byte window: as many entries after ``acked`` as fit, at least one; no byte cap
+    where sizes are unknown (before the first recorded entry, or forgotten)."""
+    sizes = EntrySizes(keep=keep)
+    known: dict[int, int] = {}
+    index = first
+    for batch in batches:
+        sizes.add(index, batch)
+        known.update({index + n: size for n, size in enumerate(batch)})
+        index += len(batch)
+        if len(known) > 2 * keep:  # the model forgets the oldest down to ``keep`` too
+            known = {i: known[i] for i in sorted(known)[-keep:]}
+    remembered = sorted(known)
+    oldest = remembered[0] if remembered else None
+    max_index = acked + window
+    got = sizes.cap(acked, max_index, max_bytes)
+    if oldest is None or acked + 1 < oldest or acked + 1 > remembered[-1]:
+        assert got == max_index
+        return
+    total, expected = 0, acked
+    for i in range(acked + 1, min(max_index, remembered[-1]) + 1):
+        total += known[i]
+        if total > max_bytes:
+            break
+        expected = i
+    else:
+        expected = max_index       # everything known fits: the entry window decides
+    assert got == max(expected, acked + 1)
 
 
 def test_uncommitted_tail_forgets_committed_batches() -> None:

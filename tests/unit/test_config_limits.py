@@ -24,8 +24,8 @@ def test_defaults_apply_without_a_limits_table() -> None:
 
 def test_values_are_read() -> None:
     cfg = parse_config(doc(max_uncommitted_entries=100, max_uncommitted_bytes=100_000,
-                           max_inflight_entries=32))
-    assert cfg.limits == Limits(100, 100_000, 32)
+                           max_inflight_entries=32, max_inflight_bytes=8192))
+    assert cfg.limits == Limits(100, 100_000, 32, 8192)
 
 
 @pytest.mark.parametrize("key,value", [("max_uncommitted_entries", 0),
@@ -33,7 +33,8 @@ def test_values_are_read() -> None:
                                        ("max_uncommitted_bytes", 1.5),
                                        ("max_uncommitted_bytes", 10),
                                        ("max_inflight_entries", 0),
-                                       ("max_inflight_entries", True)])
+                                       ("max_inflight_entries", True),
+                                       ("max_inflight_bytes", 100)])
 def test_bad_values_name_the_field(key: str, value: object) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(doc(**{key: value}), path="c.toml")

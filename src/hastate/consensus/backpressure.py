@@ -9,8 +9,9 @@ Three bounds, all counted in entries and bytes of encoded commands:
 * :class:`Admission` bounds the writes a process has proposed and not yet seen complete;
   past it a write is refused before it is proposed (``OverloadedError``).
 
-The per-follower window (entries sent and not acknowledged) is ``Limits.max_inflight_entries``,
-enforced by the leader's sender in ``consensus/raft.py``. None of these touches heartbeats,
+The per-follower window (entries sent and not acknowledged) is ``Limits.max_inflight_entries``
+and ``max_inflight_bytes`` (sizes from :class:`EntrySizes`), enforced by the leader's sender
+in ``consensus/raft.py``. None of these touches heartbeats,
 lease pings or votes: those are messages, not log entries, and never wait in a queue here.
 """
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from array import array
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
@@ -35,6 +38,9 @@ class Limits:
     max_uncommitted_bytes: int = 4 * 1024 * 1024
     #: Most entries sent to one follower and not yet acknowledged.
     max_inflight_entries: int = 256
+    #: Same per-follower bound in bytes (1 MiB): large values cannot fill the connection
+    #: ahead of lease pings on a slow link. One entry is always allowed.
+    max_inflight_bytes: int = 1024 * 1024
 
 
 class ProposalQueue:
@@ -52,6 +58,7 @@ class ProposalQueue:
         self._entries_left: int | None = None
         self._bytes_left = 0
         self.drained_bytes = 0
+        self.drained_sizes: list[int] = []
 
     def put_nowait(self, item: tuple[bytes, object]) -> None:
         with self._lock:
@@ -67,6 +74,7 @@ class ProposalQueue:
             item = self._items.popleft()
         size = len(item[0])
         self.drained_bytes += size
+        self.drained_sizes.append(size)
         if self._entries_left is not None:
             self._entries_left -= 1
             self._bytes_left -= size
@@ -81,6 +89,7 @@ class ProposalQueue:
         self._entries_left = entries
         self._bytes_left = nbytes
         self.drained_bytes = 0
+        self.drained_sizes: list[int] = []
 
     def __len__(self) -> int:
         return len(self._items)
@@ -108,6 +117,46 @@ class UncommittedTail:
     def reset(self) -> None:
         self._batches.clear()
         self._bytes = 0
+
+
+class EntrySizes:
+    """Leader: encoded size of the recent entries it appended, to cap a follower's window
+    in bytes. Entries it did not append (earlier terms) or forgot have unknown sizes: no
+    byte cap applies to a window that starts among them."""
+
+    def __init__(self, keep: int = 65536) -> None:
+        self._keep = keep
+        self._first = 0                # index of the entry _cum[0] describes
+        self._cum = array("q")         # _cum[i]: total bytes of entries _first.._first+i
+
+    def add(self, first_index: int, sizes: list[int]) -> None:
+        """Record the sizes of entries ``first_index``, ``first_index + 1``, ..."""
+        if not self._cum or first_index != self._first + len(self._cum):
+            self.reset()
+            self._first = first_index
+        running = self._cum[-1] if self._cum else 0
+        for size in sizes:
+            running += size
+            self._cum.append(running)
+        if len(self._cum) > 2 * self._keep:   # forget the oldest, amortized O(1) per entry
+            drop = len(self._cum) - self._keep
+            del self._cum[:drop]
+            self._first += drop
+
+    def cap(self, acked: int, max_index: int, max_bytes: int) -> int:
+        """The highest index <= ``max_index`` such that entries ``acked + 1`` .. index hold at
+        most ``max_bytes`` (but at least ``acked + 1``: one entry always goes)."""
+        start = acked + 1 - self._first      # position of the window's first entry
+        if start < 0 or start >= len(self._cum):
+            return max_index
+        base = self._cum[start - 1] if start > 0 else 0
+        end = min(max_index - self._first + 1, len(self._cum))
+        fits = bisect_right(self._cum, base + max_bytes, start, end) - start
+        return max(acked + 1, acked + fits) if fits < end - start else max_index
+
+    def reset(self) -> None:
+        self._cum = array("q")
+        self._first = 0
 
 
 class Admission:

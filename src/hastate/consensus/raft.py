@@ -18,7 +18,7 @@ from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import _RAFT_STATE
 
-from hastate.consensus.backpressure import Limits, ProposalQueue, UncommittedTail
+from hastate.consensus.backpressure import EntrySizes, Limits, ProposalQueue, UncommittedTail
 from hastate.consensus.journal import DurableJournal, DurableSerializer
 from hastate.consensus.lease import LeaderLease, Stickiness
 from hastate.consensus.membership import Change, Member, decode_change
@@ -76,6 +76,7 @@ class HastateSyncObj(SyncObj):
         self._self_id = self_id
         self.limits = limits if limits is not None else Limits()
         self._tail = UncommittedTail()  # leader: bytes appended and not committed
+        self._sizes = EntrySizes()  # leader: entry sizes, for the per-follower byte window
         # A restore seeds the log with two no-ops ending at this index, in a stand-in term
         # (the snapshot's), not necessarily the term of the cluster's entries there.
         self._seeded_at = seeded_at
@@ -180,6 +181,10 @@ class HastateSyncObj(SyncObj):
         super()._checkCommandsToApply()
         if leading and self.last_log_index() != before:
             self._tail.add(self.last_log_index(), queue.drained_bytes)
+            sizes = queue.drained_sizes
+            if len(sizes) != self.last_log_index() - before:  # a refused membership change
+                sizes = [len(e[0]) for e in self._SyncObj__getEntries(before + 1)]
+            self._sizes.add(before + 1, sizes)
             # Raft thesis 10.2.1: the leader sends first and makes its own copy durable
             # while the followers write theirs (one fsync for the whole drained batch). It
             # still counts itself toward commit only once durable: commit is computed on
@@ -200,7 +205,8 @@ class HastateSyncObj(SyncObj):
         return need_send
 
     def _SyncObj__sendAppendEntries(self) -> None:
-        """Send to each follower at most ``limits.max_inflight_entries`` past its last ack.
+        """Send each follower at most ``limits.max_inflight_entries`` (and ``_bytes``) past
+        its last ack.
 
         PySyncObj sends everything from ``nextIndex`` on: under saturation a follower's
         backlog (and the leader's send buffer) grows without bound, lease pings queue behind
@@ -224,7 +230,9 @@ class HastateSyncObj(SyncObj):
                     # follower whose nextIndex is at or below the log's start).
                     next_index = self._SyncObj__raftNextIndex[node] = first
                 capped = acked > 0 and next_index > first
-                self._log_cap = acked + self.limits.max_inflight_entries if capped else None
+                self._log_cap = self._sizes.cap(
+                    acked, acked + self.limits.max_inflight_entries,
+                    self.limits.max_inflight_bytes) if capped else None
                 if self._log_cap is not None and next_index > self._log_cap:
                     continue  # window full: wait for acks (lease pings keep its timer reset)
                 connected.intersection_update({node})
@@ -258,6 +266,7 @@ class HastateSyncObj(SyncObj):
         self.flush_journal()  # issue 4: the term's no-op is durable before it can commit
         self.lease.start(self._SyncObj__raftCurrentTerm)
         self._tail.reset()
+        self._sizes.reset()
         self.paused = False
         self._last_ping = 0.0
         self._change_index = 0
