@@ -26,12 +26,12 @@ PHASES = ["throughput", "saturation", "profile", "large", "failover"]
 
 def settings(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"write_s": 1.0, "read_s": 0.6, "saturation_s": 10.0, "trials": 5,
-                "baseline_trials": 3, "large_keys": 200_000, "compaction_window_s": 15.0,
-                "profile_ops": 500, "pyspy_s": 3.0}
-    return {"write_s": 3.0, "read_s": 1.5, "saturation_s": 60.0, "trials": 20,
-            "baseline_trials": 10, "large_keys": 1_000_000, "compaction_window_s": 30.0,
-            "profile_ops": 2000, "pyspy_s": 5.0}
+        return {"write_s": 1.0, "read_s": 0.6, "saturation_s": 10.0, "threads64_s": 5.0,
+                "trials": 5, "baseline_trials": 3, "large_keys": 200_000,
+                "compaction_window_s": 15.0, "profile_ops": 500, "pyspy_s": 3.0}
+    return {"write_s": 3.0, "read_s": 1.5, "saturation_s": 60.0, "threads64_s": 20.0,
+            "trials": 20, "baseline_trials": 10, "large_keys": 1_000_000,
+            "compaction_window_s": 30.0, "profile_ops": 2000, "pyspy_s": 5.0}
 
 
 def ensure_etcd(install: bool) -> str | None:
@@ -111,6 +111,10 @@ def run_system(name: str, cfg: dict[str, Any], phases: list[str], results: dict[
             results["profile"] = guarded(results, "profile", lambda: scenarios.profile(
                 system, out, cfg["profile_ops"], cfg["pyspy_s"]))
         if saturate:
+            def threads64() -> dict[str, Any]:
+                return scenarios.saturation(system, cfg["threads64_s"], "threads64")[1]
+            results["saturation_threads64"] = guarded(results, "saturation_threads64", threads64)
+
             def sat() -> dict[str, Any]:
                 res, report = scenarios.saturation(system, cfg["saturation_s"])
                 tp["write-pipe-64B"] = res

@@ -24,17 +24,39 @@ CATCH_UP_LIMIT_S = 1.0
 
 
 # -- saturation -----------------------------------------------------------------------------
-def saturation(system: Any, duration: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Pipelined 64 B writes for ``duration`` s while sampling follower lag, lease and terms.
+#: Lease samples: one every 10 ms (a trading loop checks is_leader() about that often).
+LEASE_SAMPLE_S = 0.01
+#: Follower lag is judged this long after the load ends ...
+SETTLE_S = 5.0
+#: ... and must then be at most this many entries on every follower.
+SETTLED_LAG_ENTRIES = 1000
+#: The lease must be held in at least this share of the samples.
+LEASE_HELD_MIN = 0.99
 
-    Returns (the write-pipe-64B workload result, the saturation report).
+DRIVERS = {
+    "pipe": Workload("write-pipe-64B", "pipe", 64, label="pipelined (save_state_async), 64 B"),
+    "threads64": Workload("write-64t-64B", "conc", 64, threads=64,
+                          label="64 threads of save_state, 64 B"),
+}
+
+
+def saturation(system: Any, duration: float,
+               driver: str = "pipe") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Saturating 64 B writes for ``duration`` s while sampling lease, terms and follower lag.
+
+    ``driver``: "pipe" (save_state_async, as many in flight as the client's window) or
+    "threads64" (64 threads of blocking save_state). The lease and the term are sampled
+    every 10 ms, follower lag every 250 ms; after the load, the lag once more 5 s later.
+    Returns (the workload result, the saturation report).
     """
     sm = system.sm
     so = sm.node.syncobj
     samples: list[dict[str, Any]] = []
+    lease: list[bool] = []
     stop = threading.Event()
     ser0 = len(system.serialize_durations)
     cap0 = len(system.capture_durations)
+    refused0 = dict(system.refused)
     t0 = time.monotonic()
 
     def monitor() -> None:
@@ -43,46 +65,58 @@ def saturation(system: Any, duration: float) -> tuple[dict[str, Any], dict[str, 
                             "term": so.raftCurrentTerm, "leader": sm.is_leader(),
                             "log": so.log_length()})
 
-    thread = threading.Thread(target=monitor, daemon=True)
-    thread.start()
+    def lease_monitor() -> None:
+        while not stop.wait(LEASE_SAMPLE_S):
+            lease.append(sm.is_leader())
+
+    threads = [threading.Thread(target=fn, daemon=True) for fn in (monitor, lease_monitor)]
+    for thread in threads:
+        thread.start()
     spy_box: list[Any] = []
     spy_thread = None
-    if shutil.which("py-spy") and duration >= 8:
+    if shutil.which("py-spy") and duration >= 8 and driver == "pipe":
         spy_thread = threading.Thread(target=lambda: spy_box.append(pyspy_sample(
             system.server_pids()[0], min(5.0, duration / 3), delay=min(3.0, duration / 4))),
             daemon=True)
         spy_thread.start()
-    wl = Workload("write-pipe-64B", "pipe", 64, label="pipelined (async), 64 B")
-    result = execute(system, wl, duration, keep_run=True)
+    result = execute(system, DRIVERS[driver], duration, keep_run=True)
     stop.set()
-    thread.join(2)
+    for thread in threads:
+        thread.join(2)
     if spy_thread is not None:
         spy_thread.join(20)
     run = result.pop("_run")
-    # catch-up: every follower's match index reaches the leader's last index
+    # catch-up: every follower's match index reaches the leader's last index; and the lag
+    # SETTLE_S after the load ended
     t_end = time.monotonic()
     caught = None
-    while time.monotonic() - t_end < 60:
+    settled: dict[str, int] | None = None
+    while time.monotonic() - t_end < 60 and (caught is None or settled is None):
         lag = system.lag()
-        if lag and all(v <= 0 for v in lag.values()):
+        if caught is None and lag and all(v <= 0 for v in lag.values()):
             caught = time.monotonic() - t_end
-            break
+        if settled is None and time.monotonic() - t_end >= SETTLE_S:
+            settled = lag
         time.sleep(0.01)
-    per_second = _per_second(run.completions, run.start, duration)
+    per_second = _per_second(run.completions, run.start, duration) if run.completions else []
     ops_s = result["ops_per_s"] or 1.0
     max_lag = {}
     for s in samples:
         for peer, lag in s["lag"].items():
             max_lag[peer] = max(max_lag.get(peer, 0), lag)
     worst = max(max_lag.values()) if max_lag else 0
-    lease_lost = sum(1 for s in samples if not s["leader"])
+    lease_lost = sum(1 for held in lease if not held)
+    refused = {k: system.refused[k] - refused0.get(k, 0) for k in system.refused}
     dumps = system.serialize_durations[ser0:]
     captures = system.capture_durations[cap0:]
     report = {
+        "driver": driver, "label": DRIVERS[driver].label,
         "duration_s": duration, "ops_per_s": result["ops_per_s"], "elections": result["elections"],
-        "lease_lost_samples": lease_lost, "samples": len(samples),
-        "max_lag_entries": max_lag, "max_lag_s": worst / ops_s,
-        "catch_up_s": caught, "per_second_ops": {
+        "lease_lost_samples": lease_lost, "samples": len(lease),
+        "lease_held_share": (1 - lease_lost / len(lease)) if lease else None,
+        "refused": refused, "max_lag_entries": max_lag, "max_lag_s": worst / ops_s,
+        "catch_up_s": caught, "lag_after_settle": settled, "settle_s": SETTLE_S,
+        "per_second_ops": {
             "min": min(per_second) if per_second else 0, "max": max(per_second) if per_second else 0,
             "p50": percentile(sorted(per_second), 50) if per_second else 0},
         "leader_dumps": len(dumps), "leader_dump_max_s": max(dumps) if dumps else None,
@@ -90,12 +124,17 @@ def saturation(system: Any, duration: float) -> tuple[dict[str, Any], dict[str, 
         "lag_series": [[s["t"], max(s["lag"].values()) if s["lag"] else None] for s in samples],
         "follower_pyspy_top": spy_box[0] if spy_box else None,
     }
-    report["no_spurious_elections"] = result["elections"] == 0 and lease_lost == 0
+    report["lease_held"] = bool(lease) and report["lease_held_share"] >= LEASE_HELD_MIN
+    report["no_spurious_elections"] = result["elections"] == 0
+    report["refusals_typed"] = refused["other"] == 0
+    report["followers_settled"] = settled is not None and bool(settled) and \
+        all(v <= SETTLED_LAG_ENTRIES for v in settled.values())
     report["no_lagging_follower"] = (report["max_lag_s"] <= LAG_LIMIT_S and caught is not None
                                      and caught <= CATCH_UP_LIMIT_S)
-    log(f"  saturation: {result['ops_per_s']:.0f} ops/s for {duration:.0f}s, elections "
-        f"{result['elections']}, lease lost in {lease_lost}/{len(samples)} samples, max lag "
-        f"{worst} entries ({report['max_lag_s']:.2f}s), caught up after "
+    log(f"  saturation ({driver}): {result['ops_per_s']:.0f} ops/s for {duration:.0f}s, "
+        f"elections {result['elections']}, lease lost in {lease_lost}/{len(lease)} samples, "
+        f"refused {refused}, max lag {worst} entries ({report['max_lag_s']:.2f}s), lag "
+        f"{SETTLE_S:.0f}s after {settled}, caught up after "
         f"{'never' if caught is None else f'{caught:.2f}s'}")
     return result, report
 

@@ -4,8 +4,8 @@
 ports, temp data directories) and runs instance-2 and instance-3 as real processes;
 instance-1 is a :class:`hastate.StateManager` built from the same file inside the driver,
 moved to leader before each workload (the trading bot writes on the leader). Writes are ``save_state``;
-the pipelined workload uses the node's async path (``RaftNode.propose`` with a callback,
-the same encoded command ``save_state`` sends, with this manager's client id and sequence).
+the pipelined workload uses ``save_state_async`` (futures); a write refused with
+``OverloadedError`` makes the driver wait its ``retry_after``, as a well-behaved bot would.
 Durability is whatever the checked-out code does (recorded with the git state in results).
 """
 
@@ -14,10 +14,9 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from pysyncobj.config import FAIL_REASON
+from concurrent.futures import Future
 
-from hastate import StateManager
-from hastate.state.codec import Command, encode_value
+from hastate import OverloadedError, StateManager
 from hastate.testing.embedded import EmbeddedCluster
 
 from benchmarks.common import CLEANUP, log, wait_for
@@ -75,12 +74,13 @@ class HastateSystem(System):
         if transport != "plaintext":
             self.name = f"hastate-{transport}"
         self.client = ("in-process StateManager (instance-1, leader): save_state(); pipelined: "
-                       f"RaftNode.propose(callback); transport {transport}")
+                       f"save_state_async(); transport {transport}")
         self.cluster: EmbeddedCluster | None = None
         self.sm: StateManager | None = None
         self.serialize_durations: list[float] = []   # dump writes (seconds)
         self.capture_durations: list[float] = []     # Raft-thread state copies (newer code)
         self.submit = self._submit
+        self.refused = {"overloaded": 0, "other": 0}   # failed writes by kind
 
     @property
     def peer_ids(self) -> list[str]:
@@ -121,15 +121,30 @@ class HastateSystem(System):
                  "in-process hastate leader with lease")
 
     def put(self, key: str, value: bytes) -> None:
-        self.sm.save_state({key: value})
+        try:
+            self.sm.save_state({key: value})
+        except OverloadedError as exc:
+            self.refused["overloaded"] += 1
+            time.sleep(exc.retry_after)
+            raise
+        except Exception:
+            self.refused["other"] += 1
+            raise
 
     def _submit(self, key: str, value: bytes, done: Callable[[bool], None]) -> None:
-        sm = self.sm
-        with sm._seq_lock:
-            seq = next(sm._seq)
-        raw = Command(op="update", client=sm._client_id, seq=seq,
-                      values={key: encode_value(key, value)}).encode()
-        sm.node.propose(raw, lambda _res, err: done(err == FAIL_REASON.SUCCESS))
+        future = self.sm.save_state_async({key: value})
+        if future.done() and isinstance(future.exception(), OverloadedError):
+            self.refused["overloaded"] += 1
+            time.sleep(future.exception().retry_after)   # back off before the next submit
+            done(False)
+            return
+
+        def finished(f: Future) -> None:
+            exc = f.exception()
+            if exc is not None:
+                self.refused["overloaded" if isinstance(exc, OverloadedError) else "other"] += 1
+            done(exc is None)
+        future.add_done_callback(finished)
 
     def get(self, key: str, linearizable: bool) -> Any:
         return self.sm.get_state("linearizable" if linearizable else "local", keys=[key])

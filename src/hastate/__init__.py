@@ -3,8 +3,8 @@
 from hastate.config import ClusterConfig, load_config
 from hastate.errors import (ConfigError, ConflictError, CorruptDataError, FailoverError,
                             HAStateError, LockHeldError, LockLostError, NoQuorumError,
-                            NotLeaderError, ReadError, SnapshotError, SnapshotNotFoundError,
-                            WriteError, WriteTimeoutError)
+                            NotLeaderError, OverloadedError, ReadError, SnapshotError,
+                            SnapshotNotFoundError, WriteError, WriteTimeoutError)
 from hastate.recipes.lock import Lock, LockGrant
 from hastate.manager import StateManager
 
@@ -21,6 +21,7 @@ __all__ = [
     "LockLostError",
     "NoQuorumError",
     "NotLeaderError",
+    "OverloadedError",
     "ReadError",
     "SnapshotError",
     "SnapshotNotFoundError",

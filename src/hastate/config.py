@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from hastate.addresses import (check_transport_mode, is_loopback_address, is_loopback_host,
                                split_address)
+from hastate.consensus.backpressure import Limits
 from hastate.consensus.membership import Member
 from hastate.consensus.profiles import get_profile
 from hastate.durations import parse_duration
@@ -27,7 +28,9 @@ _TLS_KEYS = {"ca", "cert", "key"}
 _NODE_KEYS = {"id", "region", "raft", "http", "data_dir"}
 _SNAPSHOT_KEYS = {"store", "mirrors", "interval", "keep", "ship_interval", "restore_if_empty"}
 _LOGGING_KEYS = {"format", "level"}
-_TOP_KEYS = {"cluster", "nodes", "snapshots", "tls", "logging"}
+_LIMIT_KEYS = {"max_uncommitted_entries", "max_uncommitted_bytes", "max_inflight_entries",
+               "max_inflight_bytes"}
+_TOP_KEYS = {"cluster", "nodes", "snapshots", "tls", "logging", "limits"}
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Where ``StateManager(project_id=..., instance_id=...)`` looks for the cluster file, in order
@@ -100,6 +103,7 @@ class ClusterConfig:
     path: str | None = None
     watch_history: int = DEFAULT_HISTORY   # revisions of changes each node keeps for watchers
     watch_buffer: int = DEFAULT_BUFFER     # undelivered events before a watcher is cancelled
+    limits: Limits = field(default_factory=Limits)
 
     def members(self) -> list[Member]:
         """The file's nodes as membership records (the bootstrap configuration)."""
@@ -319,7 +323,8 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
     return ClusterConfig(name=name, profile=profile, nodes=tuple(nodes), secret_env=secret_env,
                          admin_token_env=admin_token_env, snapshots=snapshots,
                          transport=transport, tls=tls, logging=_logging(raw, path), path=path,
-                         watch_history=watch_history, watch_buffer=watch_buffer)
+                         watch_history=watch_history, watch_buffer=watch_buffer,
+                         limits=_limits(raw.get("limits", {}), path))
 
 
 def _logging(raw: Mapping[str, Any], path: str | None) -> LoggingConfig:
@@ -336,6 +341,26 @@ def _logging(raw: Mapping[str, Any], path: str | None) -> LoggingConfig:
         raise ConfigError(f"unknown log level {level!r}; choose one of {list(LOG_LEVELS)}",
                           field="logging.level", value=level, path=path)
     return LoggingConfig(format=fmt, level=level.upper() if level else None)
+
+
+def _limits(table: Any, path: str | None) -> Limits:
+    """The ``[limits]`` table: back-pressure bounds (defaults in :class:`Limits`)."""
+    if not isinstance(table, Mapping):
+        raise ConfigError("must be a table", field="limits", path=path)
+    _check_keys(table, _LIMIT_KEYS, "limits", path)
+    default = Limits()
+    return Limits(
+        max_uncommitted_entries=_number(table, "max_uncommitted_entries",
+                                        default.max_uncommitted_entries, "limits", path,
+                                        minimum=16, integer=True),
+        max_uncommitted_bytes=_number(table, "max_uncommitted_bytes",
+                                      default.max_uncommitted_bytes, "limits", path,
+                                      minimum=65536, integer=True),
+        max_inflight_entries=_number(table, "max_inflight_entries",
+                                     default.max_inflight_entries, "limits", path,
+                                     minimum=1, integer=True),
+        max_inflight_bytes=_number(table, "max_inflight_bytes", default.max_inflight_bytes,
+                                   "limits", path, minimum=4096, integer=True))
 
 
 def load_config(path: str | os.PathLike[str]) -> ClusterConfig:

@@ -55,6 +55,18 @@ class NoQuorumError(WriteError):
     """Raised when no leader with a quorum could take the write."""
 
 
+class OverloadedError(WriteError):
+    """Raised when a write is refused because too many writes are waiting to commit.
+
+    The write was certainly not applied. Retry after ``retry_after`` seconds (an estimate of
+    when there will be room), or slow down: the bounds are the cluster file's ``[limits]``.
+    """
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(f"{message}; retry after {retry_after:.3f}s", outcome_unknown=False)
+        self.retry_after = retry_after
+
+
 class ConflictError(HAStateError):
     """Raised by compare-and-set when a key's revision is not the expected one."""
 

@@ -10,36 +10,36 @@ membership, status); each method is a thin delegate to the module that does the 
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Literal, Mapping
 
 from hastate import embedded
 from hastate.addresses import check_transport_mode
 from hastate.config import ClusterConfig, SnapshotConfig
+from hastate.consensus.backpressure import Admission, Limits
 from hastate.consensus.journal import fdatasync
 from hastate.consensus.membership import Member
 from hastate.consensus.node import NodeSpec, RaftNode
-from hastate.consensus.outcome import NOT_PROPOSED, Outcome
 from hastate.consensus.profiles import get_profile
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, make_transport_class
 from hastate.durations import Duration, optional_duration, parse_duration
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
-                            ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
+                            ReadError, SnapshotNotFoundError, WriteError)
 from hastate.recipes.lock import Lock
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)
 from hastate.failover.watcher import BecomeLeader, LeaderWatcher, LoseLeadership
 from hastate.observability import stats
-from hastate.observability.operations import (traced_add_member, traced_attempt,
-                                              traced_failover, traced_read,
-                                              traced_remove_member, traced_write)
+from hastate.observability.operations import (traced_add_member, traced_failover,
+                                              traced_read, traced_remove_member,
+                                              traced_write)
 from hastate.observability.logs import bind_node, configure_logging
 from hastate.server.http import NodeHTTPServer
 from hastate.snapshots.service import SnapshotService
@@ -50,10 +50,16 @@ from hastate.state.housekeeping import LockJanitor
 from hastate.state.machine import ReplicatedState
 from hastate.state.txn import Compare, Op, TxnResult
 from hastate.state.watch import DEFAULT_BUFFER, WatchEvent, Watcher, WatchHub, run_callback
+from hastate.writes import Proposer
 
 logger = logging.getLogger(__name__)
 
 Consistency = Literal["linearizable", "local"]
+
+
+
+def _revision(result: tuple) -> int:
+    return result[1]
 
 
 class StateManager:
@@ -89,7 +95,8 @@ class StateManager:
                  admin_token: str | None = None, autostart: bool | None = None,
                  watch_history: int | None = None, watch_buffer: int | None = None,
                  txn_max_ops: int = txn_mod.DEFAULT_MAX_OPS,
-                 txn_max_bytes: int = txn_mod.DEFAULT_MAX_BYTES) -> None:
+                 txn_max_bytes: int = txn_mod.DEFAULT_MAX_BYTES,
+                 limits: Limits | None = None) -> None:
         """Two ways in, one node underneath.
 
         * From a cluster file (no ``peers``): ``StateManager(project_id="crypto-bot-prod",
@@ -103,7 +110,8 @@ class StateManager:
         The node serves its HTTP endpoints on ``http`` (the file's ``http`` of this node)
         unless ``serve_http=False``; ``admin_token`` defaults to the file's
         ``admin_token_env`` variable. ``autostart`` overrides when to start.
-        ``watch_history`` / ``watch_buffer`` default to the file's settings (else
+        ``watch_history``, ``watch_buffer`` and ``limits`` (back-pressure) default to the
+        file's settings (else
         :data:`~hastate.state.history.DEFAULT_HISTORY` / :data:`~hastate.state.watch.DEFAULT_BUFFER`).
         """
         if peers is None:
@@ -140,7 +148,9 @@ class StateManager:
                              peers={k: v for k, v in peers.items() if k != instance_id},
                              cluster=wiring.cluster_name, data_dir=wiring.data_dir,
                              profile=timing, log_compaction_entries=log_compaction_entries,
-                             members=wiring.members, join=join)
+                             members=wiring.members, join=join,
+                             limits=limits if limits is not None else
+                             self.config.limits if self.config is not None else Limits())
         if watch_history is None:
             watch_history = self.config.watch_history if self.config is not None \
                 else DEFAULT_HISTORY
@@ -169,8 +179,15 @@ class StateManager:
         self._policy: FailoverPolicy | None = None
         self.watcher = LeaderWatcher(self.node.is_leader, self.node.fencing_token,
                                      on_transition=self._on_transition)
-        # observe(op, seconds, outcome); outcome: ok, conflict, no_quorum, timeout, error.
+        # observe(op, seconds, outcome); outcome: ok, conflict, no_quorum, timeout,
+        # overloaded, error.
         self.proposal_observers: list[Callable[[str, float, str], None]] = []
+        self._writes = Proposer(
+            self.node, Admission(self.spec.limits.max_uncommitted_entries,
+                                 self.spec.limits.max_uncommitted_bytes),
+            client_id=self._client_id, next_seq=self._next_seq,
+            observers=self.proposal_observers, attempt_timeout=2 * timing.max_timeout,
+            leaderless_give_up=3 * timing.max_timeout, instance_id=instance_id)
         self.failovers_total = {"manual": 0, "health": 0}   # completed transfers started here
         self.health_check_failures = 0
         snaps = wiring.snapshots
@@ -296,6 +313,7 @@ class StateManager:
             self.janitor.stop()
             self.watcher.stop()
             self.node.stop()
+            self._writes.close()
             self.watch_hub.close()
             if self._started:
                 logger.info("state manager stopped", extra={"instance": self.instance_id})
@@ -312,23 +330,46 @@ class StateManager:
         """Merge ``values`` into the state atomically (one log entry).
 
         Returns the cluster revision of the write, once it is committed and applied on this
-        node. Raises TypeError before proposing when a value cannot be stored, and
-        WriteError (``outcome_unknown`` says whether it may still apply) on timeout.
+        node. Raises TypeError before proposing when a value cannot be stored,
+        OverloadedError (not applied; retry after ``retry_after``) when too many writes
+        wait to commit, and WriteError (``outcome_unknown`` says whether it may still
+        apply) on timeout.
         """
+        return self._write(self._update(values), timeout)[1]
+
+    def save_state_async(self, values: Mapping[str, Any], *,
+                         timeout: Duration | None = None) -> "Future[int]":
+        """:meth:`save_state` without waiting: a future of the revision, same errors.
+
+        Pipelining: many writes may be in flight, each applied at most once (exactly once
+        when its future succeeds); writes that must apply in order should wait for each
+        other. Future callbacks run on the Raft thread: keep them short, never block there.
+        """
+        return self._submit(self._update(values), timeout, _revision)
+
+    @staticmethod
+    def _update(values: Mapping[str, Any]) -> Command:
         encoded = {check_key(k): encode_value(k, v) for k, v in values.items()}
         if not encoded:
             raise ValueError("save_state needs at least one key")
-        return self._write(Command(op="update", values=encoded), timeout)[1]
+        return Command(op="update", values=encoded)
 
     def delete(self, *keys: str, timeout: Duration | None = None) -> int:
         """Remove ``keys`` atomically; missing keys are ignored.
 
         Returns the revision of the delete (the current one when no key existed).
         """
+        return self._write(self._delete(keys), timeout)[1]
+
+    def delete_async(self, *keys: str, timeout: Duration | None = None) -> "Future[int]":
+        """:meth:`delete` without waiting: a future of the revision."""
+        return self._submit(self._delete(keys), timeout, _revision)
+
+    @staticmethod
+    def _delete(keys: tuple[str, ...]) -> Command:
         if not keys:
             raise ValueError("delete needs at least one key")
-        return self._write(Command(op="delete", keys=tuple(check_key(k) for k in keys)),
-                           timeout)[1]
+        return Command(op="delete", keys=tuple(check_key(k) for k in keys))
 
     def compare_and_set(self, key: str, value: Any, expected_revision: int, *,
                         timeout: Duration | None = None) -> int:
@@ -337,14 +378,31 @@ class StateManager:
         Returns the new revision; raises ConflictError naming the actual revision otherwise.
         A transaction: ``mod_revision(key) == expected`` then put, else get.
         """
+        command, finish = self._cas(key, value, expected_revision)
+        return finish(self._write(command, timeout))
+
+    def compare_and_set_async(self, key: str, value: Any, expected_revision: int, *,
+                              timeout: Duration | None = None) -> "Future[int]":
+        """:meth:`compare_and_set` without waiting: a future of the new revision."""
+        command, finish = self._cas(key, value, expected_revision)
+        return self._submit(command, timeout, finish)
+
+    def _cas(self, key: str, value: Any,
+             expected_revision: int) -> tuple[Command, Callable[[tuple], int]]:
+        """The transaction of a compare-and-set, and how its result becomes the revision."""
         expected = int(expected_revision)
-        result = self.transaction([txn_mod.mod_revision(check_key(key)) == expected],
-                                  [txn_mod.put(key, value)], [txn_mod.get(key)],
-                                  timeout=timeout)
-        if not result.succeeded:
-            found = result.responses[0]
-            raise ConflictError(key, expected, found.mod_revision if found is not None else 0)
-        return result.revision
+        success, failure = [txn_mod.put(key, value)], [txn_mod.get(key)]
+        wire = txn_mod.build([txn_mod.mod_revision(check_key(key)) == expected], success,
+                             failure, **self.txn_limits)
+
+        def finish(result: tuple) -> int:
+            done = txn_mod.to_result(result, success, failure)
+            if not done.succeeded:
+                found = done.responses[0]
+                raise ConflictError(key, expected,
+                                    found.mod_revision if found is not None else 0)
+            return done.revision
+        return Command(op="txn", txn=wire), finish
 
     def transaction(self, compare: Iterable[Compare] = (), success: Iterable[Op] = (),
                     failure: Iterable[Op] = (), *, timeout: Duration | None = None) -> TxnResult:
@@ -382,86 +440,18 @@ class StateManager:
 
     @traced_write
     def _write(self, command: Command, timeout: Duration | None) -> tuple:
+        """Propose ``command`` and wait; returns the state machine's result tuple."""
+        return self._submit(command, timeout, lambda result: result).result()
+
+    def _submit(self, command: Command, timeout: Duration | None,
+                finish: Callable[[tuple], Any]) -> Future:
         seconds = optional_duration(timeout, field="timeout")
+        return self._writes.submit(command, seconds if seconds is not None
+                                   else self.write_timeout, finish)
+
+    def _next_seq(self) -> int:
         with self._seq_lock:
-            seq = next(self._seq)
-        client = self._client_id if command.op != "barrier" else b""
-        raw = dataclasses.replace(command, client=client, seq=seq).encode()
-        started = time.monotonic()
-        outcome = "error"
-        try:
-            result = self._propose_until_applied(
-                raw, seconds if seconds is not None else self.write_timeout)
-            outcome = "conflict" if result[0] == "conflict" or \
-                (result[0] == "txn" and not result[1]) else "ok"
-            return result
-        except NoQuorumError:
-            outcome = "no_quorum"
-            raise
-        except WriteTimeoutError:
-            outcome = "timeout"
-            raise
-        finally:
-            elapsed = time.monotonic() - started
-            for observe in self.proposal_observers:
-                observe(command.op, elapsed, outcome)
-
-    def _propose_until_applied(self, raw: bytes, timeout: float) -> tuple:
-        deadline = time.monotonic() + timeout
-        attempt_timeout = 2 * self.spec.profile.max_timeout
-        maybe_applied = False
-        backoff = 0.01
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            done = threading.Event()
-            box: list[tuple[Any, Outcome]] = []
-
-            def callback(result: Any, error: Outcome, box: list = box,
-                         done: threading.Event = done) -> None:
-                box.append((result, error))
-                done.set()
-
-            self.node.propose(*traced_attempt(self.node, raw, callback))
-            if not self._await(done, min(remaining, attempt_timeout)):
-                maybe_applied = True
-                continue
-            result, error = box[0]
-            if error == Outcome.SUCCESS:
-                if result[0] == "expired":
-                    raise WriteError("write was retried after its dedup entry expired",
-                                     outcome_unknown=True)
-                return result
-            if error not in NOT_PROPOSED:
-                maybe_applied = True
-            time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-            backoff = min(backoff * 2, 0.2)
-        if self.node.leader_id() is None:
-            raise NoQuorumError(f"no leader with a quorum within {timeout:.1f}s; are a majority "
-                                "of the nodes running and reachable?", outcome_unknown=maybe_applied)
-        raise WriteTimeoutError(f"write not confirmed within {timeout:.1f}s",
-                                outcome_unknown=maybe_applied)
-
-    def _await(self, done: threading.Event, timeout: float) -> bool:
-        """Wait for a proposal's callback; fail fast once no leader has been known for long.
-
-        A deposed or isolated leader steps down and then knows no leader: rather than let
-        the caller wait out the whole write timeout, raise NoQuorumError after three maximum
-        election timeouts without a leader (longer than any election with a quorum takes).
-        """
-        end = time.monotonic() + timeout
-        give_up = 3 * self.spec.profile.max_timeout
-        while not done.wait(min(0.05, max(0.0, end - time.monotonic()))):
-            leaderless = self.node.leaderless_for()
-            if leaderless > give_up:
-                raise NoQuorumError(f"instance {self.instance_id} has known no leader for "
-                                    f"{leaderless:.1f}s: it is cut off from the majority, or "
-                                    "most nodes are down; the write stays queued and may "
-                                    "still apply when a leader is back", outcome_unknown=True)
-            if time.monotonic() >= end:
-                return False
-        return True
+            return next(self._seq)
 
     # -- reads --------------------------------------------------------------------------------
     @traced_read
@@ -691,6 +681,11 @@ class StateManager:
             "applied_index": st.applied_index,
             "last_log_index": last_index,
             "log_entries": st.log_entries,
+            "dumps": self.node.dumper.stats(),
+            "uncommitted_entries": st.uncommitted_entries,
+            "queued_proposals": st.queued_proposals,
+            "behind_leader_entries": st.behind_leader_entries,
+            **self._writes.status(),
             "keys": len(self.machine),
             "revision": self.machine.revision,
             "watchers": len(self.watch_hub),

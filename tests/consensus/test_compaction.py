@@ -23,7 +23,7 @@ def test_failed_dump_keeps_the_journal_and_a_later_one_truncates_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sm = single_node(tmp_path)
     try:
-        monkeypatch.setattr("hastate.consensus.node.atomic_write",
+        monkeypatch.setattr("hastate.consensus.dumper.atomic_write",
                             lambda *_: (_ for _ in ()).throw(OSError(28, "No space left")))
         for i in range(60):
             sm.save_state({f"k{i}": i})
@@ -54,14 +54,14 @@ def test_dump_is_written_off_the_raft_thread(tmp_path: Path,
     try:
         for first in range(0, 50_000, 10_000):
             sm.save_state({f"p{i}": i for i in range(first, first + 10_000)}, timeout=30)
-        import hastate.consensus.node as node_module
-        real_write = node_module.atomic_write
+        import hastate.consensus.dumper as dumper_module
+        real_write = dumper_module.atomic_write
 
         def slow_write(path, data):
             time.sleep(1.5)
             real_write(path, data)
 
-        monkeypatch.setattr(node_module, "atomic_write", slow_write)
+        monkeypatch.setattr(dumper_module, "atomic_write", slow_write)
         before = sm.node.syncobj.compactions_total
         sm.node.syncobj.forceLogCompaction()
         writes_during_dump = 0

@@ -10,6 +10,7 @@ from hypothesis import given, strategies as st
 from store_servers import cloud_store_url, open_test_url
 
 from hastate.cli import cli
+from hastate.cli.exit import Exit
 from hastate.errors import CorruptDataError
 from hastate.snapshots.copy import copy_store, merge_manifest
 from hastate.snapshots.format import (Manifest, SnapshotMeta, list_snapshots, snapshot_name,
@@ -111,7 +112,7 @@ def test_a_different_object_of_the_same_name_at_the_destination_is_refused(
 @pytest.mark.s3
 @pytest.mark.azure
 def test_cli_copy_reports_and_exit_codes(request: pytest.FixtureRequest, tmp_path) -> None:
-    """`hastate snapshot copy` prints what it did; a missing source is exit code 3."""
+    """`hastate snapshot copy` prints what it did; a missing source is exit code 7 (not found)."""
     src_url, dst_url = cloud_store_url(request, "s3"), cloud_store_url(request, "azure")
     populate(open_test_url(src_url))
     runner = CliRunner()
@@ -121,9 +122,9 @@ def test_cli_copy_reports_and_exit_codes(request: pytest.FixtureRequest, tmp_pat
     assert (summary["copied"], summary["snapshots_listed"], summary["cluster"]) == (4, 2, CLUSTER)
     empty = f"file://{tmp_path}/empty"
     out = runner.invoke(cli, ["snapshot", "copy", "--from", empty, "--to", dst_url])
-    assert out.exit_code == 3 and "no manifest" in out.output
+    assert out.exit_code == Exit.NOT_FOUND and "no manifest" in out.output
     out = runner.invoke(cli, ["snapshot", "copy", "--from", dst_url, "--to", dst_url])
-    assert out.exit_code == 2 and "same store" in out.output
+    assert out.exit_code == Exit.USAGE and "same store" in out.output
 
 
 def _meta(index: int, tag: str) -> SnapshotMeta:

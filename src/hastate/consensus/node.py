@@ -25,7 +25,9 @@ from pysyncobj import SyncObjConf
 from pysyncobj.poller import POLL_EVENT_TYPE
 
 from hastate._fsutil import atomic_write
+from hastate.consensus.backpressure import Limits
 from hastate.consensus.consumer import MachineConsumer
+from hastate.consensus.dumper import DumpWriter
 from hastate.consensus.journal import DurableJournal
 from hastate.consensus.membership import Change, Member, check_change
 from hastate.consensus.outcome import Outcome
@@ -34,7 +36,7 @@ from hastate.consensus.raft import HEALTH, TRANSFER_REQUEST, HastateSyncObj
 from hastate.consensus.status import RaftStatus
 from hastate.errors import (ConfigError, CorruptDataError, FailoverError, HAStateError,
                             MembershipRefused, NotLeaderError, WriteTimeoutError)
-from hastate.state.dump import decode_dump, encode_dump
+from hastate.state.dump import decode_dump
 from hastate.state.machine import ReplicatedState
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ class NodeSpec:
     #: First start only: join a running cluster (stay passive until a leader adds this node)
     #: instead of bootstrapping a new one with ``peers``.
     join: bool = False
+    #: Back-pressure bounds (uncommitted entries and bytes, per-follower window).
+    limits: Limits = Limits()
 
     def bootstrap(self) -> list[Member]:
         """The configuration a brand-new data_dir starts from (before any Raft data exists)."""
@@ -83,9 +87,16 @@ class _Waker:
         os.set_blocking(self._w, False)
         self._lock = threading.Lock()
         self._closed = False
+        # A byte is in the pipe and not drained yet: later wakes need no syscall (under
+        # pipelined load one write per proposal made the proposer and the tick thread trade
+        # the GIL around every os.write).
+        self._pending = False
         poller.subscribe(self._r, self._drain, POLL_EVENT_TYPE.READ)
 
     def wake(self) -> None:
+        if self._pending:
+            return  # the tick thread leaves poll() anyway and handles everything queued
+        self._pending = True
         # The lock keeps a late wake() from writing to a descriptor number that close()
         # released and the process reused for another file.
         with self._lock:
@@ -97,6 +108,7 @@ class _Waker:
                 pass  # already pending: the poll will return anyway
 
     def _drain(self, _fd: int, _mask: int) -> None:
+        self._pending = False  # before reading: a wake from now on writes a new byte
         try:
             while os.read(self._r, 4096):
                 pass
@@ -138,6 +150,8 @@ class RaftNode:
         self._seeded_at = 0
         self._consumer = MachineConsumer(machine)
         self._tick_observers: list[Callable[[float], None]] = []
+        self.dumper = DumpWriter(machine, spec.data_dir / DUMP, cluster=spec.cluster,
+                                 node_id=spec.node_id)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -237,7 +251,8 @@ class RaftNode:
                 self.spec.profile, transport_class=self._transport_class,
                 on_transfer_request=self._on_transfer_request, is_healthy=self._is_healthy,
                 journal=self._journal, prepare_dump=self._prepare_dump,
-                seeded_at=self._seeded_at, cluster=self.spec.cluster)
+                seeded_at=self._seeded_at, cluster=self.spec.cluster,
+                limits=self.spec.limits)
             self._waker = _Waker(self._syncobj._poller)
         except HAStateError as exc:  # journal or dump refused; its message says why
             self._journal.close()
@@ -323,17 +338,8 @@ class RaftNode:
 
     # -- dump (PySyncObj custom serializer; runs on the tick thread) --------------------------
     def _prepare_dump(self, last: tuple, prev: tuple, members: list[str]) -> Callable[[], None]:
-        """Raft thread: copy the state at ``last``; return the write for a background thread."""
-        capture = self.machine.capture()
-        path = self.spec.data_dir / DUMP
-
-        def write() -> None:
-            body = {"state": capture.body(),
-                    "raft": {"last": list(last), "prev": list(prev), "cluster": members}}
-            _, blob = encode_dump(body, cluster=self.spec.cluster, index=last[1], term=last[2],
-                                  keys=len(capture), extra={"node": self.spec.node_id})
-            atomic_write(path, blob)
-        return write
+        """Raft thread: fix the state at ``last``; return the write for a background thread."""
+        return self.dumper.prepare(last, prev, members)
 
     @staticmethod
     def _serialize(_tmp_file: str, _raft_data: Any) -> None:
@@ -388,7 +394,11 @@ class RaftNode:
             members=tuple(self.members()), is_member=so.is_member,
             leader_changes=self.leader_changes, fatal_error=self.fatal_error,
             compactions=so.compactions_total, prevotes_started=so.prevotes_started,
-            elections_started=so.elections_started)
+            elections_started=so.elections_started,
+            uncommitted_entries=so.last_log_index() - so.raftCommitIndex
+            if role == "leader" else 0,
+            queued_proposals=so.queued(),
+            behind_leader_entries=max(0, so.leader_commit_index() - so.raftLastApplied))
 
     def role(self) -> str:
         """'leader', 'follower' or 'candidate' as Raft sees it (not lease-checked)."""
@@ -435,6 +445,11 @@ class RaftNode:
         """Seconds since this node last knew a leader (0 while it knows one)."""
         since = self._leaderless_since
         return 0.0 if since is None else time.monotonic() - since
+
+    def leading_epoch(self) -> int | None:
+        """While this node is Raft leader, a number that changes whenever it was not."""
+        so = self._syncobj
+        return self.leader_changes if so is not None and so.role == "leader" else None
 
     def leader_id(self) -> str | None:
         """Node id of the last known Raft leader."""

@@ -25,6 +25,7 @@ from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import _RAFT_STATE
 
 from hastate.consensus import rules
+from hastate.consensus.backpressure import EntrySizes, Limits, ProposalQueue, UncommittedTail
 from hastate.consensus.entry_trace import EntryTraces
 from hastate.consensus.journal import DurableJournal, DurableSerializer
 from hastate.consensus.lease import LeaderLease, Stickiness
@@ -43,8 +44,6 @@ TRANSFER_REQUEST = "hastate_transfer_request"
 HEALTH = "hastate_health"
 PREVOTE = "hastate_prevote"
 PREVOTE_REPLY = "hastate_prevote_reply"
-#: Most log entries sent to a follower and not yet acknowledged (flow control).
-INFLIGHT_WINDOW = 256
 
 ROLE_NAMES = {_RAFT_STATE.FOLLOWER: "follower", _RAFT_STATE.CANDIDATE: "candidate",
               _RAFT_STATE.LEADER: "leader"}
@@ -82,10 +81,13 @@ class HastateSyncObj(SyncObj):
                  is_healthy: Callable[[], bool] = lambda: True,
                  journal: DurableJournal | None = None,
                  prepare_dump: PrepareDump | None = None, seeded_at: int = 0,
-                 cluster: str = "") -> None:
+                 cluster: str = "", limits: Limits | None = None) -> None:
         self._self_id = self_id
         #: Spans for traced entries (consensus/entry_trace.py); idle while tracing is off.
         self.traces = EntryTraces(self_id, cluster, replica_name=self._peer_id)
+        self.limits = limits if limits is not None else Limits()
+        self._tail = UncommittedTail()  # leader: bytes appended and not committed
+        self._sizes = EntrySizes()  # leader: entry sizes, for the per-follower byte window
         # A restore seeds the log with two no-ops ending at this index, in a stand-in term
         # (the snapshot's), not necessarily the term of the cluster's entries there.
         self._seeded_at = seeded_at
@@ -115,10 +117,13 @@ class HastateSyncObj(SyncObj):
         self.peer_health: dict[str, tuple[bool, int, float]] = {}  # addr -> (ok, applied, when)
         self._prepare_dump = prepare_dump
         self._log_cap: int | None = None  # flow control: see _SyncObj__sendAppendEntries
+        self._send_unsynced = False  # leader: see _checkCommandsToApply
         self._compaction: _Compaction | None = None
         self.compactions_total = 0
         kwargs = {"transportClass": transport_class} if transport_class is not None else {}
         super().__init__(self_addr, peers, conf, consumers=consumers, **kwargs)
+        # Bounded, and drained by the leader only while its uncommitted tail has room.
+        self._SyncObj__commandsQueue = ProposalQueue(self.limits.max_uncommitted_entries)
         if journal is not None:
             self._install_durable_storage(journal)
 
@@ -182,19 +187,38 @@ class HastateSyncObj(SyncObj):
         """
         traces = self.traces
         traces.refresh()
-        if self.paused and self._SyncObj__raftState == _RAFT_STATE.LEADER:
+        leading = self._SyncObj__raftState == _RAFT_STATE.LEADER
+        if self.paused and leading:
             return
         before = self.last_log_index()
+        queue = self._SyncObj__commandsQueue
+        if leading:  # back-pressure: append no more than the uncommitted tail has room for
+            entries, nbytes = self.uncommitted()
+            queue.drain_budget(self.limits.max_uncommitted_entries - entries,
+                               self.limits.max_uncommitted_bytes - nbytes)
+        else:
+            queue.drain_budget(None)
         super()._checkCommandsToApply()
-        if self._SyncObj__raftState == _RAFT_STATE.LEADER and self.last_log_index() != before:
+        if leading and self.last_log_index() != before:
+            self._tail.add(self.last_log_index(), queue.drained_bytes)
+            sizes = queue.drained_sizes
+            if len(sizes) != self.last_log_index() - before:  # a refused membership change
+                sizes = [len(e[0]) for e in self._SyncObj__getEntries(before + 1)]
+            self._sizes.add(before + 1, sizes)
             if traces.active:
                 traces.on_appended(self._SyncObj__getEntries(before + 1))
-            # Defect 4: the leader's own copy is durable (one fsync for the whole drained
-            # batch) before the entries are sent, so before they can count toward commit.
-            self.flush_journal()
-            self._SyncObj__sendAppendEntries()
+            # Defect 4, with Raft thesis 10.2.1: the leader sends first and makes its own copy
+            # durable while the followers write theirs (one fsync for the whole drained
+            # batch). It still counts itself toward commit only once durable: commit is
+            # computed on this thread, in a later tick, after the fsync below has returned.
+            self._send_unsynced = True
+            try:
+                self._SyncObj__sendAppendEntries()
+            finally:
+                self._send_unsynced = False
             if traces.active:
                 traces.on_sent()
+            self.flush_journal()
 
     def _applyCommand(self, command: bytes, callback: Any,  # noqa: N802 (PySyncObj's name)
                       commandType: int | None = None) -> None:  # noqa: N803
@@ -230,7 +254,8 @@ class HastateSyncObj(SyncObj):
         return need_send
 
     def _SyncObj__sendAppendEntries(self) -> None:
-        """Send to each follower at most ``INFLIGHT_WINDOW`` entries past its last ack.
+        """Send each follower at most ``limits.max_inflight_entries`` (and ``_bytes``) past
+        its last ack.
 
         PySyncObj sends everything from ``nextIndex`` on: under saturation a follower's
         backlog (and the leader's send buffer) grows without bound, lease pings queue behind
@@ -253,7 +278,10 @@ class HastateSyncObj(SyncObj):
                     # follower that needs them gets the dump (PySyncObj sends the dump to a
                     # follower whose nextIndex is at or below the log's start).
                     next_index = self._SyncObj__raftNextIndex[node] = first
-                self._log_cap = rules.send_window(acked, next_index, first, INFLIGHT_WINDOW)
+                cap = rules.send_window(acked, next_index, first,
+                                        self.limits.max_inflight_entries)
+                self._log_cap = self._sizes.cap(acked, cap, self.limits.max_inflight_bytes) \
+                    if cap is not None else None
                 if self._log_cap is not None and next_index > self._log_cap:
                     continue  # window full: wait for acks (lease pings keep its timer reset)
                 connected.intersection_update({node})
@@ -262,6 +290,20 @@ class HastateSyncObj(SyncObj):
         finally:
             self._log_cap = None
             connected.update(everyone)
+
+    def uncommitted(self) -> tuple[int, int]:
+        """Leader: (entries, bytes) appended but not committed; tick thread."""
+        commit = self._SyncObj__raftCommitIndex
+        return self.last_log_index() - commit, self._tail.bytes_after(commit)
+
+    def leader_commit_index(self) -> int:
+        """The commit index the leader last told this node (its own on the leader; 0 before
+        this node heard from any leader)."""
+        return self._SyncObj__leaderCommitIndex or 0
+
+    def queued(self) -> int:
+        """Proposals waiting in the command queue (any thread)."""
+        return len(self._SyncObj__commandsQueue)
 
     def _SyncObj__getCurrentLogIndex(self) -> int:
         last = self._SyncObj__raftLog[-1][1]
@@ -272,6 +314,8 @@ class HastateSyncObj(SyncObj):
         SyncObj._SyncObj__onBecomeLeader(self)
         self.flush_journal()  # defect 4: the term's no-op is durable before it can commit
         self.lease.start(self._SyncObj__raftCurrentTerm)
+        self._tail.reset()
+        self._sizes.reset()
         self.paused = False
         self._last_ping = 0.0
         self._change_index = 0
@@ -303,6 +347,10 @@ class HastateSyncObj(SyncObj):
         if kind == PONG:
             if self._SyncObj__raftState == _RAFT_STATE.LEADER:
                 self.lease.on_ack(node.id, message["term"], message["sent"])
+                if message["term"] == term and node in self._SyncObj__lastResponseTime:
+                    # A follower busy with a batch still answers pings: the leader's
+                    # step-down timer (leaderFallbackTimeout) must not depend on data.
+                    self._SyncObj__lastResponseTime[node] = time.monotonic()
             return
         if kind == TRANSFER:
             if message["term"] == term and node == self._getLeader():
@@ -625,7 +673,8 @@ class HastateSyncObj(SyncObj):
         raw_send = transport.send
 
         def send_after_sync(node: Any, message: Any) -> Any:
-            journal.flush()
+            if not self._send_unsynced:  # only the leader's fresh batch may go unsynced
+                journal.flush()
             return raw_send(node, message)
 
         transport.send = send_after_sync

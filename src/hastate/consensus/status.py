@@ -45,6 +45,12 @@ class RaftStatus:
     compactions: int
     prevotes_started: int
     elections_started: int          # since this node's start, each a new term as candidate
+    #: Back-pressure and lag: entries appended and not committed (leader; else 0), proposals
+    #: waiting in the queue, and committed entries (as last told by the leader) this node has
+    #: not applied yet (grows while a follower falls behind, shrinks as it catches up).
+    uncommitted_entries: int = 0
+    queued_proposals: int = 0
+    behind_leader_entries: int = 0
 
     def lag(self, address: str) -> int | None:
         """Leader: entries ``address`` is behind this node's log end (None if unknown)."""

@@ -38,7 +38,7 @@ class Measured(Protocol):
 ROLES = ("leader", "leader-without-lease", "follower", "candidate")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 #: ``result`` label values of hastate_proposals_total (see StateManager.proposal_observers).
-PROPOSAL_RESULTS = ("ok", "conflict", "no_quorum", "timeout", "error")
+PROPOSAL_RESULTS = ("ok", "conflict", "no_quorum", "timeout", "overloaded", "error")
 FAILOVER_REASONS = ("manual", "health")
 
 
@@ -101,6 +101,13 @@ class _StatusCollector:
         yield gauge("hastate_last_log_index", "Index of the last entry in this node's log",
                     st["last_log_index"])
         yield gauge("hastate_log_entries", "Entries held in the Raft journal", st["log_entries"])
+        yield gauge("hastate_behind_leader_entries", "Committed entries (as last told by the "
+                    "leader) this node has not applied yet", st["behind_leader_entries"])
+        yield gauge("hastate_uncommitted_entries", "Leader only: entries appended and not yet "
+                    "committed (bounded by limits.max_uncommitted_entries)",
+                    st["uncommitted_entries"])
+        yield gauge("hastate_writes_in_flight", "Writes proposed through this node's "
+                    "StateManager and not yet completed", st["writes_in_flight"])
         yield gauge("hastate_keys", "Top-level keys in the replicated state", st["keys"])
         yield gauge("hastate_revision", "Cluster revision applied on this node (writes that "
                     "changed something)", st["revision"])

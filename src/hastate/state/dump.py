@@ -66,12 +66,18 @@ def pack_in_chunks(obj: Any, chunk: int = 4096) -> bytes:
 
 
 def encode_dump(body: dict[str, Any], *, cluster: str, index: int, term: int, keys: int,
-                extra: dict[str, Any] | None = None, level: int = 1) -> tuple[DumpHeader, bytes]:
-    """Serialize ``body`` (plain msgpack types only) into the dump container."""
+                extra: dict[str, Any] | None = None, level: int = 1,
+                created_at: float | None = None) -> tuple[DumpHeader, bytes]:
+    """Serialize ``body`` (plain msgpack types only) into the dump container.
+
+    ``created_at`` (default: now) is the wall-clock time recorded in the header; the same
+    body, index and ``created_at`` always give the same bytes.
+    """
     payload = zlib.compress(pack_in_chunks(body), level)
     header = DumpHeader(cluster=cluster, index=index, term=term, keys=keys,
                         payload_size=len(payload), sha256=hashlib.sha256(payload).hexdigest(),
-                        extra=dict(extra or {}))
+                        extra=dict(extra or {}),
+                        created_at=time.time() if created_at is None else created_at)
     raw_header = msgpack.packb(asdict(header), use_bin_type=True)
     blob = b"".join((MAGIC, _LEN.pack(len(raw_header)), raw_header,
                      _LEN.pack(zlib.crc32(raw_header)), payload))
