@@ -1,4 +1,4 @@
-"""Fault-injection campaigns against real hastate nodes in network namespaces (issue 3).
+"""Fault-injection campaigns against real hastate nodes in network namespaces.
 
 Two tiers:
 
