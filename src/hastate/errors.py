@@ -191,3 +191,13 @@ class TxnDuplicateKeyError(TxnError):
 
 class TxnTooLargeError(TxnError):
     """Raised when a transaction's encoded size exceeds the byte cap."""
+
+
+class LeaseNotFoundError(HAStateError):
+    """Raised when a lease has ended (expired or revoked) or never existed: a keep-alive
+    or a put attached to it is refused. Grant a new lease and write the keys again."""
+
+    def __init__(self, lease: int) -> None:
+        super().__init__(f"lease {lease} has ended (expired or revoked) or never existed; "
+                         "grant a new lease and write its keys again")
+        self.lease = lease

@@ -30,8 +30,11 @@ from hastate.consensus.profiles import get_profile
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, make_transport_class
 from hastate.durations import Duration, optional_duration, parse_duration
-from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
-                            ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
+from hastate.errors import (ConfigError, ConflictError, LeaseNotFoundError, NoQuorumError,
+                            NotLeaderError, ReadError, SnapshotNotFoundError, WriteError,
+                            WriteTimeoutError)
+from hastate.recipes import lease as lease_recipe
+from hastate.recipes.lease import Lease
 from hastate.recipes.lock import Lock
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)
@@ -46,7 +49,8 @@ from hastate.snapshots.service import SnapshotService
 from hastate.state import txn as txn_mod
 from hastate.state.codec import Command, check_key, encode_value
 from hastate.state.history import DEFAULT_HISTORY
-from hastate.state.housekeeping import LockJanitor
+from hastate.state.housekeeping import LeaseExpirer, LockJanitor
+from hastate.state.leases import LeaseInfo
 from hastate.state.machine import ReplicatedState
 from hastate.state.txn import Compare, Op, TxnResult
 from hastate.state.watch import DEFAULT_BUFFER, WatchEvent, Watcher, WatchHub, run_callback
@@ -181,6 +185,8 @@ class StateManager:
         self.http_server: NodeHTTPServer | None = None
         self.janitor = LockJanitor(self.machine, is_leader=self.is_leader,
                                    propose=lambda command: self._write(command, None))
+        self.lease_expirer = LeaseExpirer(self.machine, leader_term=self.fencing_token,
+                                          propose=lambda command: self._write(command, None))
         self._started = False
         self._lifecycle = threading.Lock()
         configure_logging(self.config.logging if self.config is not None else None)
@@ -245,6 +251,7 @@ class StateManager:
         # handing leadership over on failure starts only with configure_failover().
         self._install_policy(FailoverSettings(1.0, float("inf")), None)
         self.janitor.start()
+        self.lease_expirer.start()
 
     def _restore_if_empty(self) -> None:
         """A node starting with an empty data_dir seeds it from the newest snapshot + log."""
@@ -294,6 +301,7 @@ class StateManager:
             if self.snapshots is not None:
                 self.snapshots.stop()
             self.janitor.stop()
+            self.lease_expirer.stop()
             self.watcher.stop()
             self.node.stop()
             self.watch_hub.close()
@@ -308,16 +316,27 @@ class StateManager:
         self.stop()
 
     # -- writes -------------------------------------------------------------------------------
-    def save_state(self, values: Mapping[str, Any], *, timeout: Duration | None = None) -> int:
+    def save_state(self, values: Mapping[str, Any], *, timeout: Duration | None = None,
+                   lease: Lease | int | None = None, ttl: Duration | None = None) -> int:
         """Merge ``values`` into the state atomically (one log entry).
 
         Returns the cluster revision of the write, once it is committed and applied on this
         node. Raises TypeError before proposing when a value cannot be stored, and
         WriteError (``outcome_unknown`` says whether it may still apply) on timeout.
+        With ``lease`` the keys are attached to it (deleted when it ends; LeaseNotFoundError
+        if it has ended); ``ttl=30`` grants a new lease of 30 s for them first. Without
+        either, the keys are detached from any lease they had.
         """
         encoded = {check_key(k): encode_value(k, v) for k, v in values.items()}
         if not encoded:
             raise ValueError("save_state needs at least one key")
+        if ttl is not None:
+            if lease is not None:
+                raise ValueError("save_state takes lease= or ttl=, not both")
+            lease = self.grant_lease(parse_duration(ttl, field="ttl"), timeout=timeout)
+        if lease is not None:
+            return self.transaction((), [txn_mod.put(k, v, lease=lease)
+                                         for k, v in values.items()], timeout=timeout).revision
         return self._write(Command(op="update", values=encoded), timeout)[1]
 
     def delete(self, *keys: str, timeout: Duration | None = None) -> int:
@@ -364,6 +383,8 @@ class StateManager:
         success, failure = list(success), list(failure)
         wire = txn_mod.build(compare, success, failure, **self.txn_limits)
         result = self._write(Command(op="txn", txn=wire), timeout)
+        if result[0] == "no_lease":
+            raise LeaseNotFoundError(result[1])
         if result[0] != "txn":
             raise WriteError(f"transaction refused by the state machine: {result!r}",
                              outcome_unknown=False)
@@ -462,6 +483,22 @@ class StateManager:
             if time.monotonic() >= end:
                 return False
         return True
+
+    # -- leases -------------------------------------------------------------------------------
+    def grant_lease(self, ttl: Duration, *, timeout: Duration | None = None) -> Lease:
+        """Grant a lease of ``ttl`` seconds: a :class:`~hastate.recipes.lease.Lease` to put
+        keys with, keep alive (``keep_alive_in_background()``) and revoke."""
+        return Lease.grant(self, parse_duration(ttl, field="ttl"),
+                           optional_duration(timeout, field="timeout"))
+
+    def revoke_lease(self, lease: Lease | int, *, timeout: Duration | None = None) -> bool:
+        """End ``lease`` (a Lease or its id) now and delete its keys; True if it existed."""
+        return lease_recipe.revoke(self, getattr(lease, "id", lease),
+                                   optional_duration(timeout, field="timeout"))
+
+    def leases(self) -> dict[int, LeaseInfo]:
+        """This replica's lease table: id -> (ttl, refreshed index, attached keys)."""
+        return self.machine.leases()
 
     # -- reads --------------------------------------------------------------------------------
     @traced_read
