@@ -35,6 +35,7 @@ from hastate.errors import (ConfigError, ConflictError, LeaseNotFoundError, NoQu
                             WriteTimeoutError)
 from hastate.recipes import lease as lease_recipe
 from hastate.recipes.lease import Lease
+from hastate.recipes.presence import Presence, members_alive
 from hastate.recipes.lock import Lock
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)
@@ -499,6 +500,17 @@ class StateManager:
     def leases(self) -> dict[int, LeaseInfo]:
         """This replica's lease table: id -> (ttl, refreshed index, attached keys)."""
         return self.machine.leases()
+
+    def presence(self, ttl: Duration = 10.0, *, model_version: str = "",
+                 health: Callable[[], bool] | None = None) -> Presence:
+        """Publish this bot's presence under a lease kept alive in the background (started);
+        see :mod:`hastate.recipes.presence`."""
+        return Presence(self, ttl=parse_duration(ttl, field="ttl"), model_version=model_version,
+                        health=health).start()
+
+    def members_alive(self, consistency: Consistency = "local") -> dict[str, dict[str, Any]]:
+        """instance -> presence entry of every bot whose presence lease is alive."""
+        return members_alive(self.get_state(consistency))
 
     # -- reads --------------------------------------------------------------------------------
     @traced_read
