@@ -201,3 +201,8 @@ class LeaseNotFoundError(HAStateError):
         super().__init__(f"lease {lease} has ended (expired or revoked) or never existed; "
                          "grant a new lease and write its keys again")
         self.lease = lease
+
+
+class CacheLoadTimeout(HAStateError):
+    """Raised when a cache key another caller is loading did not appear within the cache's
+    ``wait``; call ``get`` again (it takes the load over once that caller's marker lapses)."""

@@ -34,6 +34,7 @@ from hastate.errors import (ConfigError, ConflictError, LeaseNotFoundError, NoQu
                             NotLeaderError, ReadError, SnapshotNotFoundError, WriteError,
                             WriteTimeoutError)
 from hastate.recipes import lease as lease_recipe
+from hastate.recipes.cache import Cache
 from hastate.recipes.lease import Lease
 from hastate.recipes.presence import Presence, members_alive
 from hastate.recipes.lock import Lock
@@ -334,7 +335,7 @@ class StateManager:
         if ttl is not None:
             if lease is not None:
                 raise ValueError("save_state takes lease= or ttl=, not both")
-            lease = self.grant_lease(parse_duration(ttl, field="ttl"), timeout=timeout)
+            lease = self.grant_lease(ttl, timeout=timeout)
         if lease is not None:
             return self.transaction((), [txn_mod.put(k, v, lease=lease)
                                          for k, v in values.items()], timeout=timeout).revision
@@ -489,7 +490,7 @@ class StateManager:
     def grant_lease(self, ttl: Duration, *, timeout: Duration | None = None) -> Lease:
         """Grant a lease of ``ttl`` seconds: a :class:`~hastate.recipes.lease.Lease` to put
         keys with, keep alive (``keep_alive_in_background()``) and revoke."""
-        return Lease.grant(self, parse_duration(ttl, field="ttl"),
+        return Lease.grant(self, parse_duration(ttl, field="ttl", minimum=0.001),
                            optional_duration(timeout, field="timeout"))
 
     def revoke_lease(self, lease: Lease | int, *, timeout: Duration | None = None) -> bool:
@@ -507,6 +508,12 @@ class StateManager:
         see :mod:`hastate.recipes.presence`."""
         return Presence(self, ttl=parse_duration(ttl, field="ttl"), model_version=model_version,
                         health=health).start()
+
+    def cache(self, namespace: str, ttl: Duration, loader: Callable[[str], Any],
+              **kwargs: Any) -> Cache:
+        """A read-through cache whose values live ``ttl`` seconds, loaded once per key per
+        expiry across the cluster; see :mod:`hastate.recipes.cache`."""
+        return Cache(self, namespace, parse_duration(ttl, field="ttl"), loader, **kwargs)
 
     def members_alive(self, consistency: Consistency = "local") -> dict[str, dict[str, Any]]:
         """instance -> presence entry of every bot whose presence lease is alive."""
