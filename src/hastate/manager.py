@@ -750,6 +750,8 @@ class StateManager:
             "keys": len(self.machine),
             "revision": self.machine.revision,
             "watchers": len(self.watch_hub),
+            "leases": self.machine.lease_count(),
+            "lease_expiries": self.lease_expirer.applied_expiries,
             "leader_changes": st.leader_changes,
             "healthy": self._health_ok,
             "health_check_failures": self.health_check_failures,

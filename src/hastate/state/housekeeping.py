@@ -112,10 +112,13 @@ class LeaseExpirer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.expired_total = 0       # leases this node's proposals expired
+        self.applied_expiries = 0    # leases expired by any leader, applied on this replica
         machine.add_listener(self._on_apply)
 
     def _on_apply(self, index: int, _previous: int, command: Command, result: Any) -> None:
         """Raft thread: note when a grant or keep-alive took effect on this replica."""
+        if command.op == "lease_expire" and result[0] == "lease_end":
+            self.applied_expiries += len(result[1])
         if command.op in ("lease_grant", "lease_keepalive") and result[0] == "lease" \
                 and result[1]:
             with self._lock:

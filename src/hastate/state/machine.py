@@ -322,6 +322,10 @@ class ReplicatedState:
         with self._lock:
             return self._leases.view()
 
+    def lease_count(self) -> int:
+        """How many leases the table holds."""
+        return len(self._leases)
+
     def lease_of(self, key: str) -> int:
         """The id of the lease ``key`` is attached to (0: none)."""
         with self._lock:
