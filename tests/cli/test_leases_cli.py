@@ -46,6 +46,20 @@ def test_list_revoke_and_metrics(cluster) -> None:
     refused = cluster.cli("leases", "list", "--config", config, token="wrong")
     assert refused.returncode == Exit.UNAUTHORIZED
 
+    # /v1/txn puts take a lease too
+    lease = sm.grant_lease(60)
+    code, reply = cluster.post("instance-3", "/v1/txn", {"success": [
+        {"op": "put", "key": "http/k", "value": 1, "lease": lease.id}]})
+    assert code == 200 and reply["succeeded"], reply
+    wait_for(lambda: sm.machine.lease_of("http/k") == lease.id)
+    code, reply = cluster.post("instance-3", "/v1/txn", {"success": [
+        {"op": "put", "key": "http/k", "value": 1, "lease": "soon"}]})
+    assert code == 400 and "lease" in reply["error"]
+    lease.revoke()
+    code, reply = cluster.post("instance-3", "/v1/txn", {"success": [
+        {"op": "put", "key": "http/k", "value": 1, "lease": lease.id}]})
+    assert code == 409 and "has ended" in reply["error"]
+
     sm.save_state({"ttl/x": 1}, ttl=0.5)
     for node in ("instance-1", "instance-2", "instance-3"):
         wait_for(lambda node=node: sample(cluster.scrape(node), "hastate_lease_expiries_total",

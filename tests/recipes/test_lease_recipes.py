@@ -138,6 +138,7 @@ def test_cache_loader_error_frees_the_key_and_a_dead_loaders_marker_lapses(sm) -
     with pytest.raises(RuntimeError, match="exchange down"):
         broken.get("ETH")
     assert gone(sm, broken.marker_of("ETH"))
+    broken.close()
     # A loader whose process died: its marker stays until its lease lapses.
     dead = Cache(sm, "ticker", 5.0, failing, loading_ttl=0.5)
     lease = dead._markers()

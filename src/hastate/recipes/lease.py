@@ -109,7 +109,7 @@ class Lease:
         Conservative: counted from just before the last successful keep-alive was sent;
         the cluster expires it no earlier than that.
         """
-        if self._ended or self.id not in self.manager.machine.leases():
+        if self._ended or not self.manager.machine.has_lease(self.id):
             self._ended = True
             return 0.0
         return max(0.0, self._deadline - self._clock())
@@ -165,8 +165,8 @@ class Lease:
                     continue
             except LeaseNotFoundError:
                 pass
-            except HAStateError as exc:
-                logger.warning("lease keep-alive failed, retrying: %s", exc,
+            except Exception as exc:   # no quorum, or the node stopped: retry until the TTL
+                logger.warning("lease keep-alive failed, retrying: %r", exc,
                                extra={"lease": self.id})
                 wait = min(0.2, interval / 4)
                 continue

@@ -146,6 +146,9 @@ class LeaseTable:
         return {lease: LeaseInfo(lease, ttl, refreshed, frozenset(keys))
                 for lease, (ttl, refreshed, keys) in self._leases.items()}
 
+    def __contains__(self, lease: object) -> bool:
+        return lease in self._leases
+
     def __len__(self) -> int:
         return len(self._leases)
 

@@ -322,6 +322,11 @@ class ReplicatedState:
         with self._lock:
             return self._leases.view()
 
+    def has_lease(self, lease: int) -> bool:
+        """True while lease ``lease`` is in the table (granted, not ended)."""
+        with self._lock:
+            return lease in self._leases
+
     def lease_count(self) -> int:
         """How many leases the table holds."""
         return len(self._leases)

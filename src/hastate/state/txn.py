@@ -207,7 +207,12 @@ def _op_wire(op: Any) -> list[Any]:
             wire = ["put", key, encode_value(key, op.value)]
         except TypeError as exc:
             raise TxnInvalidError(str(exc)) from None
-        return wire + [op.lease] if op.lease else wire
+        if not op.lease:
+            return wire
+        try:
+            return wire + [check_id(op.lease)]
+        except ValueError as exc:
+            raise TxnInvalidError(f"put of {key!r}: {exc}") from None
     return [op.kind, key]
 
 
