@@ -10,7 +10,9 @@ import time
 
 import pytest
 
+from hastate.consensus.node import DUMP
 from hastate.errors import LeaseNotFoundError
+from hastate.state.dump import decode_dump
 from hastate.state.housekeeping import DEFAULT_LEASE_INTERVAL
 from hastate.testing import wait_for
 from hastate.testing.sse import SSE
@@ -148,3 +150,31 @@ def test_a_killed_bots_presence_and_inflight_marker_disappear_after_their_ttl(
         if bot.poll() is None:
             bot.kill()
             bot.wait(10)
+
+
+def test_lease_table_survives_a_restart_of_every_node_via_dump_and_journal(cluster) -> None:
+    sm = cluster.sm
+    lease = sm.grant_lease(60)
+    sm.save_state({"keep/a": 1}, lease=lease)
+    sm.node.call_soon(sm.node.syncobj.forceLogCompaction)      # the table goes into the dump
+    wait_for(lambda: sm.node.syncobj.compactions_total >= 1)
+    _, body = decode_dump((cluster.workdir / "data" / "instance-1" / DUMP).read_bytes(),
+                          source="dump", cluster="itest")
+    assert body["state"]["leases"] == [[lease.id, 60.0, lease.id, ["keep/a"]]]
+    later = sm.grant_lease(60)                                  # only in the journal tail
+    sm.save_state({"keep/b": 2}, lease=later)
+    before = sm.leases()
+    digest = sm.machine.state_hash()
+    wait_for(lambda: all((cluster.state(n, "local") or {}).get("state_hash") == digest
+                         for n in ("instance-2", "instance-3")))
+    cluster.stop_all()
+    sm.stop()
+    sm = cluster.start_embedded(http=False)
+    cluster.start("instance-2")
+    cluster.start("instance-3")
+    sm.wait_ready(20)
+    sm.get_state()                                              # caught up through the leader
+    assert sm.leases() == before and sm.machine.state_hash() == digest
+    lease.manager = later.manager = sm                          # the same bot, reconnected
+    assert lease.keep_alive() > 0
+    assert later.revoke() is True and sm.get_state() == {"keep/a": 1}
