@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import secrets
 import threading
 import time
@@ -29,8 +28,6 @@ from hastate.errors import CacheLoadTimeout
 from hastate.recipes.lease import Lease
 from hastate.state import txn
 from hastate.state.machine import ReplicatedState
-
-logger = logging.getLogger(__name__)
 
 #: Key prefix of cache entries.
 PREFIX = "cache/"

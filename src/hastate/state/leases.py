@@ -27,7 +27,6 @@ import msgpack
 
 from hastate.state.codec import Command
 
-LEASE_OPS = Command.LEASE_OPS
 #: Longest TTL a lease may have (ten years): beyond it a deadline is not a useful number.
 MAX_TTL = 10 * 365 * 86400.0
 
