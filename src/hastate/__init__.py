@@ -1,16 +1,18 @@
 """hastate: replicated, leader-safe, disaster-recoverable state for trading bots."""
 
 from hastate.config import ClusterConfig, load_config
-from hastate.errors import (CompactedError, ConfigError, ConflictError, CorruptDataError,
-                            FailoverError, HAStateError, LockHeldError, LockLostError,
-                            NoQuorumError, NotLeaderError, OverloadedError, ReadError,
-                            SnapshotError, SnapshotNotFoundError, TxnError,
-                            WatchCancelledError, WatchError, WatchOverflowError, WriteError,
-                            WriteTimeoutError)
+from hastate.errors import (CacheLoadTimeout, CompactedError, ConfigError, ConflictError,
+                            CorruptDataError, FailoverError, HAStateError, LeaseNotFoundError,
+                            LockHeldError, LockLostError, NoQuorumError, NotLeaderError,
+                            OverloadedError, ReadError, SnapshotError, SnapshotNotFoundError,
+                            TxnError, WatchCancelledError, WatchError, WatchOverflowError,
+                            WriteError, WriteTimeoutError)
 from hastate.manager import StateManager
+from hastate.recipes.lease import Lease
 from hastate.recipes.lock import Lock, LockGrant
 
 __all__ = [
+    "CacheLoadTimeout",
     "ClusterConfig",
     "CompactedError",
     "ConfigError",
@@ -18,6 +20,8 @@ __all__ = [
     "CorruptDataError",
     "FailoverError",
     "HAStateError",
+    "Lease",
+    "LeaseNotFoundError",
     "Lock",
     "LockGrant",
     "LockHeldError",

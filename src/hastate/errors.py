@@ -203,3 +203,18 @@ class TxnDuplicateKeyError(TxnError):
 
 class TxnTooLargeError(TxnError):
     """Raised when a transaction's encoded size exceeds the byte cap."""
+
+
+class LeaseNotFoundError(HAStateError):
+    """Raised when a lease has ended (expired or revoked) or never existed: a keep-alive
+    or a put attached to it is refused. Grant a new lease and write the keys again."""
+
+    def __init__(self, lease: int) -> None:
+        super().__init__(f"lease {lease} has ended (expired or revoked) or never existed; "
+                         "grant a new lease and write its keys again")
+        self.lease = lease
+
+
+class CacheLoadTimeout(HAStateError):
+    """Raised when a cache key another caller is loading did not appear within the cache's
+    ``wait``; call ``get`` again (it takes the load over once that caller's marker lapses)."""

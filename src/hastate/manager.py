@@ -30,8 +30,12 @@ from hastate.consensus.profiles import get_profile
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, make_transport_class
 from hastate.durations import Duration, optional_duration, parse_duration
-from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
-                            ReadError, SnapshotNotFoundError, WriteError)
+from hastate.errors import (ConfigError, ConflictError, LeaseNotFoundError, NoQuorumError,
+                            NotLeaderError, ReadError, SnapshotNotFoundError, WriteError)
+from hastate.recipes import lease as lease_recipe
+from hastate.recipes.cache import Cache
+from hastate.recipes.lease import Lease
+from hastate.recipes.presence import Presence, members_alive
 from hastate.recipes.lock import Lock
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)
@@ -46,7 +50,8 @@ from hastate.snapshots.service import SnapshotService
 from hastate.state import txn as txn_mod
 from hastate.state.codec import Command, check_key, encode_value
 from hastate.state.history import DEFAULT_HISTORY
-from hastate.state.housekeeping import LockJanitor
+from hastate.state.housekeeping import LeaseExpirer, LockJanitor
+from hastate.state.leases import LeaseInfo
 from hastate.state.machine import ReplicatedState
 from hastate.state.txn import Compare, Op, TxnResult
 from hastate.state.watch import DEFAULT_BUFFER, WatchEvent, Watcher, WatchHub, run_callback
@@ -198,6 +203,8 @@ class StateManager:
         self.http_server: NodeHTTPServer | None = None
         self.janitor = LockJanitor(self.machine, is_leader=self.is_leader,
                                    propose=lambda command: self._write(command, None))
+        self.lease_expirer = LeaseExpirer(self.machine, leader_term=self.fencing_token,
+                                          propose=lambda command: self._write(command, None))
         self._started = False
         self._lifecycle = threading.Lock()
         configure_logging(self.config.logging if self.config is not None else None)
@@ -262,6 +269,7 @@ class StateManager:
         # handing leadership over on failure starts only with configure_failover().
         self._install_policy(FailoverSettings(1.0, float("inf")), None)
         self.janitor.start()
+        self.lease_expirer.start()
 
     def _restore_if_empty(self) -> None:
         """A node starting with an empty data_dir seeds it from the newest snapshot + log."""
@@ -311,6 +319,7 @@ class StateManager:
             if self.snapshots is not None:
                 self.snapshots.stop()
             self.janitor.stop()
+            self.lease_expirer.stop()
             self.watcher.stop()
             self.node.stop()
             self._writes.close()
@@ -326,16 +335,27 @@ class StateManager:
         self.stop()
 
     # -- writes -------------------------------------------------------------------------------
-    def save_state(self, values: Mapping[str, Any], *, timeout: Duration | None = None) -> int:
+    def save_state(self, values: Mapping[str, Any], *, timeout: Duration | None = None,
+                   lease: Lease | int | None = None, ttl: Duration | None = None) -> int:
         """Merge ``values`` into the state atomically (one log entry).
 
         Returns the cluster revision of the write, once it is committed and applied on this
         node. Raises TypeError before proposing when a value cannot be stored,
         OverloadedError (not applied; retry after ``retry_after``) when too many writes
         wait to commit, and WriteError (``outcome_unknown`` says whether it may still
-        apply) on timeout.
+        apply) on timeout. With ``lease`` the keys are attached to it (deleted when it ends;
+        LeaseNotFoundError if it has ended); ``ttl=30`` grants a new lease of 30 s for them
+        first. Without either, the keys are detached from any lease they had.
         """
-        return self._write(self._update(values), timeout)[1]
+        command = self._update(values)
+        if ttl is not None:
+            if lease is not None:
+                raise ValueError("save_state takes lease= or ttl=, not both")
+            lease = self.grant_lease(ttl, timeout=timeout)
+        if lease is not None:
+            return self.transaction((), [txn_mod.put(k, v, lease=lease)
+                                         for k, v in values.items()], timeout=timeout).revision
+        return self._write(command, timeout)[1]
 
     def save_state_async(self, values: Mapping[str, Any], *,
                          timeout: Duration | None = None) -> "Future[int]":
@@ -422,6 +442,8 @@ class StateManager:
         success, failure = list(success), list(failure)
         wire = txn_mod.build(compare, success, failure, **self.txn_limits)
         result = self._write(Command(op="txn", txn=wire), timeout)
+        if result[0] == "no_lease":
+            raise LeaseNotFoundError(result[1])
         if result[0] != "txn":
             raise WriteError(f"transaction refused by the state machine: {result!r}",
                              outcome_unknown=False)
@@ -452,6 +474,39 @@ class StateManager:
     def _next_seq(self) -> int:
         with self._seq_lock:
             return next(self._seq)
+
+    # -- leases -------------------------------------------------------------------------------
+    def grant_lease(self, ttl: Duration, *, timeout: Duration | None = None) -> Lease:
+        """Grant a lease of ``ttl`` seconds: a :class:`~hastate.recipes.lease.Lease` to put
+        keys with, keep alive (``keep_alive_in_background()``) and revoke."""
+        return Lease.grant(self, parse_duration(ttl, field="ttl", minimum=0.001),
+                           optional_duration(timeout, field="timeout"))
+
+    def revoke_lease(self, lease: Lease | int, *, timeout: Duration | None = None) -> bool:
+        """End ``lease`` (a Lease or its id) now and delete its keys; True if it existed."""
+        return lease_recipe.revoke(self, getattr(lease, "id", lease),
+                                   optional_duration(timeout, field="timeout"))
+
+    def leases(self) -> dict[int, LeaseInfo]:
+        """This replica's lease table: id -> (ttl, refreshed index, attached keys)."""
+        return self.machine.leases()
+
+    def presence(self, ttl: Duration = 10.0, *, model_version: str = "",
+                 health: Callable[[], bool] | None = None) -> Presence:
+        """Publish this bot's presence under a lease kept alive in the background (started);
+        see :mod:`hastate.recipes.presence`."""
+        return Presence(self, ttl=parse_duration(ttl, field="ttl"), model_version=model_version,
+                        health=health).start()
+
+    def cache(self, namespace: str, ttl: Duration, loader: Callable[[str], Any],
+              **kwargs: Any) -> Cache:
+        """A read-through cache whose values live ``ttl`` seconds, loaded once per key per
+        expiry across the cluster; see :mod:`hastate.recipes.cache`."""
+        return Cache(self, namespace, parse_duration(ttl, field="ttl"), loader, **kwargs)
+
+    def members_alive(self, consistency: Consistency = "local") -> dict[str, dict[str, Any]]:
+        """instance -> presence entry of every bot whose presence lease is alive."""
+        return members_alive(self.get_state(consistency))
 
     # -- reads --------------------------------------------------------------------------------
     @traced_read
@@ -689,6 +744,8 @@ class StateManager:
             "keys": len(self.machine),
             "revision": self.machine.revision,
             "watchers": len(self.watch_hub),
+            "leases": self.machine.lease_count(),
+            "lease_expiries": self.lease_expirer.applied_expiries,
             "leader_changes": st.leader_changes,
             "healthy": self._health_ok,
             "health_check_failures": self.health_check_failures,

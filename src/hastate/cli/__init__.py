@@ -12,6 +12,7 @@ from hastate.cli.check_config import check_config
 from hastate.cli.demo import demo
 from hastate.cli.exit import Exit
 from hastate.cli.failover import failover
+from hastate.cli.leases import leases
 from hastate.cli.members import members
 from hastate.cli.node import node
 from hastate.cli.restore import restore
@@ -43,6 +44,7 @@ cli.add_command(check_config)
 cli.add_command(snapshot)
 cli.add_command(certs)
 cli.add_command(restore)
+cli.add_command(leases)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ class Exit(enum.IntEnum):
     REFUSED = 5
     #: A node that must answer did not (not running, or its http address not reachable).
     UNREACHABLE = 6
-    #: No snapshot matches.
+    #: No snapshot matches (``leases revoke``: the lease had already ended).
     NOT_FOUND = 7
     #: The snapshot store could not be read (missing bucket, no permission, unreachable).
     STORE_UNAVAILABLE = 8

@@ -112,6 +112,9 @@ class _StatusCollector:
         yield gauge("hastate_revision", "Cluster revision applied on this node (writes that "
                     "changed something)", st["revision"])
         yield gauge("hastate_watchers", "Watchers open on this node", st["watchers"])
+        yield gauge("hastate_leases", "Leases in this node's lease table", st["leases"])
+        yield counter("hastate_lease_expiries", "Leases ended by expiry, applied on this node",
+                      st["lease_expiries"])
         yield gauge("hastate_lease_remaining_seconds", "Leader lease time left",
                     st["lease_remaining"])
         yield gauge("hastate_healthy", "1 when the last health check passed", st["healthy"])

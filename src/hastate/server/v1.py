@@ -143,7 +143,7 @@ def parse_txn(body: dict[str, Any]) -> tuple[list[txn_mod.Compare], list[txn_mod
             if kind not in txn_mod.OP_KINDS:
                 raise BadRequest(f"{name}: op {kind!r} is not one of {txn_mod.OP_KINDS}")
             key = op.get("prefix", op.get("key")) if kind.endswith("_prefix") else op.get("key")
-            ops.append(txn_mod.Op(kind, key, op.get("value")))
+            ops.append(txn_mod.Op(kind, key, op.get("value"), op.get("lease", 0)))
         branches.append(ops)
     return compares, branches[0], branches[1]
 

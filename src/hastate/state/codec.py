@@ -153,7 +153,9 @@ class Command:
     format: int = COMMAND_FORMAT_VERSION
 
     LOCK_OPS = ("lock_acquire", "lock_renew", "lock_release", "lock_purge")
-    OPS = ("update", "delete", "cas", "barrier", "txn") + LOCK_OPS
+    #: Lease commands, built and applied by :mod:`hastate.state.leases`.
+    LEASE_OPS = ("lease_grant", "lease_keepalive", "lease_revoke", "lease_expire")
+    OPS = ("update", "delete", "cas", "barrier", "txn") + LOCK_OPS + LEASE_OPS
 
     @property
     def legacy(self) -> bool:

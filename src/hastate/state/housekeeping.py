@@ -1,4 +1,5 @@
-"""Leader housekeeping through the log: purge lock entries nobody holds any more.
+"""Leader housekeeping through the log: purge lock entries nobody holds any more, and
+expire leases whose countdown ran out on the leader's clock.
 
 Apply reads no clock, so an expired lock entry stays in the table until someone takes the
 lock over or releases it. The leader's :class:`LockJanitor` looks at its replica's table
@@ -6,6 +7,13 @@ every ``interval`` seconds and, when an entry could be taken over now (``now >=
 expires_at + LOCK_MAX_SKEW``), proposes one ``lock_purge`` command carrying its clock
 reading; every replica then drops the same entries. Nothing is proposed while nothing is
 expired, so an idle cluster's log does not grow.
+
+The :class:`LeaseExpirer` is the lease's clock (docs/leases.md). Each node notes, on its
+monotonic clock, when it applied a lease's grant or last keep-alive; the leader expires a
+lease once ``ttl`` has passed since the later of that moment and the moment it noticed it
+became leader. A leader change therefore restarts every countdown (as etcd does), and since
+a node applies an entry only after it was committed, after the client sent it, no node
+expires a lease less than ``ttl`` after its owner last sent a keep-alive that succeeded.
 """
 
 from __future__ import annotations
@@ -17,12 +25,15 @@ from typing import Any, Callable
 
 from hastate.errors import HAStateError
 from hastate.state.codec import Command
+from hastate.state.leases import expire_command
 from hastate.state.machine import LOCK_MAX_SKEW, ReplicatedState
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between two looks at the lock table.
 DEFAULT_INTERVAL = 30.0
+#: Seconds between two looks at the lease table (etcd checks every 500 ms).
+DEFAULT_LEASE_INTERVAL = 0.5
 
 
 class LockJanitor:
@@ -77,3 +88,105 @@ class LockJanitor:
                 self.run_once()
             except HAStateError as exc:    # no quorum now: the next round tries again
                 logger.warning("lock purge failed: %s", exc)
+
+
+class LeaseExpirer:
+    """Proposes ``lease_expire`` on the leader for leases whose countdown ran out.
+
+    ``leader_term`` returns the term this node leads in (None when it does not lead with a
+    lease): a new term, or leading again after not leading, restarts every countdown.
+    """
+
+    def __init__(self, machine: ReplicatedState, *, leader_term: Callable[[], int | None],
+                 propose: Callable[[Command], Any], interval: float = DEFAULT_LEASE_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.machine = machine
+        self.leader_term = leader_term
+        self.propose = propose
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[int, tuple[int, float]] = {}   # lease -> (refreshed, local time)
+        self._term: int | None = None
+        self._leader_since = float("inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.expired_total = 0       # leases this node's proposals expired
+        self.applied_expiries = 0    # leases expired by any leader, applied on this replica
+        machine.add_listener(self._on_apply)
+
+    def _on_apply(self, index: int, _previous: int, command: Command, result: Any) -> None:
+        """Raft thread: note when a grant or keep-alive took effect on this replica."""
+        if command.op == "lease_expire" and result[0] == "lease_end":
+            self.applied_expiries += len(result[1])
+        if command.op in ("lease_grant", "lease_keepalive") and result[0] == "lease" \
+                and result[1]:
+            with self._lock:
+                self._seen[result[1]] = (index, self._clock())
+
+    def deadlines(self) -> dict[int, tuple[int, float]]:
+        """lease -> (refreshed, monotonic deadline on this node), as the leader would judge.
+
+        A lease refreshed by an entry this node saw applied only through a dump counts from
+        the first time it looks at it (later than the apply: never early).
+        """
+        now = self._clock()
+        table = self.machine.leases()
+        out = {}
+        with self._lock:
+            for lease in set(self._seen) - set(table):
+                del self._seen[lease]
+            for lease, info in table.items():
+                seen = self._seen.get(lease)
+                if seen is None or seen[0] != info.refreshed:
+                    seen = self._seen[lease] = (info.refreshed, now)
+                out[lease] = (info.refreshed, max(seen[1], self._leader_since) + info.ttl)
+        return out
+
+    def observe_leadership(self) -> bool:
+        """Track leadership; True while leading. A new leadership restarts the countdowns."""
+        term = self.leader_term()
+        with self._lock:
+            if term is None:
+                self._term, self._leader_since = None, float("inf")
+                return False
+            if term != self._term:
+                self._term, self._leader_since = term, self._clock()
+                logger.info("leading: lease countdowns restart", extra={"term": term})
+        return True
+
+    def run_once(self) -> list[int]:
+        """On the leader, expire the leases whose deadline passed; return the ids expired."""
+        if not self.observe_leadership():
+            return []
+        now = self._clock()
+        due = [(lease, refreshed) for lease, (refreshed, deadline) in self.deadlines().items()
+               if now >= deadline]
+        if not due:
+            return []
+        result = self.propose(expire_command(due))
+        ended = list(result[1]) if result and result[0] == "lease_end" else []
+        self.expired_total += len(ended)
+        if ended:
+            logger.info("expired leases", extra={"leases": ended})
+        return ended
+
+    def start(self) -> None:
+        """Run :meth:`run_once` every ``interval`` seconds on a daemon thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="hastate-lease-expirer",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (an in-flight expire finishes or times out)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run_once()
+            except HAStateError as exc:    # no quorum now: the next round tries again
+                logger.warning("lease expiry failed: %s", exc)

@@ -20,6 +20,9 @@ revisions were log indexes then. Every replica derives the same numbers from the
 Beside the dict, a lock table (name -> owner, fencing token, expires_at) serves
 :mod:`hastate.recipes.lock`: lock commands carry the proposer's clock reading (``now``),
 and a grant's fencing token is the log index it was applied at.
+
+A lease table (:mod:`hastate.state.leases`) holds leases and the keys attached to them; a
+revoke or expire deletes the attached keys at one revision, like any mutating write.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import msgpack
 from hastate.state import txn as txn_mod
 from hastate.state.codec import Command, decode_value
 from hastate.state.history import Change
+from hastate.state.leases import LeaseInfo, LeaseTable
 from hastate.state.txn import Record
 
 logger = logging.getLogger(__name__)
@@ -52,6 +56,7 @@ LOCK_MAX_SKEW = 1.0
 Result = tuple  # ("ok", revision, index) | ("conflict", key, expected, actual) | ("expired",)
 #                 | ("txn", succeeded, revision, responses) | ("purged", [names])
 #                 | ("lock", granted, token, owner, expires_at) | ("invalid", reason)
+#                 | ("lease", id, ttl) | ("lease_end", [ids], revision) | ("no_lease", id)
 # Bodies written before revisions hold ("ok", index) results in their dedup table.
 # listener(index, previous command's index, command, result)
 ApplyListener = Callable[[int, int, Command, Result], None]
@@ -83,6 +88,7 @@ class ReplicatedState:
         self._sessions: OrderedDict[bytes, tuple[int, dict[int, Result]]] = OrderedDict()
         # lock name -> (owner, fencing token = log index of the grant, expires_at).
         self._locks: dict[str, tuple[str, int, float]] = {}
+        self._leases = LeaseTable()
         self._listeners: list[ApplyListener] = []
         self._change_listeners: list[ChangeListener] = []
 
@@ -123,6 +129,12 @@ class ReplicatedState:
         """Run ``command``; a mutation appends its changes (all at ``revision``)."""
         if command.op in Command.LOCK_OPS:
             return self._execute_lock(command, index)
+        if command.op in Command.LEASE_OPS:
+            result, doomed = self._leases.execute(command, index)
+            self._write({key: None for key in doomed}, revision, changes)
+            if result[0] == "lease_end":
+                result = ("lease_end", result[1], revision if changes else self._revision)
+            return result
         if command.op == "txn":
             return self._execute_txn(command, revision, changes)
         if command.op == "cas":
@@ -143,16 +155,24 @@ class ReplicatedState:
             compares, success, failure = txn_mod.parse(command.txn)
         except ValueError as exc:
             return ("invalid", str(exc))
+        missing = self._leases.missing(
+            lease for ops in (success, failure) for lease in txn_mod.leases_of(ops).values())
+        if missing:
+            return ("no_lease", missing)
         ok, writes, responses = txn_mod.run(self._data, compares, success, failure, revision)
-        self._write(writes, revision, changes)
+        self._write(writes, revision, changes, txn_mod.leases_of(success if ok else failure))
         return ("txn", ok, revision if changes or command.legacy else self._revision,
                 responses)
 
     def _write(self, writes: dict[str, Record | None], revision: int,
-               changes: list[Change]) -> None:
-        """Apply new records (None = delete) and describe each real change."""
+               changes: list[Change], leases: dict[str, int] | None = None) -> None:
+        """Apply new records (None = delete) and describe each real change.
+
+        A put attaches its key to ``leases[key]`` (detaches it when absent); a delete detaches.
+        """
         for key, record in writes.items():
             old = self._data.get(key)
+            self._leases.bind(key, leases.get(key, 0) if leases and record is not None else 0)
             if record is not None:
                 self._data[key] = record
                 changes.append(Change("put", key, revision, record[0], record[2], record[3],
@@ -282,6 +302,9 @@ class ReplicatedState:
             if self._locks:   # absent locks leave the hash as it was before the lock table
                 digest.update(b"\x00locks")
                 digest.update(msgpack.packb(sorted([n, *e] for n, e in self._locks.items())))
+            if len(self._leases):   # likewise for the lease table
+                digest.update(b"\x00leases")
+                digest.update(msgpack.packb(self._leases.to_body()))
         return digest.hexdigest()
 
     def locks(self) -> dict[str, tuple[str, int, float]]:
@@ -293,6 +316,25 @@ class ReplicatedState:
         """
         with self._lock:
             return dict(self._locks)
+
+    def leases(self) -> dict[int, LeaseInfo]:
+        """The lease table: id -> :class:`~hastate.state.leases.LeaseInfo` (a copy)."""
+        with self._lock:
+            return self._leases.view()
+
+    def has_lease(self, lease: int) -> bool:
+        """True while lease ``lease`` is in the table (granted, not ended)."""
+        with self._lock:
+            return lease in self._leases
+
+    def lease_count(self) -> int:
+        """How many leases the table holds."""
+        return len(self._leases)
+
+    def lease_of(self, key: str) -> int:
+        """The id of the lease ``key`` is attached to (0: none)."""
+        with self._lock:
+            return self._leases.lease_of(key)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -322,7 +364,7 @@ class ReplicatedState:
             return Capture(dict(self._data), self._applied_index,
                            [(c, h, dict(r)) for c, (h, r) in self._sessions.items()],
                            locks=dict(self._locks), revision=self._revision,
-                           history=history)
+                           history=history, leases=self._leases.to_body())
 
     def to_body(self) -> dict[str, Any]:
         """The state as plain msgpack types, for dumps and snapshots."""
@@ -331,7 +373,8 @@ class ReplicatedState:
     def load_body(self, body: dict[str, Any]) -> None:
         """Replace the whole state with ``body`` (from :meth:`to_body`).
 
-        Bodies written before the lock table existed (no "locks") load with no locks; bodies
+        Bodies written before the lock table existed (no "locks") load with no locks, and
+        likewise for the lease table (no "leases"); bodies
         written before revisions (a key holds [value, log index], no "revision") load as the
         module docstring says. Change listeners are told the state was replaced and get the
         body's watch history (none in older bodies).
@@ -344,6 +387,7 @@ class ReplicatedState:
                 (c, (h, {seq: tuple(res) for seq, res in r})) for c, h, r in body["sessions"])
             self._locks = {name: (owner, token, expires_at) for name, (owner, token, expires_at)
                            in body.get("locks", {}).items()}
+            self._leases.load_body(body.get("leases", []))
             revision = self._revision
         history = [(rev, tuple(Change(*c) for c in changes))
                    for rev, changes in body.get("history", [])]
@@ -378,20 +422,22 @@ class Capture:
                  sessions: list[tuple[bytes, int, dict[int, Result]]], *,
                  locks: dict[str, tuple[str, int, float]] | None = None,
                  revision: int = 0,
-                 history: list[tuple[int, tuple[Change, ...]]] | None = None) -> None:
+                 history: list[tuple[int, tuple[Change, ...]]] | None = None,
+                 leases: list[list[Any]] | None = None) -> None:
         self.data = data
         self.applied_index = applied_index
         self.revision = revision
         self.history = history if history is not None else []
         self.sessions = sessions
         self.locks = locks if locks is not None else {}
+        self.leases = leases if leases is not None else []
 
     def __len__(self) -> int:
         return len(self.data)
 
     def body(self) -> dict[str, Any]:
         """Plain msgpack types: {"data", "applied_index", "revision", "sessions", "locks",
-        "history"} (history: [[revision, [[type, key, value, create_revision, version,
+        "leases", "history"} (history: [[revision, [[type, key, value, create_revision, version,
         prev], ...]], ...], the watch history's last revisions, so a restarted node can
         serve watchers that resume before its dump).
 
@@ -406,6 +452,7 @@ class Capture:
             "revision": self.revision,
             "sessions": [[c, h, list(r.items())] for c, h, r in self.sessions],
             "locks": {name: list(entry) for name, entry in self.locks.items()},
+            "leases": self.leases,
             "history": [[rev, [[c.type, c.key, c.revision, c.value, c.create_revision,
                                 c.version, c.prev] for c in changes]]
                         for rev, changes in self.history],

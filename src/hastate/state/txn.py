@@ -31,6 +31,7 @@ import msgpack
 from hastate.errors import (TxnDuplicateKeyError, TxnInvalidError, TxnTooLargeError,
                             TxnTooManyOpsError)
 from hastate.state.codec import decode_value, encode_value
+from hastate.state.leases import check_id
 
 TARGETS = ("value", "version", "create_revision", "mod_revision")
 OPERATORS = ("=", "!=", "<", ">")
@@ -111,11 +112,16 @@ class Op:
     kind: str
     key: str
     value: Any = None
+    lease: int = 0
 
 
-def put(key: str, value: Any) -> Op:
-    """Set ``key`` to ``value``."""
-    return Op("put", key, value)
+def put(key: str, value: Any, *, lease: Any = 0) -> Op:
+    """Set ``key`` to ``value``, attached to ``lease`` (a Lease or its id; 0: none).
+
+    A put without a lease detaches the key from the lease it had; the transaction is
+    refused with LeaseNotFoundError when the lease has ended.
+    """
+    return Op("put", key, value, 0 if not lease else check_id(lease))
 
 
 def delete(key: str) -> Op:
@@ -198,9 +204,15 @@ def _op_wire(op: Any) -> list[Any]:
     key = _key(op.key, op.kind, prefix=op.kind.endswith("_prefix"))
     if op.kind == "put":
         try:
-            return ["put", key, encode_value(key, op.value)]
+            wire = ["put", key, encode_value(key, op.value)]
         except TypeError as exc:
             raise TxnInvalidError(str(exc)) from None
+        if not op.lease:
+            return wire
+        try:
+            return wire + [check_id(op.lease)]
+        except ValueError as exc:
+            raise TxnInvalidError(f"put of {key!r}: {exc}") from None
     return [op.kind, key]
 
 
@@ -288,10 +300,17 @@ def parse(wire: Any) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]
                 or c[2] not in OPERATORS or (c[1] == "value") != isinstance(c[3], bytes):
             raise ValueError(f"malformed compare {c!r}")
     for op in success + failure:
-        if not op or op[0] not in OP_KINDS or len(op) != (3 if op[0] == "put" else 2) \
-                or not isinstance(op[1], str) or (op[0] == "put" and not isinstance(op[2], bytes)):
+        if not op or op[0] not in OP_KINDS or \
+                len(op) not in ((3, 4) if op[0] == "put" else (2,)) or not isinstance(op[1], str) \
+                or (op[0] == "put" and not isinstance(op[2], bytes)) \
+                or (len(op) == 4 and (type(op[3]) is not int or op[3] <= 0)):
             raise ValueError(f"malformed op {op!r}")
     return compares, success, failure
+
+
+def leases_of(ops: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """key -> lease of every put in parsed ``ops`` (0: put without a lease); last one wins."""
+    return {op[1]: (op[3] if len(op) == 4 else 0) for op in ops if op[0] == "put"}
 
 
 def _kv_wire(key: str, record: Record) -> list[Any]:
