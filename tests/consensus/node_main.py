@@ -178,8 +178,8 @@ class HastateEngine:
             seq = next(sm._seq)
         raw = self._Command(op="update", client=sm._client_id, seq=seq,
                             values={key: self._encode_value(key, key)}).encode()
-        first = sm._propose_until_applied(raw, 10.0)
-        second = sm._propose_until_applied(raw, 10.0)
+        first = sm._writes.propose(raw, 10.0).result()
+        second = sm._writes.propose(raw, 10.0).result()
         return {"id": f"{sm._client_id.hex()}:{seq}", "results": [list(first), list(second)]}
 
     def transfer(self, target: str) -> dict[str, Any]:
