@@ -11,6 +11,7 @@ membership, status); each method is a thin delegate to the module that does the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import os
@@ -29,6 +30,7 @@ from hastate.consensus.outcome import NOT_PROPOSED, Outcome
 from hastate.consensus.profiles import get_profile
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, make_transport_class
+from hastate.events import EventStreams, ManagerBackend
 from hastate.durations import Duration, optional_duration, parse_duration
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
                             ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
@@ -527,6 +529,11 @@ class StateManager:
         if callback is not None:
             run_callback(watcher, callback, on_error)
         return watcher
+
+    @functools.cached_property
+    def events(self) -> EventStreams:
+        """Event streams (namespace ``events``) on this manager: see :mod:`hastate.events`."""
+        return EventStreams(ManagerBackend(self))
 
     # -- leadership ---------------------------------------------------------------------------
     def is_leader(self) -> bool:
