@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from eventsourcing.persistence import (AggregateRecorder, ApplicationRecorder,
                                        InfrastructureFactory, InfrastructureFactoryError,
@@ -33,6 +33,8 @@ from hastate.events.records import (EventFilter, Layout, RecordedEvent, add_vers
 from hastate.events.streams import EventStreams
 
 _bound: Backend | None = None
+#: A projection's computation: current values of the keys it reads -> the keys to put.
+Update = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def bind(target: Any) -> None:
@@ -52,19 +54,26 @@ class _Store:
         self._lock = threading.Lock()
 
     def write(self, stored_events: Sequence[StoredEvent], tracking: Tracking | None = None,
-              extra: dict[str, Any] | None = None) -> list[int]:
-        """Insert events (and a tracking record, and projection keys) atomically."""
+              reads: Sequence[str] = (), update: Update | None = None) -> list[int]:
+        """Insert events, a tracking record and ``update``'s keys, atomically.
+
+        ``update`` gets the current values of ``reads`` (None when absent) and returns the
+        keys to put; it may run more than once (after a concurrent change), so it must only
+        compute.
+        """
         lay = self.layout
         streams = sorted({str(s.originator_id) for s in stored_events})
-        keys = [lay.head, *(lay.stream(s) for s in streams)]
+        keys = [lay.head, *(lay.stream(s) for s in streams), *reads]
         if tracking is not None:
             keys.append(lay.tracking(tracking.application_name))
 
         def decide(values: dict[str, Any]) -> Plan[list[int]]:
-            puts: dict[str, Any] = dict(extra or {})
+            puts: dict[str, Any] = {}
             if tracking is not None:
                 _check_tracking(values.get(lay.tracking(tracking.application_name)), tracking)
                 puts[lay.tracking(tracking.application_name)] = tracking.notification_id
+            if update is not None:
+                puts.update(update({k: values.get(k) for k in reads}))
             head = values.get(lay.head, 0)
             new: dict[str, list[int]] = {s: [] for s in streams}
             for s in stored_events:
@@ -191,12 +200,16 @@ class HastateTrackingRecorder(TrackingRecorder):
     def insert_tracking(self, tracking: Tracking) -> None:
         self.store.write([], tracking)
 
-    def commit(self, tracking: Tracking, puts: dict[str, Any]) -> None:
-        """Put the projection's ``puts`` and record ``tracking``, as one transaction.
+    def commit(self, tracking: Tracking, reads: Sequence[str], update: Update) -> None:
+        """Apply a projection step and record ``tracking`` as ONE transaction.
+
+        ``update`` maps the current values of ``reads`` (None when absent) to the keys to
+        put; the puts and the tracking record commit only if none of those keys (nor the
+        tracking record) changed meanwhile, so each notification applies exactly once.
 
         :raises IntegrityError: ``tracking`` is not after the recorded one (already applied).
         """
-        self.store.write([], tracking, puts)
+        self.store.write([], tracking, reads, update)
 
     def max_tracking_id(self, application_name: str) -> int | None:
         return self.store.max_tracking_id(application_name)
