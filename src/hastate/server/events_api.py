@@ -1,0 +1,109 @@
+"""``/v1/events`` HTTP API: read streams and ``$all`` as JSON, follow ``$all`` live as SSE.
+
+Both need ``Authorization: Bearer <token>`` (the node's admin token); namespace ``events``
+(``sm.events``) unless ``namespace=`` says otherwise.
+
+* ``GET /v1/events/read?stream=S&from_version=V&backwards=1&limit=N``: a stream's events;
+  without ``stream``, ``$all`` from ``from_position`` (inclusive, default 1) with optional
+  ``stream_prefix`` and ``types`` (comma-separated) filters and ``limit`` (default 1000).
+  ``200 {"events": [...], "head": H}``.
+* ``GET /v1/events/all?after=P&stream_prefix=&types=``: ``$all`` after position ``P`` (or
+  ``Last-Event-ID``), replayed then live, as Server-Sent Events: ``id: <position>`` /
+  ``event: <type>`` / ``data: <event JSON>``; a reconnecting client misses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any, BinaryIO
+
+from hastate.events import EventFilter, EventStreams, ManagerBackend
+from hastate.events.records import RecordedEvent
+from hastate.server.routes import Reply, Request, Served
+
+#: Events a read returns unless ``limit`` says otherwise.
+DEFAULT_LIMIT = 1000
+
+
+class BadRequest(ValueError):
+    """A request the client must fix; the message says what."""
+
+
+def _int(query: dict[str, str], name: str, default: int | None) -> int | None:
+    text = query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, got {text!r}") from None
+
+
+def _streams(server: Served, query: dict[str, str]) -> EventStreams:
+    namespace = query.get("namespace")
+    return server.manager.events if not namespace else \
+        EventStreams(ManagerBackend(server.manager), namespace)
+
+
+def _filter(query: dict[str, str]) -> EventFilter | None:
+    prefix = query.get("stream_prefix") or None
+    types = frozenset(t for t in (query.get("types") or "").split(",") if t) or None
+    return EventFilter(prefix, types) if prefix or types else None
+
+
+def event_json(event: RecordedEvent) -> dict[str, Any]:
+    """An event as JSON-able data (Decimal and datetime as strings)."""
+    return json.loads(json.dumps(asdict(event), default=str))
+
+
+def read(server: Served, request: Request) -> Reply:
+    """``GET /v1/events/read``: a stream, or ``$all``, as JSON."""
+    query = request.query
+    try:
+        streams = _streams(server, query)
+        limit = _int(query, "limit", DEFAULT_LIMIT)
+        if query.get("stream"):
+            backwards = (query.get("backwards") or "").lower() in ("1", "true", "yes")
+            events = streams.read_stream(query["stream"], _int(query, "from_version", None),
+                                         backwards=backwards, limit=limit)
+        else:
+            events = streams.read_all(_int(query, "from_position", 1) or 1, limit=limit,
+                                      filter=_filter(query))
+    except (BadRequest, ValueError) as exc:
+        return Reply(400, {"error": str(exc)})
+    return Reply(200, {"events": [event_json(e) for e in events],
+                       "head": streams.head(linearizable=False)})
+
+
+def follow_all(server: Served, request: Request) -> Reply:
+    """``GET /v1/events/all``: ``$all`` after a position, replayed then live, as SSE."""
+    query = request.query
+    try:
+        after = _int(query, "after", None)
+        if after is None:
+            after = _int({"Last-Event-ID": request.headers.get("last-event-id", "")},
+                         "Last-Event-ID", 0)
+        if after is None or after < 0:
+            raise BadRequest(f"after must be >= 0, got {after}")
+        subscription = _streams(server, query).subscribe(after, filter=_filter(query))
+    except (BadRequest, ValueError) as exc:
+        return Reply(400, {"error": str(exc)})
+
+    def stream(out: BinaryIO) -> None:
+        try:
+            for event in subscription:
+                lines = [f"id: {event.position}", f"event: {event.type}",
+                         f"data: {json.dumps(event_json(event))}", "", ""]
+                out.write("\n".join(lines).encode())
+                out.flush()
+        finally:
+            subscription.stop()
+
+    return Reply(200, None, "text/event-stream", stream=stream)
+
+
+ROUTES = {
+    ("GET", "/v1/events/read"): (read, True),
+    ("GET", "/v1/events/all"): (follow_all, True),
+}
