@@ -21,7 +21,6 @@ from hastate.state.codec import Command
 from hastate.state.txn import Compare, Op, TxnResult
 
 if TYPE_CHECKING:
-    from hastate.manager import StateManager
     from hastate.state.watch import Watcher
 
 T = TypeVar("T")
@@ -48,9 +47,13 @@ class Backend(Protocol):
 
 
 class ManagerBackend:
-    """:class:`Backend` over a running :class:`~hastate.StateManager`."""
+    """:class:`Backend` over a running :class:`~hastate.StateManager`.
 
-    def __init__(self, sm: "StateManager") -> None:
+    The manager is typed loosely: it creates this backend (``sm.events``), so naming its
+    class here would make the two import each other.
+    """
+
+    def __init__(self, sm: Any) -> None:
         self.sm = sm
 
     def read(self, keys: Sequence[str], *, linearizable: bool) -> dict[str, Any]:

@@ -23,16 +23,14 @@ from one process are serialized locally first, so only other processes race.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from hastate.errors import DuplicateEventIdError, EventStreamError, WrongExpectedVersionError
 from hastate.events.backend import Backend, Plan, commit
 from hastate.events.records import (ANY, EXPECTED_KINDS, NO_STREAM, STREAM_EXISTS,
                                     AppendResult, Filter, Layout, NewEvent, RecordedEvent,
                                     decode_event, encode_event, iter_versions, last_version)
-
-if TYPE_CHECKING:
-    from hastate.events.subscription import CatchUpSubscription
+from hastate.events.subscription import CatchUpSubscription
 
 #: Events per append (one transaction): 3 keys each, well within the byte cap for small events.
 MAX_APPEND = 1000
@@ -166,16 +164,15 @@ class EventStreams:
         return out
 
     # -- subscriptions --------------------------------------------------------------------------
-    def subscribe(self, after: int = 0, *, filter: Filter | None = None) -> "CatchUpSubscription":
+    def subscribe(self, after: int = 0, *, filter: Filter | None = None) -> CatchUpSubscription:
         """Events after position ``after`` (a checkpoint), then live ones: no gap, no repeat.
 
         Iterate it; ``stop()`` ends it. Keep the last delivered ``position`` as your
         checkpoint and pass it back after a restart.
         """
-        from hastate.events.subscription import CatchUpSubscription
         return CatchUpSubscription(self, after, filter)
 
-    def subscribe_stream(self, stream: str, after_version: int = -1) -> "CatchUpSubscription":
+    def subscribe_stream(self, stream: str, after_version: int = -1) -> CatchUpSubscription:
         """Events of ``stream`` with versions after ``after_version``, then live ones."""
         lay = self.layout
         values, _ = self.backend.read_at([lay.head, lay.version(stream, after_version + 1)])

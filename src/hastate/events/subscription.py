@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Protocol
 
 from hastate.errors import WatchError
-from hastate.events.records import Filter, RecordedEvent, decode_event
+from hastate.events.backend import Backend
+from hastate.events.records import Filter, Layout, RecordedEvent, decode_event
 
 if TYPE_CHECKING:
-    from hastate.events.streams import EventStreams
     from hastate.state.watch import Watcher
 
 logger = logging.getLogger(__name__)
@@ -29,10 +29,22 @@ logger = logging.getLogger(__name__)
 _POLL = 0.2
 
 
+class Source(Protocol):
+    """What a subscription reads (:class:`~hastate.events.streams.EventStreams` has it)."""
+
+    backend: Backend
+    layout: Layout
+
+    def read_all(self, from_position: int = 1, *, limit: int | None = None,
+                 filter: Filter | None = None, linearizable: bool = True,
+                 to_position: int | None = None) -> list[RecordedEvent]:
+        """Events of every stream from ``from_position`` in global order."""
+
+
 class CatchUpSubscription:
     """Iterate to receive events after ``after``; ``position`` is the last one delivered."""
 
-    def __init__(self, streams: "EventStreams", after: int, filter: Filter | None) -> None:
+    def __init__(self, streams: Source, after: int, filter: Filter | None) -> None:
         self._streams = streams
         self._filter = filter
         self.position = after
