@@ -2,7 +2,8 @@
 
 Each event's view update and its tracking record commit as one hastate transaction
 (:meth:`hastate.eventsourcing.HastateTrackingRecorder.commit`), so a notification delivered
-again (a runner restarted, on this node or another) is refused instead of double-applied.
+again (a runner restarted, or two runners overlapping on two nodes) is skipped instead of
+double-applied.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class PositionsProjection(Projection[PositionsView]):
 
     @singledispatchmethod
     def process_event(self, domain_event: DomainEventProtocol[Any], tracking: Tracking) -> None:
-        self.view.insert_tracking(tracking)
+        self.view.commit(tracking, [], lambda _values: {})
 
     @process_event.register
     def _(self, domain_event: Position.Opened, tracking: Tracking) -> None:

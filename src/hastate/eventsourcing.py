@@ -200,16 +200,21 @@ class HastateTrackingRecorder(TrackingRecorder):
     def insert_tracking(self, tracking: Tracking) -> None:
         self.store.write([], tracking)
 
-    def commit(self, tracking: Tracking, reads: Sequence[str], update: Update) -> None:
+    def commit(self, tracking: Tracking, reads: Sequence[str], update: Update) -> bool:
         """Apply a projection step and record ``tracking`` as ONE transaction.
 
         ``update`` maps the current values of ``reads`` (None when absent) to the keys to
         put; the puts and the tracking record commit only if none of those keys (nor the
         tracking record) changed meanwhile, so each notification applies exactly once.
-
-        :raises IntegrityError: ``tracking`` is not after the recorded one (already applied).
+        Returns False, writing nothing, when ``tracking`` is not after the recorded one:
+        the notification was applied already (by this runner before a restart, or by
+        another runner that overlapped with it).
         """
-        self.store.write([], tracking, reads, update)
+        try:
+            self.store.write([], tracking, reads, update)
+        except IntegrityError:
+            return False
+        return True
 
     def max_tracking_id(self, application_name: str) -> int | None:
         return self.store.max_tracking_id(application_name)
