@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from typing import Any, Sequence
 
 from hastate.state import txn as txn_mod
@@ -21,7 +22,10 @@ from hastate.state.watch import Watcher, WatchHub
 class MachineBackend:
     """Event-stream backend applying commands straight to one in-process replica."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_delay: float = 0.0) -> None:
+        """``read_delay``: seconds each read takes (a network round trip), so concurrent
+        writers' reads and transactions interleave and their compares fail."""
+        self.read_delay = read_delay
         self.machine = ReplicatedState()
         self.hub = WatchHub()
         self.machine.add_change_listener(self.hub)
@@ -30,7 +34,10 @@ class MachineBackend:
         self.transactions = 0
 
     def read(self, keys: Sequence[str], *, linearizable: bool) -> dict[str, Any]:
-        return self.machine.snapshot_at(keys)[0]
+        values = self.machine.snapshot_at(keys)[0]
+        if self.read_delay:
+            time.sleep(self.read_delay)
+        return values
 
     def read_at(self, keys: Sequence[str]) -> tuple[dict[str, Any], int]:
         return self.machine.snapshot_at(keys)
