@@ -7,6 +7,12 @@ Both need ``Authorization: Bearer <token>`` (the node's admin token); namespace 
   without ``stream``, ``$all`` from ``from_position`` (inclusive, default 1) with optional
   ``stream_prefix`` and ``types`` (comma-separated) filters and ``limit`` (default 1000).
   ``200 {"events": [...], "head": H}``.
+* ``POST /v1/events/append`` with ``{"stream", "events": [{"type", "data", "metadata",
+  "id"}], "expected_version": "any"|"no_stream"|"stream_exists"|N}``: ``200 {"positions",
+  "versions", "revision", "replayed"}``; ``409 {"error", "actual_version"}`` for a wrong
+  expected version, ``409 {"error", "event_ids"}`` for ids stored by another append; ``400``
+  for a malformed append; ``503`` with ``outcome_unknown`` when not confirmed in time
+  (retry with the same ids: the retry is idempotent).
 * ``GET /v1/events/all?after=P&stream_prefix=&types=``: ``$all`` after position ``P`` (or
   ``Last-Event-ID``), replayed then live, as Server-Sent Events: ``id: <position>`` /
   ``event: <type>`` / ``data: <event JSON>``; a reconnecting client misses nothing.
@@ -18,7 +24,8 @@ import json
 from dataclasses import asdict
 from typing import Any, BinaryIO
 
-from hastate.events import EventFilter, EventStreams, ManagerBackend
+from hastate.errors import DuplicateEventIdError, WriteError, WrongExpectedVersionError
+from hastate.events import EventFilter, EventStreams, ManagerBackend, NewEvent
 from hastate.events.records import RecordedEvent
 from hastate.server.routes import Reply, Request, Served
 
@@ -76,6 +83,43 @@ def read(server: Served, request: Request) -> Reply:
                        "head": streams.head(linearizable=False)})
 
 
+def _new_events(items: Any) -> list[NewEvent]:
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise BadRequest("events must be a list of objects with type, data, metadata, id")
+    out = []
+    for item in items:
+        unknown = set(item) - {"type", "data", "metadata", "id"}
+        if unknown:
+            raise BadRequest(f"unknown event fields {sorted(unknown)}; an event has type, "
+                             "data, metadata and id")
+        fields = {k: item[k] for k in ("type", "data", "metadata", "id") if k in item}
+        out.append(NewEvent(**fields))
+    return out
+
+
+def append(server: Served, request: Request) -> Reply:
+    """``POST /v1/events/append``: one atomic, idempotent append."""
+    body = request.body
+    try:
+        unknown = set(body) - {"stream", "events", "expected_version"}
+        if unknown:
+            raise BadRequest(f"unknown fields {sorted(unknown)}; an append has stream, "
+                             "events and expected_version")
+        result = _streams(server, request.query).append(
+            body.get("stream"), _new_events(body.get("events")),
+            body.get("expected_version", "any"))
+    except WrongExpectedVersionError as exc:
+        return Reply(409, {"error": str(exc), "actual_version": exc.actual_version})
+    except DuplicateEventIdError as exc:
+        return Reply(409, {"error": str(exc), "event_ids": exc.event_ids})
+    except WriteError as exc:
+        return Reply(503, {"error": str(exc), "outcome_unknown": exc.outcome_unknown})
+    except (BadRequest, ValueError, TypeError) as exc:
+        return Reply(400, {"error": str(exc)})
+    return Reply(200, {"positions": result.positions, "versions": result.versions,
+                       "revision": result.revision, "replayed": result.replayed})
+
+
 def follow_all(server: Served, request: Request) -> Reply:
     """``GET /v1/events/all``: ``$all`` after a position, replayed then live, as SSE."""
     query = request.query
@@ -106,4 +150,5 @@ def follow_all(server: Served, request: Request) -> Reply:
 ROUTES = {
     ("GET", "/v1/events/read"): (read, True),
     ("GET", "/v1/events/all"): (follow_all, True),
+    ("POST", "/v1/events/append"): (append, True),
 }
