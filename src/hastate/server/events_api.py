@@ -21,6 +21,8 @@ Both need ``Authorization: Bearer <token>`` (the node's admin token); namespace 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from dataclasses import asdict
 from typing import Any, BinaryIO
 
@@ -31,6 +33,8 @@ from hastate.server.routes import Reply, Request, Served
 
 #: Events a read returns unless ``limit`` says otherwise.
 DEFAULT_LIMIT = 1000
+#: Seconds of quiet on ``/v1/events/all`` before a keep-alive comment.
+KEEPALIVE = 10.0
 
 
 class BadRequest(ValueError):
@@ -135,13 +139,46 @@ def follow_all(server: Served, request: Request) -> Reply:
         return Reply(400, {"error": str(exc)})
 
     def stream(out: BinaryIO) -> None:
+        # The subscription runs on its own thread so this one can send a keep-alive comment
+        # while nothing happens: a client that left is noticed then, not at the next event.
+        events: queue.Queue[RecordedEvent | None] = queue.Queue(maxsize=1024)
+
+        closed = threading.Event()
+
+        def offer(item: RecordedEvent | None) -> bool:
+            while not closed.is_set():
+                try:
+                    events.put(item, timeout=1.0)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def pump() -> None:
+            try:
+                for event in subscription:
+                    if not offer(event):
+                        return
+            finally:
+                offer(None)
+
+        threading.Thread(target=pump, name="events-sse", daemon=True).start()
         try:
-            for event in subscription:
+            while True:
+                try:
+                    event = events.get(timeout=KEEPALIVE)
+                except queue.Empty:
+                    out.write(b": keep-alive\n\n")
+                    out.flush()
+                    continue
+                if event is None:
+                    return
                 lines = [f"id: {event.position}", f"event: {event.type}",
                          f"data: {json.dumps(event_json(event))}", "", ""]
                 out.write("\n".join(lines).encode())
                 out.flush()
         finally:
+            closed.set()
             subscription.stop()
 
     return Reply(200, None, "text/event-stream", stream=stream)
