@@ -18,6 +18,7 @@ Notification ids are the namespace's global positions (gapless ints from 1);
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any, Callable, Iterator, Sequence
 
@@ -83,11 +84,12 @@ class _Store:
                     raise IntegrityError(f"stored event already recorded: {stream} v{version}")
                 new[stream].append(version)
             positions = list(range(head + 1, head + 1 + len(stored_events)))
+            now = time.time()
             for s, position in zip(stored_events, positions):
                 stream = str(s.originator_id)
                 puts[lay.position(position)] = encode_event(
                     stream, s.originator_version, s.topic, s.state,
-                    {"uuid": isinstance(s.originator_id, uuid.UUID)}, None)
+                    {"uuid": isinstance(s.originator_id, uuid.UUID)}, None, now)
                 puts[lay.version(stream, s.originator_version)] = position
             for stream, versions in new.items():
                 puts[lay.stream(stream)] = add_versions(values.get(lay.stream(stream)),

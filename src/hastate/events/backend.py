@@ -83,13 +83,14 @@ class ManagerBackend:
 
 @dataclass(frozen=True)
 class Plan(Generic[T]):
-    """A decision: the keys to put (empty = nothing to write) and the caller's result.
+    """A decision: the keys to put and delete (none = nothing to write), the caller's result.
 
-    ``result`` gets the commit revision (for a plan with no puts, the revision it read).
+    ``result`` gets the commit revision (0 for a plan that writes nothing).
     """
 
     puts: dict[str, Any]
     result: Callable[[int], T]
+    deletes: Sequence[str] = ()
 
 
 def guard(key: str, values: dict[str, Any]) -> Compare:
@@ -120,10 +121,11 @@ def commit(backend: Backend, keys: Sequence[str], decide: Callable[[dict[str, An
                 raise
             values, current = backend.read(keys, linearizable=True), True
             continue
-        if not plan.puts:
+        if not plan.puts and not plan.deletes:
             return plan.result(0)
         result = backend.transaction([guard(k, values) for k in keys],
-                                     [txn_mod.put(k, v) for k, v in plan.puts.items()],
+                                     [txn_mod.put(k, v) for k, v in plan.puts.items()] +
+                                     [txn_mod.delete(k) for k in plan.deletes],
                                      [txn_mod.get(k) for k in keys])
         if result.succeeded:
             return plan.result(result.revision)

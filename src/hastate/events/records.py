@@ -6,10 +6,12 @@ datetime stay exact):
 - ``ns/head``: the last global position (absent = no event yet). Positions are gapless
   ints from 1, one per event, in commit order.
 - ``ns/p/<position>``: the event at that position: stream, version, type, data, metadata,
-  id. Its ``mod_revision`` is the cluster revision of the append that wrote it.
+  id, time recorded. Its ``mod_revision`` is the cluster revision of the append that wrote
+  it. A position whose event was truncated (retention) has no key.
 - ``ns/v/<stream>/<version>``: the position of that stream's event at that version.
 - ``ns/s/<stream>``: the stream's versions as runs ``[[first, last], ...]`` (one run
-  ``[[0, n]]`` for streams appended through :class:`~hastate.events.streams.EventStreams`).
+  ``[[t, n]]`` for streams appended through :class:`~hastate.events.streams.EventStreams`,
+  ``t`` = 0 until the stream is truncated).
 - ``ns/i/<event id>``: the position of the event with that id (idempotent appends).
 - ``ns/t/<name>``: a tracking record (the last position a projection has applied).
 """
@@ -43,7 +45,11 @@ class NewEvent:
 
 @dataclass(frozen=True)
 class RecordedEvent:
-    """A stored event: its stream and version (from 0), global position (from 1)."""
+    """A stored event: its stream and version (from 0), global position (from 1).
+
+    ``recorded_at``: the appending node's wall clock (Unix seconds) when it proposed the
+    append; what retention by age compares (None for events stored without it).
+    """
 
     stream: str
     version: int
@@ -52,6 +58,7 @@ class RecordedEvent:
     data: Any
     metadata: Mapping[str, Any]
     id: str | None
+    recorded_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -120,17 +127,18 @@ class Layout:
 
 
 def encode_event(stream: str, version: int, event_type: str, data: Any,
-                 metadata: Mapping[str, Any], event_id: str | None) -> dict[str, Any]:
+                 metadata: Mapping[str, Any], event_id: str | None,
+                 recorded_at: float) -> dict[str, Any]:
     """The value stored at an event's position key."""
     return {"s": stream, "v": version, "t": event_type, "d": data, "m": dict(metadata),
-            "id": event_id}
+            "id": event_id, "at": recorded_at}
 
 
 def decode_event(position: int, value: Mapping[str, Any]) -> RecordedEvent:
     """A :class:`RecordedEvent` from a position key's value."""
     return RecordedEvent(stream=value["s"], version=value["v"], position=position,
                          type=value["t"], data=value["d"], metadata=value["m"],
-                         id=value["id"])
+                         id=value["id"], recorded_at=value.get("at"))
 
 
 def last_version(runs: list[list[int]] | None) -> int:

@@ -23,6 +23,7 @@ from one process are serialized locally first, so only other processes race.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Iterable, Sequence
 
 from hastate.errors import DuplicateEventIdError, EventStreamError, WrongExpectedVersionError
@@ -74,16 +75,18 @@ class EventStreams:
             if not _version_ok(expected_version, current):
                 raise WrongExpectedVersionError(stream, expected_version, current)
             head = values.get(lay.head, 0)
+            now = time.time()
             puts: dict[str, Any] = {}
             positions = list(range(head + 1, head + 1 + len(events)))
             versions = list(range(current + 1, current + 1 + len(events)))
             for event, position, version in zip(events, positions, versions):
                 puts[lay.position(position)] = encode_event(stream, version, event.type,
                                                             event.data, event.metadata,
-                                                            event.id)
+                                                            event.id, now)
                 puts[lay.version(stream, version)] = position
                 puts[lay.event_id(event.id)] = position
-            puts[lay.stream(stream)] = [[0, versions[-1]]]
+            runs = values.get(lay.stream(stream))
+            puts[lay.stream(stream)] = [[runs[0][0] if runs else 0, versions[-1]]]
             puts[lay.head] = positions[-1]
             return Plan(puts, lambda rev: AppendResult(positions, versions, rev))
 
@@ -135,11 +138,11 @@ class EventStreams:
         return self.read_positions([positions[k] for k in index_keys])
 
     def read_positions(self, positions: Iterable[int]) -> list[RecordedEvent]:
-        """The events at ``positions`` on this replica (positions must exist)."""
+        """The events at ``positions`` on this replica (truncated ones are left out)."""
         positions = list(positions)
         keys = [self.layout.position(p) for p in positions]
         records = self.backend.read(keys, linearizable=False)
-        return [decode_event(p, records[k]) for p, k in zip(positions, keys)]
+        return [decode_event(p, records[k]) for p, k in zip(positions, keys) if k in records]
 
     def read_all(self, from_position: int = 1, *, limit: int | None = None,
                  filter: Filter | None = None, linearizable: bool = True,

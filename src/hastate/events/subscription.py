@@ -86,6 +86,8 @@ class CatchUpSubscription:
             for event in page:
                 if self._deliver(event):
                     yield event
+        if not self._stopped.is_set():
+            self.position = max(self.position, head)   # the rest up to head: truncated
         return revision
 
     def _live(self, revision: int) -> Iterator[RecordedEvent]:
