@@ -30,10 +30,10 @@ from hastate.consensus.outcome import NOT_PROPOSED, Outcome
 from hastate.consensus.profiles import get_profile
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, make_transport_class
-from hastate.events import EventStreams, ManagerBackend
 from hastate.durations import Duration, optional_duration, parse_duration
 from hastate.errors import (ConfigError, ConflictError, NoQuorumError, NotLeaderError,
                             ReadError, SnapshotNotFoundError, WriteError, WriteTimeoutError)
+from hastate.events import EventStreams, ManagerBackend
 from hastate.recipes.lock import Lock
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)

@@ -1,5 +1,5 @@
-"""Event streams against a pure-Python model: appends, expected versions, idempotency, reads,
-and a catch-up subscription that sees exactly the model's global order."""
+"""Event streams against a pure-Python model: appends, expected versions, idempotency,
+truncation, reads, and catch-up subscriptions that see exactly the model's global order."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from hastate.errors import DuplicateEventIdError, WrongExpectedVersionError
 from hastate.events import ANY, NO_STREAM, STREAM_EXISTS, EventStreams, NewEvent
+from hastate.events.retention import EventArchive, archived_events, truncate
+from hastate.snapshots.stores.memory import MemoryStore
 from hastate.testing.events import MachineBackend
 
 STREAMS = ["a", "b", "c/d"]
@@ -19,57 +21,75 @@ STREAMS = ["a", "b", "c/d"]
 
 @dataclass
 class Model:
-    """Streams as lists of (id, type, data); $all as a list of (stream, version, id)."""
+    """The semantics in plain Python: events by position, ids, each stream's last version."""
 
-    streams: dict[str, list[str]] = field(default_factory=dict)
-    all: list[tuple[str, int, str]] = field(default_factory=list)
-    batches: dict[str, tuple[str, list[int]]] = field(default_factory=dict)
+    events: dict[int, tuple[str, int, str]] = field(default_factory=dict)  # pos -> s, v, id
+    ids: dict[str, int] = field(default_factory=dict)                      # id -> position
+    last: dict[str, int] = field(default_factory=dict)
+    archived: dict[str, list[str]] = field(default_factory=dict)
+    head: int = 0
 
     def append(self, stream: str, ids: list[str], expected: object) -> tuple[str, object]:
-        stored = [i for i in ids if i in self.batches]
+        stored = [self.ids[i] for i in ids if i in self.ids]
         if stored:
-            first = self.batches[ids[0]] if ids[0] in self.batches else None
-            positions = [p for i in ids if i in self.batches for p in [self._pos(i)]]
-            if len(stored) == len(ids) and first is not None and first[0] == stream and \
-                    positions == list(range(positions[0], positions[0] + len(ids))):
-                return "replayed", positions
+            if len(stored) == len(ids) and all(self.events[p][0] == stream for p in stored) \
+                    and stored == list(range(stored[0], stored[0] + len(stored))):
+                return "replayed", stored
             return "duplicate", None
-        current = len(self.streams.get(stream, [])) - 1
-        ok = {ANY: True, NO_STREAM: current == -1, STREAM_EXISTS: current >= 0}.get(
-            expected, current == expected) if not isinstance(expected, int) else current == expected
+        current = self.last.get(stream, -1)
+        ok = {ANY: True, NO_STREAM: current == -1, STREAM_EXISTS: current >= 0}[expected] \
+            if isinstance(expected, str) else current == expected
         if not ok:
             return "wrong", current
         positions = []
-        for i in ids:
-            self.streams.setdefault(stream, []).append(i)
-            self.all.append((stream, len(self.streams[stream]) - 1, i))
-            self.batches[i] = (stream, [len(self.all)])
-            positions.append(len(self.all))
+        for k, event_id in enumerate(ids):
+            self.head += 1
+            self.events[self.head] = (stream, current + 1 + k, event_id)
+            self.ids[event_id] = self.head
+            positions.append(self.head)
+        self.last[stream] = current + len(ids)
         return "ok", positions
 
-    def _pos(self, event_id: str) -> int:
-        return self.batches[event_id][1][0]
+    def truncate(self, stream: str, before: int) -> int:
+        gone = sorted((v, p, i) for p, (s, v, i) in self.events.items()
+                      if s == stream and v < before)
+        for _, position, event_id in gone:
+            del self.events[position], self.ids[event_id]
+        self.archived.setdefault(stream, []).extend(i for _, _, i in gone)
+        return len(gone)
+
+    def stream(self, stream: str) -> list[tuple[int, str]]:
+        return sorted((v, i) for s, v, i in self.events.values() if s == stream)
+
+    def all(self) -> list[tuple[int, str, int, str]]:
+        return [(p, *self.events[p]) for p in sorted(self.events)]
 
 
 expected_st = st.one_of(st.sampled_from([ANY, NO_STREAM, STREAM_EXISTS]), st.integers(0, 4))
-append_st = st.tuples(st.sampled_from(STREAMS), st.integers(1, 3), expected_st,
-                      st.booleans())   # reuse the ids of an earlier append (a retry)
+append_st = st.tuples(st.just("append"), st.sampled_from(STREAMS), st.integers(1, 3),
+                      expected_st, st.booleans())   # reuse an earlier append's ids (a retry)
+truncate_st = st.tuples(st.just("truncate"), st.sampled_from(STREAMS), st.integers(0, 6))
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(append_st, min_size=1, max_size=25))
-def test_appends_and_reads_match_the_model(ops: list) -> None:
+@given(st.lists(st.one_of(append_st, append_st, append_st, truncate_st), min_size=1,
+                max_size=25))
+def test_appends_truncations_and_reads_match_the_model(ops: list) -> None:
     backend = MachineBackend()
     es, model = EventStreams(backend), Model()
+    archive = EventArchive(MemoryStore("model"))
     earlier: list[tuple[str, list[str]]] = []
-    counter = 0
-    for stream, n, expected, retry in ops:
+    for counter, op in enumerate(ops):
+        if op[0] == "truncate":
+            _, stream, before = op
+            assert truncate(es, stream, before, archive).removed == model.truncate(stream, before)
+            continue
+        _, stream, n, expected, retry = op
         if retry and earlier:
             stream_r, ids = earlier[counter % len(earlier)]
             stream = stream_r if counter % 3 else stream   # sometimes to another stream
         else:
             ids = [f"e{counter}-{k}" for k in range(n)]
-        counter += 1
         outcome, detail = model.append(stream, ids, expected)
         events = [NewEvent("T", {"i": i}, {"correlation_id": "c"}, id=i) for i in ids]
         if outcome == "wrong":
@@ -85,24 +105,30 @@ def test_appends_and_reads_match_the_model(ops: list) -> None:
             assert result.replayed == (outcome == "replayed")
             if outcome == "ok":
                 earlier.append((stream, ids))
-    # reads: every stream in version order, $all in position order, versions gapless
     for stream in STREAMS:
+        want = model.stream(stream)
         got = es.read_stream(stream)
-        assert [e.id for e in got] == model.streams.get(stream, [])
-        assert [e.version for e in got] == list(range(len(got)))
-        assert es.stream_version(stream) == len(got) - 1
+        assert [(e.version, e.id) for e in got] == want
+        assert es.stream_version(stream) == model.last.get(stream, -1)
         back = es.read_stream(stream, backwards=True, limit=2)
-        assert [e.id for e in back] == model.streams.get(stream, [])[::-1][:2]
+        assert [e.id for e in back] == [i for _, i in want][::-1][:2]
         if len(got) > 1:
-            assert [e.id for e in es.read_stream(stream, 1, limit=1)] == [got[1].id]
+            assert [e.id for e in es.read_stream(stream, got[1].version, limit=1)] == \
+                [got[1].id]
+        assert [e.id for e in archived_events(archive, "events", stream)] == \
+            model.archived.get(stream, [])
     everything = es.read_all()
-    assert [(e.stream, e.version, e.id) for e in everything] == model.all
-    assert [e.position for e in everything] == list(range(1, len(model.all) + 1))
-    assert es.head() == len(model.all)
+    assert [(e.position, e.stream, e.version, e.id) for e in everything] == model.all()
+    assert es.head() == model.head
     assert all(e.metadata == {"correlation_id": "c"} and e.data == {"i": e.id}
                for e in everything)
-    only_b = es.read_all(filter=lambda e: e.stream == "b")
-    assert [e.id for e in only_b] == model.streams.get("b", [])
+    assert [e.id for e in es.read_all(filter=lambda e: e.stream == "b")] == \
+        [i for _, i in model.stream("b")]
+    if everything:                   # a subscription from 0 sees exactly $all, in order
+        sub = es.subscribe(0)
+        it = iter(sub)
+        assert [next(it) for _ in everything] == everything
+        sub.stop()
     backend.close()
 
 
