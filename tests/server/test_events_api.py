@@ -1,4 +1,5 @@
-"""``/v1/events``: appends and their refusals over HTTP, and the ``$all`` SSE keep-alive."""
+"""``/v1/events``: appends and their refusals over HTTP, the ``$all`` SSE keep-alive, and
+retention archiving to the node's snapshot store (also through ``hastate events truncate``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import http.client
 import pytest
 
 from hastate.admin_client import call
+from hastate.events import NewEvent
+from hastate.events.retention import EventArchive, archived_events
 from hastate.server import events_api
 from hastate.testing.embedded import EmbeddedCluster
 
@@ -54,3 +57,28 @@ def test_all_stream_sends_keep_alives_while_quiet(ops: EmbeddedCluster,
         assert resp.readline() == b": keep-alive\n"
     finally:
         conn.close()
+
+
+def test_truncate_archives_to_the_nodes_snapshot_store(ops: EmbeddedCluster) -> None:
+    assert ops.sm is not None and ops.sm.snapshots is not None
+    es = ops.sm.events
+    for i in range(5):
+        es.append("api-retained", [NewEvent("Tick", {"i": i}, id=f"ret-{i}")])
+    before = es.read_stream("api-retained")
+
+    def post(body: dict) -> tuple[int, dict]:
+        return call("instance-1", ops.http["instance-1"], "/v1/events/truncate", body=body,
+                    token=ops.admin_token, timeout=60)
+
+    code, done = post({"stream": "api-retained", "before_version": 3})
+    assert code == 200 and (done["removed"], done["first_version"]) == (3, 3)
+    archive = EventArchive(ops.sm.snapshots.store)
+    assert archived_events(archive, "events", "api-retained") == before[:3]
+    assert [e.id for e in es.read_stream("api-retained")] == ["ret-3", "ret-4"]
+    code, bad = post({"stream": "api-retained"})
+    assert code == 400 and "exactly one of" in bad["error"]
+    out = ops.cli("events", "truncate", "--config", str(ops.config_path), "--stream",
+                  "api-retained", "--older-than", "0")
+    assert out.returncode == 0, out.stderr
+    assert "removed 2 events of api-retained" in out.stdout
+    assert es.read_stream("api-retained") == [] and es.stream_version("api-retained") == 4

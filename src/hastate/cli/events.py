@@ -1,9 +1,10 @@
-"""``hastate events read|export|tail``: an operator's view of the replicated event streams.
+"""``hastate events read|export|tail|truncate``: an operator's view of the event streams.
 
 They ask a node's ``/v1/events`` endpoints (admin token from the cluster file's
 ``admin_token_env``) and print one JSON event per line: ``read`` a stream or ``$all``,
 ``export`` all of ``$all`` (paged) to a file or stdout, ``tail`` ``$all`` live (Server-Sent
-Events, resumable with ``--after``).
+Events, resumable with ``--after``); ``truncate`` applies retention to one stream (archived
+to the node's snapshot store first unless ``--no-archive``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import click
 from hastate.admin_client import call
 from hastate.cli.exit import Exit, fail
 from hastate.cli.failover import admin_token, refused_token
+from hastate.cli.params import DurationParam
 from hastate.config import ClusterConfig, load_config
 
 #: Events per request while exporting.
@@ -33,12 +35,12 @@ def _node(config: ClusterConfig, node_id: str | None) -> tuple[str, str]:
     return nodes[0].id, nodes[0].http
 
 
-def _read(config: ClusterConfig, node_id: str | None, query: dict[str, Any]) -> dict[str, Any]:
+def _read(config: ClusterConfig, node_id: str | None, query: dict[str, Any],
+          path: str = "/v1/events/read", body: dict[str, Any] | None = None) -> dict[str, Any]:
     node, http = _node(config, node_id)
     token = admin_token(config)
-    path = "/v1/events/read?" + urllib.parse.urlencode(
-        {k: v for k, v in query.items() if v is not None})
-    code, answer = call(node, http, path, token=token, timeout=30)
+    path += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+    code, answer = call(node, http, path, token=token, body=body, timeout=120)
     if code in (401, 403):
         fail(refused_token(node, answer, config), Exit.UNAUTHORIZED)
     if code != 200:
@@ -138,3 +140,28 @@ def tail(config_path: str, node_id: str | None, namespace: str | None, after: in
         seen += 1
         if count is not None and seen >= count:
             return
+
+
+@events.command()
+@_config
+@_node_opt
+@_namespace
+@click.option("--stream", required=True, help="The stream to truncate.")
+@click.option("--before", "before_version", type=int, default=None,
+              help="Remove the events with versions below this one.")
+@click.option("--older-than", "older_than", type=DurationParam(minimum=0), default=None,
+              help="Remove the events recorded longer ago than this (seconds, or 30s/5m/1h).")
+@click.option("--no-archive", is_flag=True,
+              help="Drop the events without archiving them to the snapshot store.")
+def truncate(config_path: str, node_id: str | None, namespace: str | None, stream: str,
+             before_version: int | None, older_than: float | None, no_archive: bool) -> None:
+    """Apply retention to one stream: archive its old events, then remove them."""
+    if (before_version is None) == (older_than is None):
+        raise click.UsageError("give exactly one of --before and --older-than")
+    body: dict[str, Any] = {"stream": stream, "archive": not no_archive}
+    body.update({"before_version": before_version} if before_version is not None
+                else {"older_than": older_than})
+    answer = _read(load_config(config_path), node_id, {"namespace": namespace},
+                   "/v1/events/truncate", body)
+    click.echo(f"removed {answer['removed']} events of {stream}; it now starts at version "
+               f"{answer['first_version']}; segments: {', '.join(answer['segments']) or '-'}")

@@ -98,6 +98,8 @@ def truncate(streams: EventStreams, stream: str, before_version: int,
 
     ``archive=None`` drops them without a copy (say so explicitly).
     """
+    if not isinstance(stream, str) or not stream:
+        raise ValueError(f"stream names are non-empty str, got {stream!r}")
     if isinstance(before_version, bool) or not isinstance(before_version, int) or \
             before_version < 0:
         raise ValueError(f"before_version must be an int >= 0, got {before_version!r}")

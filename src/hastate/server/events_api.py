@@ -13,6 +13,11 @@ Both need ``Authorization: Bearer <token>`` (the node's admin token); namespace 
   expected version, ``409 {"error", "event_ids"}`` for ids stored by another append; ``400``
   for a malformed append; ``503`` with ``outcome_unknown`` when not confirmed in time
   (retry with the same ids: the retry is idempotent).
+* ``POST /v1/events/truncate`` with ``{"stream", "before_version": V}`` or ``{"stream",
+  "older_than": seconds}``, and ``"archive": false`` to drop the events without a copy
+  (default: archive them first as segments in the node's ``[snapshots] store``):
+  ``200 {"removed", "segments", "first_version"}``; ``409`` when archiving is asked for
+  but the node has no snapshot store.
 * ``GET /v1/events/all?after=P&stream_prefix=&types=``: ``$all`` after position ``P`` (or
   ``Last-Event-ID``), replayed then live, as Server-Sent Events: ``id: <position>`` /
   ``event: <type>`` / ``data: <event JSON>``; a reconnecting client misses nothing.
@@ -23,12 +28,14 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from dataclasses import asdict
 from typing import Any, BinaryIO
 
 from hastate.errors import DuplicateEventIdError, WriteError, WrongExpectedVersionError
 from hastate.events import EventFilter, EventStreams, ManagerBackend, NewEvent
 from hastate.events.records import RecordedEvent
+from hastate.events.retention import EventArchive, truncate, truncate_older_than
 from hastate.server.routes import Reply, Request, Served
 
 #: Events a read returns unless ``limit`` says otherwise.
@@ -124,6 +131,41 @@ def append(server: Served, request: Request) -> Reply:
                        "revision": result.revision, "replayed": result.replayed})
 
 
+def truncate_stream(server: Served, request: Request) -> Reply:
+    """``POST /v1/events/truncate``: retention for one stream (archived first by default)."""
+    body = request.body
+    unknown = set(body) - {"stream", "before_version", "older_than", "archive"}
+    if unknown:
+        return Reply(400, {"error": f"unknown fields {sorted(unknown)}; a truncation has "
+                           "stream, before_version or older_than, and archive"})
+    archive = None
+    if body.get("archive", True):
+        snapshots = getattr(server.manager, "snapshots", None)
+        if snapshots is None:
+            return Reply(409, {"error": "this node has no [snapshots] store to archive to; "
+                               "configure one, or send archive: false to drop the events "
+                               "without a copy"})
+        archive = EventArchive(snapshots.store)
+    streams = _streams(server, request.query)
+    try:
+        if ("before_version" in body) == ("older_than" in body):
+            raise BadRequest("give exactly one of before_version (a version) and older_than "
+                             "(seconds)")
+        if "older_than" in body:
+            age = body["older_than"]
+            if isinstance(age, bool) or not isinstance(age, (int, float)) or age < 0:
+                raise BadRequest(f"older_than must be seconds >= 0, got {age!r}")
+            done = truncate_older_than(streams, body.get("stream"), time.time() - age, archive)
+        else:
+            done = truncate(streams, body.get("stream"), body["before_version"], archive)
+    except (BadRequest, ValueError) as exc:
+        return Reply(400, {"error": str(exc)})
+    except WriteError as exc:
+        return Reply(503, {"error": str(exc), "outcome_unknown": exc.outcome_unknown})
+    return Reply(200, {"removed": done.removed, "segments": done.segments,
+                       "first_version": done.first_version})
+
+
 def follow_all(server: Served, request: Request) -> Reply:
     """``GET /v1/events/all``: ``$all`` after a position, replayed then live, as SSE."""
     query = request.query
@@ -188,4 +230,5 @@ ROUTES = {
     ("GET", "/v1/events/read"): (read, True),
     ("GET", "/v1/events/all"): (follow_all, True),
     ("POST", "/v1/events/append"): (append, True),
+    ("POST", "/v1/events/truncate"): (truncate_stream, True),
 }
