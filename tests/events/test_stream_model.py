@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hastate.errors import DuplicateEventIdError, WrongExpectedVersionError
+from hastate.errors import DuplicateEventIdError, TxnTooLargeError, WrongExpectedVersionError
 from hastate.events import ANY, NO_STREAM, STREAM_EXISTS, EventStreams, NewEvent
 from hastate.events.retention import EventArchive, archived_events, truncate
 from hastate.snapshots.stores.memory import MemoryStore
@@ -177,6 +177,9 @@ def test_bad_appends_say_what_is_wrong() -> None:
         es.append("s", [NewEvent("T")], expected_version=-3)
     with pytest.raises(ValueError, match="same event id twice"):
         es.append("s", [NewEvent("T", id="x"), NewEvent("T", id="x")])
+    with pytest.raises(TxnTooLargeError, match="bytes"):
+        es.append("s", [NewEvent("T", "x" * 200_000) for _ in range(10)])
+    assert es.head() == 0
 
 
 def test_writers_racing_on_one_replica_lose_no_event_and_leave_no_gap() -> None:

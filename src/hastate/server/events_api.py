@@ -32,7 +32,8 @@ import time
 from dataclasses import asdict
 from typing import Any, BinaryIO
 
-from hastate.errors import DuplicateEventIdError, WriteError, WrongExpectedVersionError
+from hastate.errors import (DuplicateEventIdError, TxnError, WriteError,
+                            WrongExpectedVersionError)
 from hastate.events import EventFilter, EventStreams, ManagerBackend, NewEvent
 from hastate.events.records import RecordedEvent
 from hastate.events.retention import EventArchive, truncate, truncate_older_than
@@ -125,7 +126,7 @@ def append(server: Served, request: Request) -> Reply:
         return Reply(409, {"error": str(exc), "event_ids": exc.event_ids})
     except WriteError as exc:
         return Reply(503, {"error": str(exc), "outcome_unknown": exc.outcome_unknown})
-    except (BadRequest, ValueError, TypeError) as exc:
+    except (BadRequest, ValueError, TypeError, TxnError) as exc:
         return Reply(400, {"error": str(exc)})
     return Reply(200, {"positions": result.positions, "versions": result.versions,
                        "revision": result.revision, "replayed": result.replayed})
