@@ -218,3 +218,48 @@ class LeaseNotFoundError(HAStateError):
 class CacheLoadTimeout(HAStateError):
     """Raised when a cache key another caller is loading did not appear within the cache's
     ``wait``; call ``get`` again (it takes the load over once that caller's marker lapses)."""
+
+
+class EventStreamError(HAStateError):
+    """Root of the errors of event streams (:mod:`hastate.events`)."""
+
+
+class WrongExpectedVersionError(EventStreamError):
+    """Raised when an append's expected version does not match the stream's actual one.
+
+    ``actual_version`` is the stream's last version (-1: the stream does not exist): read
+    the stream from there, decide again, and append with the new expected version.
+    """
+
+    def __init__(self, stream: str, expected: Any, actual_version: int) -> None:
+        super().__init__(f"stream {stream!r}: expected version {expected}, but its actual "
+                         f"version is {actual_version} (-1 = no stream); re-read and decide "
+                         "again")
+        self.stream = stream
+        self.expected = expected
+        self.actual_version = actual_version
+
+
+class DuplicateEventIdError(EventStreamError):
+    """Raised when an append reuses event ids that are stored, but not as this same append.
+
+    A retried append (same stream, same ids, same order) returns the original positions;
+    ids already stored elsewhere (another stream, another batch) are refused, named here.
+    """
+
+    def __init__(self, event_ids: list[str]) -> None:
+        super().__init__(f"event ids {event_ids} are already stored by another append; "
+                         "give every new event a fresh id")
+        self.event_ids = event_ids
+
+
+class AppendContentionError(EventStreamError, WriteError):
+    """Raised when an append kept losing its compares to concurrent writers until timeout.
+
+    Nothing was written by this call (``outcome_unknown`` is False): retry it.
+    """
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(f"append lost {attempts} races to concurrent appends before its "
+                         "timeout; nothing was written, retry", outcome_unknown=False)
+        self.attempts = attempts

@@ -10,6 +10,7 @@ membership, status); each method is a thin delegate to the module that does the 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -36,6 +37,7 @@ from hastate.recipes import lease as lease_recipe
 from hastate.recipes.cache import Cache
 from hastate.recipes.lease import Lease
 from hastate.recipes.presence import Presence, members_alive
+from hastate.events import EventStreams, ManagerBackend
 from hastate.recipes.lock import Lock
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)
@@ -572,6 +574,11 @@ class StateManager:
         if callback is not None:
             run_callback(watcher, callback, on_error)
         return watcher
+
+    @functools.cached_property
+    def events(self) -> EventStreams:
+        """Event streams (namespace ``events``) on this manager: see :mod:`hastate.events`."""
+        return EventStreams(ManagerBackend(self))
 
     # -- leadership ---------------------------------------------------------------------------
     def is_leader(self) -> bool:

@@ -10,6 +10,7 @@ import click
 from hastate.cli.certs import certs
 from hastate.cli.check_config import check_config
 from hastate.cli.demo import demo
+from hastate.cli.events import events
 from hastate.cli.exit import Exit
 from hastate.cli.failover import failover
 from hastate.cli.leases import leases
@@ -45,6 +46,7 @@ cli.add_command(snapshot)
 cli.add_command(certs)
 cli.add_command(restore)
 cli.add_command(leases)
+cli.add_command(events)
 
 
 def main() -> None:

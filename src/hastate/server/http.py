@@ -24,7 +24,7 @@ from hastate.addresses import split_address
 from hastate.errors import ConfigError, HAStateError
 from hastate.observability import stats as stats_mod
 from hastate.observability.metrics import NodeMetrics
-from hastate.server import admin, leases, probes, v1
+from hastate.server import admin, events_api, leases, probes, v1
 from hastate.server.routes import Handler, Reply, Request
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ MAX_BODY = 1 << 20
 
 def _routes() -> dict[tuple[str, str], tuple[Handler, bool]]:
     """Every endpoint: (method, path) -> (handler, needs the admin token)."""
-    return {**probes.ROUTES, **admin.ROUTES, **v1.ROUTES, **leases.ROUTES}
+    return {**probes.ROUTES, **admin.ROUTES, **v1.ROUTES, **leases.ROUTES,
+            **events_api.ROUTES}
 
 
 class NodeHTTPServer:

@@ -1,0 +1,148 @@
+"""``python -m benchmarks.events``: event streams on a real cluster, next to eventsourcing's SQLite.
+
+A three-node cluster on loopback (instance-1 embedded in this process as the leader,
+instance-2/3 real processes, profile ``lan``):
+
+* **append**: ``--appends`` sequential appends of one event, then of batches of 10
+  (``sm.events.append``): events/s and median ms per append.
+* **subscription lag**: a catch-up subscription on the leader while the appends run: the
+  delay from an append's acknowledgement to its delivery (median, p99).
+* **rebuild**: ``read_all`` of every event in the namespace (after ``--rebuild`` more were
+  appended in batches of 100): events/s read.
+* **eventsourcing recorders, side by side**: ``insert_events`` of one and of 10 stored
+  events and a full ``select_notifications`` scan, on hastate's recorder and on the
+  library's bundled SQLite recorder (a file on local disk), in the same run.
+
+Prints one JSON object (quoted in docs/events.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+from eventsourcing.sqlite import SQLiteFactory
+from eventsourcing.utils import Environment
+
+from hastate import StateManager
+from hastate.eventsourcing import HastateApplicationRecorder
+from hastate.events import EventStreams, ManagerBackend, NewEvent
+from hastate.testing import LocalCluster
+
+
+def timed(n: int, step: Callable[[int], Any]) -> list[float]:
+    """Seconds each of ``n`` calls of ``step`` took."""
+    out = []
+    for i in range(n):
+        began = time.perf_counter()
+        step(i)
+        out.append(time.perf_counter() - began)
+    return out
+
+
+def rate(durations: list[float], per_call: int) -> dict[str, float]:
+    return {"events_per_s": round(per_call * len(durations) / sum(durations), 1),
+            "median_ms": round(statistics.median(durations) * 1000, 2)}
+
+
+def appends_with_lag(es: EventStreams, appends: int) -> dict[str, Any]:
+    acked: dict[int, float] = {}
+    delivered: dict[int, float] = {}
+    sub = es.subscribe(es.head())
+
+    def consume() -> None:
+        for event in sub:
+            delivered[event.position] = time.perf_counter()
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+
+    def append(i: int, size: int) -> None:
+        result = es.append(f"bench-{i % 10}", [NewEvent("Tick", {"i": i, "k": k})
+                                               for k in range(size)])
+        now = time.perf_counter()
+        for p in result.positions:
+            acked[p] = now
+
+    out = {"single": rate(timed(appends, lambda i: append(i, 1)), 1),
+           "batch_of_10": rate(timed(appends, lambda i: append(i, 10)), 10)}
+    deadline = time.monotonic() + 60
+    while len(delivered) < len(acked) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sub.stop()
+    thread.join(5)
+    # delivery can precede the writer's acknowledgement (the watch fires on apply): lag 0
+    lags = sorted(max(0.0, delivered[p] - acked[p]) for p in acked if p in delivered)
+    out["subscription_lag_ms"] = {
+        "appended": len(acked), "delivered": len(lags),
+        "median": round(statistics.median(lags) * 1000, 2),
+        "p99": round(lags[max(0, int(len(lags) * 0.99) - 1)] * 1000, 2)}
+    return out
+
+
+def rebuild(es: EventStreams, extra: int) -> dict[str, Any]:
+    for i in range(0, extra, 100):
+        es.append(f"rebuild-{i % 7}", [NewEvent("Tick", {"i": i + k}) for k in range(100)])
+    began = time.perf_counter()
+    events = es.read_all()
+    took = time.perf_counter() - began
+    return {"events": len(events), "seconds": round(took, 2),
+            "events_per_s": round(len(events) / took, 1)}
+
+
+def recorder_bench(recorder: ApplicationRecorder, inserts: int) -> dict[str, Any]:
+    def stored(n: int) -> list[StoredEvent]:
+        originator = uuid.uuid4()
+        return [StoredEvent(originator, v + 1, "topic", b"{}") for v in range(n)]
+
+    single = timed(inserts, lambda i: recorder.insert_events(stored(1)))
+    batch = timed(inserts, lambda i: recorder.insert_events(stored(10)))
+    began = time.perf_counter()
+    count, start = 0, 0
+    while page := recorder.select_notifications(start, 500, inclusive_of_start=False):
+        count += len(page)
+        start = page[-1].id
+    took = time.perf_counter() - began
+    return {"insert_single": rate(single, 1), "insert_batch_of_10": rate(batch, 10),
+            "select_all": {"events": count, "events_per_s": round(count / took, 1)}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--appends", type=int, default=200)
+    parser.add_argument("--rebuild", type=int, default=20000)
+    parser.add_argument("--inserts", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hastate-bench-events-") as tmp:
+        sqlite = SQLiteFactory(Environment("bench", {"SQLITE_DBNAME": str(Path(tmp) / "es.db")}))
+        result: dict[str, Any] = {
+            "eventsourcing_sqlite": recorder_bench(sqlite.application_recorder(), args.inserts)}
+        cluster = LocalCluster(Path(tmp), 3, name="benchevents")
+        sm = StateManager.from_config(cluster.config_path, "instance-1")
+        try:
+            sm.start()
+            cluster.start("instance-2")
+            cluster.start("instance-3")
+            sm.wait_ready(30)
+            sm.trigger_failover("instance-1", timeout=15) if not sm.is_leader() else None
+            es = sm.events
+            result["hastate_streams"] = appends_with_lag(es, args.appends)
+            result["hastate_rebuild"] = rebuild(es, args.rebuild)
+            result["hastate_recorder"] = recorder_bench(
+                HastateApplicationRecorder(ManagerBackend(sm), "bench-es"), args.inserts)
+        finally:
+            cluster.stop_all()
+            sm.stop()
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
