@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 from hastate.config import load_config, parse_config
 from hastate.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def base(**cluster: object) -> dict:
