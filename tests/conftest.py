@@ -35,14 +35,8 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
 def plain_cluster(tmp_path: Path) -> Iterator[EmbeddedCluster]:
     """Three real node processes, no snapshot store, for destructive tests."""
     cluster = EmbeddedCluster(tmp_path, 3, name="ops-plain")
-    try:
-        cluster.start_all()
-        cluster.wait_ready(timeout=20)
-        cluster.wait_leader()
+    with cluster.processes_running(20):
         yield cluster
-    finally:
-        cluster.resume_all()
-        cluster.stop_all()
 
 
 #: A skip reason for a missing tool reads "missing tool: WHAT; enable with: COMMAND".

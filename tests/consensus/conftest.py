@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -19,6 +20,16 @@ def on_tick_thread(sm: StateManager, fn: Callable[[], Any]) -> Any:
     sm.node.call_soon(lambda: (box.append(fn()), done.set()))
     assert done.wait(5)
     return box[0]
+
+
+def lead_with_lease(sm: StateManager, timeout: float = 15.0) -> None:
+    """Make ``sm`` the leader and wait until it holds the lease (caught up in its term)."""
+    if not sm.is_leader():
+        sm.trigger_failover(sm.instance_id, timeout=20)
+    deadline = time.monotonic() + timeout
+    while not (sm.is_leader() and sm.node.syncobj.caught_up_in_term()):
+        assert time.monotonic() < deadline, f"{sm.instance_id} never led with its lease"
+        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -18,23 +18,15 @@ import pytest
 
 from hastate import OverloadedError, StateManager, WriteError
 from hastate.testing import LocalCluster
+from hastate.testing.embedded import EmbeddedCluster
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[LocalCluster, StateManager]]:
-    c = LocalCluster(tmp_path, 3, name="asyncw")
-    sm = StateManager.from_config(c.config_path, "instance-1", write_timeout=30.0)
-    try:
-        sm.start()
-        for node_id in ("instance-2", "instance-3"):
-            c.start(node_id)
-        sm.wait_ready(30)
-        c.wait_ready(["instance-2", "instance-3"], timeout=30)
-        sm.trigger_failover("instance-2", timeout=20)
-        yield c, sm
-    finally:
-        c.stop_all()
-        sm.stop()
+    embedded = EmbeddedCluster(tmp_path, 3, name="asyncw")
+    with embedded.running(30, write_timeout=30.0) as c:
+        c.make_leader("instance-2", timeout=20)
+        yield c, c.sm
 
 
 def test_pipelined_writes_survive_a_leader_kill_exactly_once(

@@ -19,33 +19,19 @@ import pytest
 from hastate import OverloadedError, StateManager
 from hastate.observability.metrics import NodeMetrics
 from hastate.testing import LocalCluster
+from hastate.testing.embedded import EmbeddedCluster
+
+from .conftest import lead_with_lease
 
 COMPACT_EVERY = 1000
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[LocalCluster, StateManager]]:
-    c = LocalCluster(tmp_path, 3, name="catchup")
-    sm = StateManager.from_config(c.config_path, "instance-1",
-                                  log_compaction_entries=COMPACT_EVERY)
-    try:
-        sm.start()
-        for node_id in ("instance-2", "instance-3"):
-            c.start(node_id)
-        sm.wait_ready(30)
-        c.wait_ready(["instance-2", "instance-3"], timeout=30)
-        if not sm.is_leader():
-            sm.trigger_failover("instance-1", timeout=20)
-        deadline = time.monotonic() + 15
-        while not (sm.is_leader() and sm.node.syncobj.caught_up_in_term()):
-            assert time.monotonic() < deadline, "instance-1 never led with its lease"
-            time.sleep(0.02)
-        yield c, sm
-    finally:
-        for proc in c.procs.values():
-            proc.send_signal(signal.SIGCONT)
-        c.stop_all()
-        sm.stop()
+    embedded = EmbeddedCluster(tmp_path, 3, name="catchup")
+    with embedded.running(30, log_compaction_entries=COMPACT_EVERY) as c:
+        lead_with_lease(c.sm)
+        yield c, c.sm
 
 
 class Load:

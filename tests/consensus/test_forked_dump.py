@@ -20,6 +20,7 @@ from hastate.state.codec import Command, encode_value
 from hastate.state.dump import decode_dump
 from hastate.state.machine import ReplicatedState
 from hastate.testing import LocalCluster
+from hastate.testing.embedded import EmbeddedCluster
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 
@@ -114,29 +115,23 @@ def test_a_held_state_lock_does_not_block_the_child(tmp_path: Path) -> None:
 
 @pytest.fixture
 def crashing_cluster(tmp_path: Path) -> Iterator[tuple[LocalCluster, StateManager]]:
-    c = LocalCluster(tmp_path, 3, name="forkdump")
-    sm = StateManager.from_config(c.config_path, "instance-1", log_compaction_entries=300)
     parent = os.getpid()
-    dumper = sm.node.dumper
-    original = dumper.write
 
-    def crash_first_child(*args: object) -> None:
-        # The child sees the parent's counters as of the fork: only the first child dies.
-        if os.getpid() != parent and dumper.failed == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-        original(*args)
+    def crash_first_child(sm: StateManager) -> None:
+        dumper = sm.node.dumper
+        original = dumper.write
 
-    dumper.write = crash_first_child  # type: ignore[method-assign]
-    try:
-        sm.start()
-        for node_id in ("instance-2", "instance-3"):
-            c.start(node_id)
-        sm.wait_ready(30)
-        c.wait_ready(["instance-2", "instance-3"], timeout=30)
-        yield c, sm
-    finally:
-        c.stop_all()
-        sm.stop()
+        def write(*args: object) -> None:
+            # The child sees the parent's counters as of the fork: only the first child dies.
+            if os.getpid() != parent and dumper.failed == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+            original(*args)
+
+        dumper.write = write  # type: ignore[method-assign]
+
+    embedded = EmbeddedCluster(tmp_path, 3, name="forkdump")
+    with embedded.running(30, prepare=crash_first_child, log_compaction_entries=300) as c:
+        yield c, c.sm
 
 
 def test_every_node_dumps_by_fork_and_a_node_survives_its_childs_crash(

@@ -21,35 +21,22 @@ from pysyncobj.config import FAIL_REASON
 from hastate import OverloadedError, StateManager, WriteError
 from hastate.state.codec import Command, encode_value
 from hastate.testing import LocalCluster
+from hastate.testing.embedded import EmbeddedCluster
+
+from .conftest import lead_with_lease
 
 LIMIT = 256
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[LocalCluster, StateManager]]:
-    c = LocalCluster(tmp_path, 3, name="overload")
-    with c.config_path.open("a") as f:
+    embedded = EmbeddedCluster(tmp_path, 3, name="overload")
+    with embedded.config_path.open("a") as f:
         f.write(f"\n[limits]\nmax_uncommitted_entries = {LIMIT}\n"
                 "max_uncommitted_bytes = 1048576\n")
-    sm = StateManager.from_config(c.config_path, "instance-1")
-    try:
-        sm.start()
-        for node_id in ("instance-2", "instance-3"):
-            c.start(node_id)
-        sm.wait_ready(30)
-        c.wait_ready(["instance-2", "instance-3"], timeout=30)
-        if not sm.is_leader():
-            sm.trigger_failover("instance-1", timeout=20)
-        deadline = time.monotonic() + 15
-        while not (sm.is_leader() and sm.node.syncobj.caught_up_in_term()):
-            assert time.monotonic() < deadline, "instance-1 never led with its lease"
-            time.sleep(0.02)
-        yield c, sm
-    finally:
-        for proc in c.procs.values():
-            proc.send_signal(signal.SIGCONT)
-        c.stop_all()
-        sm.stop()
+    with embedded.running(30) as c:
+        lead_with_lease(c.sm)
+        yield c, c.sm
 
 
 class LeaseSampler:

@@ -18,14 +18,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path, 3, name="v1api")
-    try:
-        cluster.start_all()
-        cluster.wait_ready(timeout=30)
-        cluster.wait_leader(30)
+    with LocalCluster(tmp_path, 3, name="v1api").processes_running(30) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 def put_txn(cluster: LocalCluster, node_id: str, key: str, value: Any) -> int:
@@ -106,9 +100,7 @@ def test_compacted_start_is_410_and_quiet_streams_get_progress_events(tmp_path: 
     cluster = LocalCluster(tmp_path, 3, name="v1small")
     text = cluster.config_path.read_text()
     cluster.config_path.write_text(text.replace("[cluster]\n", "[cluster]\nwatch_history = 3\n", 1))
-    try:
-        cluster.start_all()
-        cluster.wait_ready(timeout=30)
+    with cluster.processes_running(30):
         leader = cluster.wait_leader(30)
         for i in range(10):
             put_txn(cluster, leader, f"k{i}", i)
@@ -126,5 +118,3 @@ def test_compacted_start_is_410_and_quiet_streams_get_progress_events(tmp_path: 
                  timeout=30)
         assert stream.changes() == []
         stream.close()
-    finally:
-        cluster.stop_all()

@@ -121,6 +121,16 @@ class MotoS3Server:
         self.client().create_bucket(Bucket=name)
         return name
 
+    def stored(self, bucket: str, key: str) -> tuple[dict[str, str], str]:
+        """The object's metadata and ETag as the server keeps them."""
+        head = self.client().head_object(Bucket=bucket, Key=key)
+        return head["Metadata"], head["ETag"]
+
+    def overwrite(self, bucket: str, key: str, data: bytes) -> None:
+        """Replace the object's bytes behind the store's back, keeping its metadata."""
+        self.client().put_object(Bucket=bucket, Key=key, Body=data,
+                                 Metadata=self.stored(bucket, key)[0])
+
     def stop(self) -> None:
         _stop(self._proc)
 
@@ -135,49 +145,63 @@ def npm_binary(name: str, env_var: str) -> str | None:
     return None
 
 
-class S3rverServer:
-    """s3rver on a loopback port: an S3 server that ignores conditional writes."""
+class NpmServer:
+    """An npm-installed emulator as its own process on a loopback port, data in a temp dir.
+
+    A subclass names the tool, its binary, the variable that may point at it, and its
+    arguments.
+    """
+
+    tool = ""
+    binary = ""
+    env_var = ""
 
     def __init__(self, root: Path) -> None:
-        binary = npm_binary("s3rver", "HASTATE_S3RVER")
+        binary = npm_binary(self.binary, self.env_var)
         if binary is None:
-            pytest.skip(f"missing tool: s3rver (or HASTATE_S3RVER naming its binary); "
-                        f"enable with: {NPM_INSTALL}")
+            pytest.skip(f"missing tool: {self.tool} (or {self.env_var} naming its {self.binary} "
+                        f"binary); enable with: {NPM_INSTALL}")
         self.port = free_port()
-        self.log_path = root / "s3rver.log"
+        self.log_path = root / f"{self.binary}.log"
         (root / "data").mkdir()
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                [binary, "--address", "127.0.0.1", "--port", str(self.port), "--directory",
-                 str(root / "data"), "--silent", "--allow-mismatched-signatures"],
-                stdout=log, stderr=log)
-        _wait_listening(self._proc, self.port, "s3rver", self.log_path)
+            self._proc = subprocess.Popen([binary, *self.arguments(root / "data")],
+                                          stdout=log, stderr=log)
+        _wait_listening(self._proc, self.port, self.binary, self.log_path)
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def arguments(self, data: Path) -> list[str]:
+        """Command-line arguments serving ``data`` on 127.0.0.1:``self.port``."""
+        raise NotImplementedError
 
     def stop(self) -> None:
         _stop(self._proc)
 
 
-class AzuriteServer:
+class S3rverServer(NpmServer):
+    """s3rver on a loopback port: an S3 server that ignores conditional writes."""
+
+    tool = binary = "s3rver"
+    env_var = "HASTATE_S3RVER"
+
+    def arguments(self, data: Path) -> list[str]:
+        return ["--address", "127.0.0.1", "--port", str(self.port), "--directory", str(data),
+                "--silent", "--allow-mismatched-signatures"]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class AzuriteServer(NpmServer):
     """Azurite's Blob service as its own process on a loopback port, data in a temp dir."""
 
-    def __init__(self, root: Path) -> None:
-        binary = npm_binary("azurite-blob", "HASTATE_AZURITE")
-        if binary is None:
-            pytest.skip(f"missing tool: Azurite (or HASTATE_AZURITE naming its azurite-blob "
-                        f"binary); enable with: {NPM_INSTALL}")
-        self.port = free_port()
-        self.log_path = root / "azurite.log"
-        (root / "data").mkdir()
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                [binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
-                 "--location", str(root / "data"), "--silent", "--disableTelemetry",
-                 "--skipApiVersionCheck"], stdout=log, stderr=log)
-        _wait_listening(self._proc, self.port, "azurite-blob", self.log_path)
+    tool = "Azurite"
+    binary = "azurite-blob"
+    env_var = "HASTATE_AZURITE"
+
+    def arguments(self, data: Path) -> list[str]:
+        return ["--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location",
+                str(data), "--silent", "--disableTelemetry", "--skipApiVersionCheck"]
 
     @property
     def connection_string(self) -> str:
@@ -194,24 +218,29 @@ class AzuriteServer:
         from azure.storage.blob import BlobServiceClient
         return BlobServiceClient.from_connection_string(self.connection_string)
 
-    def create_container(self) -> str:
+    def create_bucket(self) -> str:
+        """A fresh, empty container (Azure's bucket)."""
         name = f"c-{uuid.uuid4().hex[:16]}"
         self.service().create_container(name)
         return name
 
-    def stop(self) -> None:
-        _stop(self._proc)
+    def stored(self, container: str, name: str) -> tuple[dict[str, str], str]:
+        """The blob's metadata and ETag as the server keeps them."""
+        props = self.service().get_blob_client(container, name).get_blob_properties()
+        return props.metadata, props.etag
+
+    def overwrite(self, container: str, name: str, data: bytes) -> None:
+        """Replace the blob's bytes behind the store's back, keeping its metadata."""
+        self.service().get_blob_client(container, name).upload_blob(
+            data, overwrite=True, metadata=self.stored(container, name)[0])
 
 
 def cloud_store_url(request: pytest.FixtureRequest, backend: str) -> str:
     """URL of a fresh, empty store of a cloud ``backend`` (gcs, s3, azure) on its emulator."""
     if backend == "gcs":
         return f"gs://{request.getfixturevalue('gcs_bucket')}/cluster-a"
-    if backend == "s3":
-        server = request.getfixturevalue("s3_server")
-        return server.url(server.create_bucket())
-    server = request.getfixturevalue("azure_server")
-    return server.url(server.create_container())
+    server = request.getfixturevalue(f"{backend}_server")
+    return server.url(server.create_bucket())
 
 
 def open_test_url(url: str) -> SnapshotStore:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pysyncobj import SyncObjConf
-from pysyncobj.poller import POLL_EVENT_TYPE
 
 from hastate._fsutil import atomic_write
 from hastate.consensus.backpressure import Limits
@@ -34,6 +32,7 @@ from hastate.consensus.outcome import Outcome
 from hastate.consensus.profiles import TimingProfile
 from hastate.consensus.raft import HEALTH, TRANSFER_REQUEST, HastateSyncObj
 from hastate.consensus.status import RaftStatus
+from hastate.consensus.waker import PollWaker
 from hastate.errors import (ConfigError, CorruptDataError, FailoverError, HAStateError,
                             MembershipRefused, NotLeaderError, WriteTimeoutError)
 from hastate.state.dump import decode_dump
@@ -75,53 +74,6 @@ class NodeSpec:
         return members
 
 
-class _Waker:
-    """A pipe in PySyncObj's poller: writing a byte ends the tick thread's poll at once.
-
-    Defect 10: PySyncObj does not wake its poller for a proposal in batch mode.
-    """
-
-    def __init__(self, poller: Any) -> None:
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._r, False)
-        os.set_blocking(self._w, False)
-        self._lock = threading.Lock()
-        self._closed = False
-        # A byte is in the pipe and not drained yet: later wakes need no syscall (under
-        # pipelined load one write per proposal made the proposer and the tick thread trade
-        # the GIL around every os.write).
-        self._pending = False
-        poller.subscribe(self._r, self._drain, POLL_EVENT_TYPE.READ)
-
-    def wake(self) -> None:
-        if self._pending:
-            return  # the tick thread leaves poll() anyway and handles everything queued
-        self._pending = True
-        # The lock keeps a late wake() from writing to a descriptor number that close()
-        # released and the process reused for another file.
-        with self._lock:
-            if self._closed:
-                return
-            try:
-                os.write(self._w, b"x")
-            except BlockingIOError:
-                pass  # already pending: the poll will return anyway
-
-    def _drain(self, _fd: int, _mask: int) -> None:
-        self._pending = False  # before reading: a wake from now on writes a new byte
-        try:
-            while os.read(self._r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            os.close(self._r)
-            os.close(self._w)
-
-
 class RaftNode:
     """A running Raft replica of a :class:`ReplicatedState`."""
 
@@ -139,7 +91,7 @@ class RaftNode:
         self._start_error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._syncobj: HastateSyncObj | None = None
-        self._waker: _Waker | None = None
+        self._waker: PollWaker | None = None
         self._fatal: str | None = None
         self.leader_changes = 0
         self._last_leader: str | None = None
@@ -253,7 +205,8 @@ class RaftNode:
                 journal=self._journal, prepare_dump=self._prepare_dump,
                 seeded_at=self._seeded_at, cluster=self.spec.cluster,
                 limits=self.spec.limits)
-            self._waker = _Waker(self._syncobj._poller)
+            # PySyncObj does not wake its poller for a proposal in batch mode.
+            self._waker = PollWaker(self._syncobj._poller)
         except HAStateError as exc:  # journal or dump refused; its message says why
             self._journal.close()
             self._start_error = exc

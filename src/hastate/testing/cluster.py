@@ -6,6 +6,7 @@ only writes the cluster file, starts and signals processes, and reads their HTTP
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from hastate.admin_client import call
 from hastate.errors import NodeUnreachableError
@@ -107,6 +108,17 @@ class LocalCluster(NodeProcesses):
         """Start every node."""
         for node_id in self.ids:
             self.start(node_id, args)
+
+    @contextlib.contextmanager
+    def processes_running(self, timeout: float = 15.0) -> Iterator["LocalCluster"]:
+        """Start every node as a process, wait until all serve and one leads; stop all on exit."""
+        try:
+            self.start_all()
+            self.wait_ready(timeout=timeout)
+            self.wait_leader(timeout)
+            yield self
+        finally:
+            self.stop_all()
 
     def __enter__(self) -> "LocalCluster":
         return self

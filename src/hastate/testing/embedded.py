@@ -28,14 +28,16 @@ class EmbeddedCluster(LocalCluster):
     sm: StateManager | None = None
 
     def start_embedded(self, *, http: bool = True,
-                       prepare: Callable[[StateManager], None] | None = None) -> StateManager:
+                       prepare: Callable[[StateManager], None] | None = None,
+                       **options: Any) -> StateManager:
         """Start the embedded replica (with its HTTP endpoints when ``http``); return it.
 
-        ``prepare`` runs on the built, not yet started manager (a benchmark wraps its
-        dump writer there).
+        ``options`` go to :meth:`StateManager.from_config`; ``prepare`` runs on the built,
+        not yet started manager (a benchmark wraps its dump writer there).
         """
         self.sm = StateManager.from_config(self.config_for(self.embedded_id), self.embedded_id,
-                                           admin_token=self.admin_token, serve_http=http)
+                                           admin_token=self.admin_token, serve_http=http,
+                                           **options)
         if prepare is not None:
             prepare(self.sm)
         self.sm.start()
@@ -78,10 +80,15 @@ class EmbeddedCluster(LocalCluster):
                               text=True, env=env, timeout=timeout)
 
     @contextlib.contextmanager
-    def running(self, timeout: float = 20.0, *, http: bool = True) -> Iterator["EmbeddedCluster"]:
-        """Start the embedded replica and every other node; stop all of them on exit."""
+    def running(self, timeout: float = 20.0, *, http: bool = True,
+                prepare: Callable[[StateManager], None] | None = None,
+                **options: Any) -> Iterator["EmbeddedCluster"]:
+        """Start the embedded replica and every other node; stop all of them on exit.
+
+        ``prepare`` and ``options`` are as for :meth:`start_embedded`.
+        """
         try:
-            self.start_embedded(http=http)
+            self.start_embedded(http=http, prepare=prepare, **options)
             for node_id in self.ids:
                 if node_id != self.embedded_id:
                     self.start(node_id)

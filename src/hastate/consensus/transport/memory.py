@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 from typing import Any, Callable, ClassVar, Iterable
 
 from pysyncobj.node import Node
-from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.transport import Transport
 
 from hastate.consensus import wire
+from hastate.consensus.waker import PollWaker
 
 logger = logging.getLogger(__name__)
 
@@ -166,13 +165,7 @@ class MemoryTransport(Transport):
         self._nodes: dict[str, Node] = {node.id: node for node in otherNodes}
         self._connected: set[str] = set()
         self._inbox: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._poller = syncObj._poller
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
-        self._pipe_lock = threading.Lock()
-        self._closed = False
-        self._poller.subscribe(self._read, self._on_wake, POLL_EVENT_TYPE.READ)
+        self._waker = PollWaker(syncObj._poller, self._deliver)
         network._join(self)
 
     # -- PySyncObj's Transport interface --------------------------------------------------------
@@ -191,32 +184,16 @@ class MemoryTransport(Transport):
 
     def destroy(self) -> None:
         self._network._leave(self)
-        with self._pipe_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._poller.unsubscribe(self._read)
-            os.close(self._read)
-            os.close(self._write)
+        self._waker.close()
 
     # -- delivery on the tick thread ------------------------------------------------------------
     def _post(self, item: tuple[Any, ...]) -> None:
         """Any thread: queue ``item`` and wake the tick thread."""
         self._inbox.append(item)
-        with self._pipe_lock:
-            if self._closed:
-                return
-            try:
-                os.write(self._write, b"x")
-            except BlockingIOError:
-                pass  # a wake-up is already pending
+        self._waker.wake()
 
-    def _on_wake(self, _fd: int, _events: int) -> None:
-        try:
-            while os.read(self._read, 4096):
-                pass
-        except BlockingIOError:
-            pass
+    def _deliver(self) -> None:
+        """Tick thread: hand every queued item to PySyncObj."""
         while self._inbox:
             kind, peer, *rest = self._inbox.popleft()
             node = self._nodes.get(peer)
