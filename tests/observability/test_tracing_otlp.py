@@ -88,9 +88,11 @@ def test_a_follower_write_is_one_trace_across_the_processes(
     assert all(s.instance == leader for s in phases.values())
     queue, fsync = phases["hastate.queue_wait"], phases["hastate.journal.fsync"]
     replicate, apply = phases["hastate.replicate"], phases["hastate.apply"]
-    # One clock (one machine), so the processes' timestamps compare: the spans are in order.
+    # One clock (one machine), so the processes' timestamps compare: each phase follows the
+    # one it depends on (the leader's fsync overlaps replication).
     assert op.start <= forward.start <= commit.start == queue.start <= queue.end <= fsync.start
-    assert fsync.end <= replicate.start <= replicate.end <= apply.start <= apply.end
+    assert queue.end <= replicate.start <= replicate.end <= apply.start <= apply.end
+    assert fsync.end <= apply.start
     assert apply.end == commit.end <= forward.end <= op.end <= bot.end
     assert set(replicate.attributes["hastate.replicas.acked"]) <= {"instance-1", other}
     assert replicate.attributes["hastate.replicas.acked"]

@@ -127,7 +127,8 @@ class EntrySizes:
     def __init__(self, keep: int = 65536) -> None:
         self._keep = keep
         self._first = 0                # index of the entry _cum[0] describes
-        self._cum = array("q")         # _cum[i]: total bytes of entries _first.._first+i
+        self._cum = array("q")         # _cum[i]: total bytes of entries up to _first+i
+        self._base = 0                 # the total before _first (entries forgotten)
 
     def add(self, first_index: int, sizes: list[int]) -> None:
         """Record the sizes of entries ``first_index``, ``first_index + 1``, ..."""
@@ -140,6 +141,7 @@ class EntrySizes:
             self._cum.append(running)
         if len(self._cum) > 2 * self._keep:   # forget the oldest, amortized O(1) per entry
             drop = len(self._cum) - self._keep
+            self._base = self._cum[drop - 1]
             del self._cum[:drop]
             self._first += drop
 
@@ -149,7 +151,7 @@ class EntrySizes:
         start = acked + 1 - self._first      # position of the window's first entry
         if start < 0 or start >= len(self._cum):
             return max_index
-        base = self._cum[start - 1] if start > 0 else 0
+        base = self._cum[start - 1] if start > 0 else self._base
         end = min(max_index - self._first + 1, len(self._cum))
         fits = bisect_right(self._cum, base + max_bytes, start, end) - start
         return max(acked + 1, acked + fits) if fits < end - start else max_index
@@ -157,6 +159,7 @@ class EntrySizes:
     def reset(self) -> None:
         self._cum = array("q")
         self._first = 0
+        self._base = 0
 
 
 class Admission:
