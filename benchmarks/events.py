@@ -32,10 +32,9 @@ from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment
 
-from hastate import StateManager
 from hastate.eventsourcing import HastateApplicationRecorder
 from hastate.events import EventStreams, ManagerBackend, NewEvent
-from hastate.testing import LocalCluster
+from hastate.testing.embedded import EmbeddedCluster
 
 
 def timed(n: int, step: Callable[[int], Any]) -> list[float]:
@@ -125,22 +124,14 @@ def main() -> None:
         sqlite = SQLiteFactory(Environment("bench", {"SQLITE_DBNAME": str(Path(tmp) / "es.db")}))
         result: dict[str, Any] = {
             "eventsourcing_sqlite": recorder_bench(sqlite.application_recorder(), args.inserts)}
-        cluster = LocalCluster(Path(tmp), 3, name="benchevents")
-        sm = StateManager.from_config(cluster.config_path, "instance-1")
-        try:
-            sm.start()
-            cluster.start("instance-2")
-            cluster.start("instance-3")
-            sm.wait_ready(30)
-            sm.trigger_failover("instance-1", timeout=15) if not sm.is_leader() else None
+        with EmbeddedCluster(Path(tmp), 3, name="benchevents").running(30, http=False) as cluster:
+            sm = cluster.sm
+            cluster.make_leader("instance-1")
             es = sm.events
             result["hastate_streams"] = appends_with_lag(es, args.appends)
             result["hastate_rebuild"] = rebuild(es, args.rebuild)
             result["hastate_recorder"] = recorder_bench(
                 HastateApplicationRecorder(ManagerBackend(sm), "bench-es"), args.inserts)
-        finally:
-            cluster.stop_all()
-            sm.stop()
     print(json.dumps(result, indent=1))
 
 

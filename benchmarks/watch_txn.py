@@ -31,7 +31,7 @@ from hastate.state.codec import Command, encode_value
 from hastate.state.machine import ReplicatedState
 from hastate.state.txn import put
 from hastate.state.watch import WatchHub
-from hastate.testing import LocalCluster
+from hastate.testing.embedded import EmbeddedCluster
 
 
 def fan_out(sm: StateManager, events: int, watchers: int) -> dict[str, Any]:
@@ -124,20 +124,12 @@ def main() -> None:
     args = parser.parse_args()
     hub = hub_fan_out(args.hub_events, args.watchers)
     with tempfile.TemporaryDirectory(prefix="hastate-bench-watch-") as tmp:
-        cluster = LocalCluster(Path(tmp), 3, name="benchwatch")
-        sm = StateManager.from_config(cluster.config_path, "instance-1")
-        try:
-            sm.start()
-            cluster.start("instance-2")
-            cluster.start("instance-3")
-            sm.wait_ready(30)
-            sm.trigger_failover("instance-1", timeout=15) if not sm.is_leader() else None
+        with EmbeddedCluster(Path(tmp), 3, name="benchwatch").running(30, http=False) as cluster:
+            sm = cluster.sm
+            cluster.make_leader("instance-1")
             result = {"hub_fan_out": hub,
                       "fan_out": fan_out(sm, args.events, args.watchers),
                       "txn": txn_vs_single(sm, args.rounds)}
-        finally:
-            cluster.stop_all()
-            sm.stop()
     print(json.dumps(result, indent=1))
 
 

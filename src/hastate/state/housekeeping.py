@@ -36,8 +36,46 @@ DEFAULT_INTERVAL = 30.0
 DEFAULT_LEASE_INTERVAL = 0.5
 
 
-class LockJanitor:
+class _Periodic:
+    """Runs :meth:`run_once` every ``interval`` seconds on a daemon thread named ``name``;
+    a round that finds no quorum logs and waits for the next one."""
+
+    name = "hastate-housekeeping"
+    interval: float
+    _stop: threading.Event | None = None
+    _thread: threading.Thread | None = None
+
+    def run_once(self) -> list:
+        """One round on this node (subclasses: what to propose, if anything)."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (an in-flight proposal finishes or times out)."""
+        if self._stop is not None:
+            self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        stop = self._stop
+        while not stop.wait(self.interval):
+            try:
+                self.run_once()
+            except HAStateError as exc:    # no quorum now: the next round tries again
+                logger.warning("housekeeping round failed", extra={"job": self.name,
+                                                                  "error": str(exc)})
+
+
+class LockJanitor(_Periodic):
     """Proposes ``lock_purge`` on the leader when its lock table holds expired entries."""
+
+    name = "hastate-janitor"
 
     def __init__(self, machine: ReplicatedState, *, is_leader: Callable[[], bool],
                  propose: Callable[[Command], Any], interval: float = DEFAULT_INTERVAL,
@@ -47,8 +85,6 @@ class LockJanitor:
         self.propose = propose
         self.interval = interval
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.purged = 0          # entries this node's purges removed
 
     def expired(self, now: float) -> list[str]:
@@ -70,32 +106,15 @@ class LockJanitor:
             logger.info("purged expired locks", extra={"locks": names})
         return names
 
-    def start(self) -> None:
-        """Run :meth:`run_once` every ``interval`` seconds on a daemon thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="hastate-janitor", daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the thread (an in-flight purge finishes or times out)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except HAStateError as exc:    # no quorum now: the next round tries again
-                logger.warning("lock purge failed: %s", exc)
-
-
-class LeaseExpirer:
+class LeaseExpirer(_Periodic):
     """Proposes ``lease_expire`` on the leader for leases whose countdown ran out.
 
     ``leader_term`` returns the term this node leads in (None when it does not lead with a
     lease): a new term, or leading again after not leading, restarts every countdown.
     """
+
+    name = "hastate-lease-expirer"
 
     def __init__(self, machine: ReplicatedState, *, leader_term: Callable[[], int | None],
                  propose: Callable[[Command], Any], interval: float = DEFAULT_LEASE_INTERVAL,
@@ -109,8 +128,6 @@ class LeaseExpirer:
         self._seen: dict[int, tuple[int, float]] = {}   # lease -> (refreshed, local time)
         self._term: int | None = None
         self._leader_since = float("inf")
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.expired_total = 0       # leases this node's proposals expired
         self.applied_expiries = 0    # leases expired by any leader, applied on this replica
         machine.add_listener(self._on_apply)
@@ -170,23 +187,3 @@ class LeaseExpirer:
         if ended:
             logger.info("expired leases", extra={"leases": ended})
         return ended
-
-    def start(self) -> None:
-        """Run :meth:`run_once` every ``interval`` seconds on a daemon thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="hastate-lease-expirer",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread (an in-flight expire finishes or times out)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except HAStateError as exc:    # no quorum now: the next round tries again
-                logger.warning("lease expiry failed: %s", exc)
