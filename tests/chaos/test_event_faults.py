@@ -20,7 +20,8 @@ from hastate.errors import NodeUnreachableError
 from hastate.events.projection import Projector
 from hastate.testing import wait_for
 from hastate.testing.embedded import EmbeddedCluster
-from hastate.testing.event_checks import AppendAttempt, check_events, check_projection
+from hastate.testing.event_checks import (AppendAttempt, check_events, check_projection,
+                                          writer_append)
 
 pytestmark = pytest.mark.chaos
 
@@ -50,13 +51,9 @@ def test_event_workload_under_leader_kills_and_pauses(tmp_path: Path, rounds: in
             node_index, expected, i = w, "no_stream", 0
             try:
                 while not stop_writers.is_set():
-                    own = i % 2 == 0
-                    stream = f"writer-{w}" if own else "shared"
-                    attempt = AppendAttempt(stream, [f"w{w}-{i}-{k}" for k in range(1 + i % 3)])
+                    attempt, body = writer_append(w, i, expected)
                     with lock:
                         attempts.append(attempt)
-                    body = {"stream": stream, "expected_version": expected if own else "any",
-                            "events": [{"type": "Tick", "id": x} for x in attempt.ids]}
                     deadline = time.monotonic() + 120
                     while True:
                         node = NODES[node_index % 3]
@@ -73,7 +70,7 @@ def test_event_workload_under_leader_kills_and_pauses(tmp_path: Path, rounds: in
                         node_index += 1      # unknown: retry the same ids, on another node
                         time.sleep(0.05)
                     attempt.outcome, attempt.positions = "ok", answer["positions"]
-                    if own:
+                    if attempt.stream != "shared":
                         expected = answer["versions"][-1]
                     i += 1
             except BaseException as exc:  # reported by the main thread

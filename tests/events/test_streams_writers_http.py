@@ -14,7 +14,7 @@ from hastate.admin_client import call
 from hastate.errors import NodeUnreachableError
 from hastate.testing import wait_for
 from hastate.testing.embedded import EmbeddedCluster
-from hastate.testing.event_checks import AppendAttempt, check_events
+from hastate.testing.event_checks import AppendAttempt, check_events, writer_append
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,9 @@ def test_writers_on_three_nodes_through_a_leader_kill(tmp_path: Path) -> None:
             expected = "no_stream"
             try:
                 for i in range(APPENDS):
-                    own = i % 2 == 0
-                    stream = f"writer-{w}" if own else "shared"
-                    attempt = AppendAttempt(stream, [f"w{w}-{i}-{k}" for k in range(1 + i % 3)])
+                    attempt, body = writer_append(w, i, expected)
                     with lock:
                         attempts.append(attempt)
-                    body = {"stream": stream, "expected_version": expected if own else "any",
-                            "events": [{"type": "Tick", "data": {"w": w, "i": i}, "id": x}
-                                       for x in attempt.ids]}
                     while True:
                         node = NODES[node_index % 3]
                         try:
@@ -60,7 +55,7 @@ def test_writers_on_three_nodes_through_a_leader_kill(tmp_path: Path) -> None:
                         break
                     assert code == 200, (code, answer)
                     attempt.outcome, attempt.positions = "ok", answer["positions"]
-                    if own:
+                    if attempt.stream != "shared":
                         expected = answer["versions"][-1]
                     with lock:
                         done[0] += 1

@@ -27,6 +27,19 @@ class AppendAttempt:
     positions: list[int] = field(default_factory=list)
 
 
+def writer_append(writer: int, step: int, expected: Any) -> tuple[AppendAttempt, dict]:
+    """Step ``step`` of test writer ``writer``: its own stream with ``expected`` on even steps,
+    the shared stream with ANY on odd ones; 1-3 events whose ids are unique per step. Returns
+    the attempt to record and the ``POST /v1/events/append`` body (retry it unchanged)."""
+    own = step % 2 == 0
+    stream = f"writer-{writer}" if own else "shared"
+    attempt = AppendAttempt(stream, [f"w{writer}-{step}-{k}" for k in range(1 + step % 3)])
+    body = {"stream": stream, "expected_version": expected if own else "any",
+            "events": [{"type": "Tick", "data": {"w": writer, "i": step}, "id": x}
+                       for x in attempt.ids]}
+    return attempt, body
+
+
 def check_events(attempts: Sequence[AppendAttempt], events: Sequence[RecordedEvent]) -> list[str]:
     """Every way ``events`` (the final ``$all``) contradicts what the writers were told."""
     problems: list[str] = []
