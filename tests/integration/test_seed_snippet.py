@@ -132,8 +132,14 @@ def test_seed_code_runs_unchanged_in_three_processes(bots: dict[str, Bot]) -> No
     assert sum(len(o) for o in orders.values()) == 1, orders      # only the lease holder acted
 
     if leaders() == ["instance-2"]:
+        seen = len(bots["instance-1"].ask(cmd="events")["events"])
         bots["instance-2"].ask(cmd="failover", to="instance-1")
         wait_for(lambda: leaders() == ["instance-1"], timeout=30, what="instance-1 leads")
+        # Its callbacks (the recovery's linearizable read among them) run on its watcher
+        # thread: let them finish before leadership moves again.
+        wait_for(lambda: {"become_leader", "recovered"} <= set(
+            bots["instance-1"].ask(cmd="events")["events"][seen:]),
+            timeout=30, what="callbacks of instance-1 as leader")
     old = leaders()[0]
     before = {i: bot.ask(cmd="events")["events"] for i, bot in bots.items()}
     bots["instance-1"].ask(cmd="run", line=handover)   # the README's line, on instance-1
