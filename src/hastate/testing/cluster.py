@@ -25,11 +25,20 @@ REGIONS = ("asia-northeast1", "us-central1", "europe-west1", "southamerica-east1
 ADMIN_TOKEN_ENV = "HASTATE_ADMIN_TOKEN"
 
 
+#: Ports this process handed out: the kernel may offer a just-closed port again, and two
+#: nodes of one cluster file must never share one.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago and not handed out before here."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class LocalCluster(NodeProcesses):
