@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
@@ -12,6 +11,7 @@ import pytest
 
 from hastate.admin_client import call
 from hastate.errors import NodeUnreachableError
+from hastate.testing import free_port
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -73,9 +73,7 @@ def test_an_answer_that_is_not_a_json_object_names_the_node_and_url(server: str)
 
 
 def test_a_closed_port_names_the_node_and_the_url() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{s.getsockname()[1]}"
+    address = f"127.0.0.1:{free_port()}"
     with pytest.raises(NodeUnreachableError) as caught:
         call("instance-7", address, "/status", timeout=2)
     assert caught.value.node == "instance-7" and caught.value.url == f"http://{address}/status"

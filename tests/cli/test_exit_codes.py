@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from hastate.cli.exit import Exit
+from hastate.testing import free_port
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
@@ -24,12 +24,6 @@ def test_codes_scripts_rely_on_keep_their_values() -> None:
             Exit.REFUSED, Exit.INTERRUPTED) == (0, 1, 2, 3, 4, 5, 130)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cluster_file(tmp_path: Path) -> Path:
     """A one-node loopback cluster file whose node is not running."""
     path = tmp_path / "cluster.toml"
@@ -39,8 +33,8 @@ name = "exit-codes"
 admin_token_env = "HASTATE_TEST_ADMIN_TOKEN"
 [[nodes]]
 id = "instance-1"
-raft = "127.0.0.1:{_free_port()}"
-http = "127.0.0.1:{_free_port()}"
+raft = "127.0.0.1:{free_port()}"
+http = "127.0.0.1:{free_port()}"
 data_dir = "data/instance-1"
 """)
     return path

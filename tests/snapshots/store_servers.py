@@ -18,6 +18,7 @@ import pytest
 
 from hastate.snapshots.store import SnapshotStore
 from hastate.snapshots.stores import open_store
+from hastate.testing import free_port
 
 #: Short client retry and timeouts so a dead emulator fails a call in about a second.
 GCS_OPTIONS = {"retry_deadline": 1.0, "timeout": (0.5, 5.0)}
@@ -32,13 +33,6 @@ NPM_INSTALL = "npm install --prefix .ci/node azurite@3.35.0 s3rver@3.7.1"
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
                "KBHBeksoGMGw==")
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str, log: Path) -> None:
