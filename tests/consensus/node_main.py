@@ -174,8 +174,7 @@ class HastateEngine:
     def dup(self, key: str) -> dict[str, Any]:
         """Propose one encoded (client, seq) command twice, as a retry after a lost reply would."""
         sm = self.sm
-        with sm._seq_lock:
-            seq = next(sm._seq)
+        seq = sm._next_seq()
         raw = self._Command(op="update", client=sm._client_id, seq=seq,
                             values={key: self._encode_value(key, key)}).encode()
         first = sm._writes.propose(raw, 10.0).result()
