@@ -215,6 +215,16 @@ class LeaseNotFoundError(HAStateError):
         self.lease = lease
 
 
+class NotSupportedError(HAStateError):
+    """Raised when the engine under a StateManager cannot do what was asked (an operation
+    another engine offers); the message names the engine, the operation and why."""
+
+    def __init__(self, engine: str, operation: str, reason: str) -> None:
+        super().__init__(f"the {engine} engine does not support {operation}: {reason}")
+        self.engine = engine
+        self.operation = operation
+
+
 class CacheLoadTimeout(HAStateError):
     """Raised when a cache key another caller is loading did not appear within the cache's
     ``wait``; call ``get`` again (it takes the load over once that caller's marker lapses)."""

@@ -11,58 +11,46 @@ membership, status); each method is a thin delegate to the module that does the 
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import os
 import threading
 import time
-import uuid
 from concurrent.futures import Future
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from hastate import embedded
 from hastate.addresses import check_transport_mode
 from hastate.config import ClusterConfig, SnapshotConfig
-from hastate.consensus.backpressure import Admission, Limits
-from hastate.consensus.journal import fdatasync
+from hastate.consensus.backpressure import Limits
 from hastate.consensus.membership import Member
-from hastate.consensus.node import NodeSpec, RaftNode
 from hastate.consensus.profiles import get_profile
-from hastate.consensus.seed import is_empty, seed_data_dir
-from hastate.consensus.transport import TransportSecurity, make_transport_class
+from hastate.consensus.transport import TransportSecurity
 from hastate.durations import Duration, optional_duration, parse_duration
+from hastate.engines import raft as raft_engine
+from hastate.engines.contract import Consistency, Engine
 from hastate.errors import (ConfigError, ConflictError, LeaseNotFoundError, NoQuorumError,
-                            NotLeaderError, ReadError, SnapshotNotFoundError, WriteError)
+                            NotLeaderError, NotSupportedError, WriteError)
 from hastate.recipes import lease as lease_recipe
 from hastate.recipes.cache import Cache
 from hastate.recipes.lease import Lease
 from hastate.recipes.presence import Presence, members_alive
 from hastate.events import EventStreams, ManagerBackend
 from hastate.recipes.lock import Lock
-from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
-                                     default_health_check)
+from hastate.failover.policy import FailoverPolicy, FailoverSettings, HealthCheck
 from hastate.failover.watcher import BecomeLeader, LeaderWatcher, LoseLeadership
-from hastate.observability import stats
 from hastate.observability.operations import (traced_add_member, traced_failover,
                                               traced_read, traced_remove_member,
                                               traced_write)
 from hastate.observability.logs import bind_node, configure_logging
 from hastate.server.http import NodeHTTPServer
-from hastate.snapshots.service import SnapshotService
 from hastate.state import txn as txn_mod
 from hastate.state.codec import Command, check_key, encode_value
 from hastate.state.history import DEFAULT_HISTORY
-from hastate.state.housekeeping import LeaseExpirer, LockJanitor
 from hastate.state.leases import LeaseInfo
-from hastate.state.machine import ReplicatedState
 from hastate.state.txn import Compare, Op, TxnResult
-from hastate.state.watch import DEFAULT_BUFFER, WatchEvent, Watcher, WatchHub, run_callback
-from hastate.writes import Proposer
+from hastate.state.watch import DEFAULT_BUFFER, WatchEvent, Watcher, run_callback
 
 logger = logging.getLogger(__name__)
-
-Consistency = Literal["linearizable", "local"]
-
 
 
 def _revision(result: tuple) -> int:
@@ -151,13 +139,7 @@ class StateManager:
         self.instance_id = instance_id
         self.region = wiring.region
         self.write_timeout = parse_duration(write_timeout, field="write_timeout", minimum=0.001)
-        self.spec = NodeSpec(node_id=instance_id, address=peers[instance_id],
-                             peers={k: v for k, v in peers.items() if k != instance_id},
-                             cluster=wiring.cluster_name, data_dir=wiring.data_dir,
-                             profile=timing, log_compaction_entries=log_compaction_entries,
-                             members=wiring.members, join=join,
-                             limits=limits if limits is not None else
-                             self.config.limits if self.config is not None else Limits())
+        self.cluster = wiring.cluster_name
         if watch_history is None:
             watch_history = self.config.watch_history if self.config is not None \
                 else DEFAULT_HISTORY
@@ -169,44 +151,29 @@ class StateManager:
             if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 raise ConfigError("must be an integer >= 1", field=name, value=number)
         self.txn_limits = {"max_ops": txn_max_ops, "max_bytes": txn_max_bytes}
-        self.machine = ReplicatedState()
-        self.watch_hub = WatchHub(watch_history, watch_buffer)
-        self.machine.add_change_listener(self.watch_hub)
         self._health_ok = True
         check_transport_mode(wiring.transport.mode, peers.values())
-        self.transport = wiring.transport
-        self.node = RaftNode(self.spec, self.machine,
-                             transport_class=make_transport_class(wiring.transport),
-                             journal_sync=stats.for_node(instance_id).journal.timed(fdatasync),
-                             is_healthy=lambda: self._health_ok)
-        self._client_id = uuid.uuid4().bytes
-        self._seq = itertools.count(1)
-        self._seq_lock = threading.Lock()
-        self._recovery: Callable[[dict[str, Any]], None] | None = None
-        self._policy: FailoverPolicy | None = None
-        self.watcher = LeaderWatcher(self.node.is_leader, self.node.fencing_token,
-                                     on_transition=self._on_transition)
         # observe(op, seconds, outcome); outcome: ok, conflict, no_quorum, timeout,
         # overloaded, error.
         self.proposal_observers: list[Callable[[str, float, str], None]] = []
-        self._writes = Proposer(
-            self.node, Admission(self.spec.limits.max_uncommitted_entries,
-                                 self.spec.limits.max_uncommitted_bytes),
-            client_id=self._client_id, next_seq=self._next_seq,
-            observers=self.proposal_observers, attempt_timeout=2 * timing.max_timeout,
-            leaderless_give_up=3 * timing.max_timeout, instance_id=instance_id)
+        self.engine: Engine = raft_engine.build(
+            instance_id, dict(peers), cluster=wiring.cluster_name, data_dir=wiring.data_dir,
+            profile=timing, transport=wiring.transport, snapshots=wiring.snapshots,
+            members=wiring.members, join=join,
+            limits=limits if limits is not None else
+            self.config.limits if self.config is not None else Limits(),
+            log_compaction_entries=log_compaction_entries, watch_history=watch_history,
+            watch_buffer=watch_buffer, observers=self.proposal_observers,
+            write_timeout=self.write_timeout)
+        self._recovery: Callable[[dict[str, Any]], None] | None = None
+        self._policy: FailoverPolicy | None = None
+        self.watcher = LeaderWatcher(self.engine.is_leader, self.engine.fencing_token,
+                                     on_transition=self._on_transition)
         self.failovers_total = {"manual": 0, "health": 0}   # completed transfers started here
         self.health_check_failures = 0
-        snaps = wiring.snapshots
-        self.snapshot_settings = snaps if snaps is not None and snaps.store else None
-        self.snapshots: SnapshotService | None = None
         self.http_address = wiring.http if serve_http else None
         self.admin_token = wiring.admin_token
         self.http_server: NodeHTTPServer | None = None
-        self.janitor = LockJanitor(self.machine, is_leader=self.is_leader,
-                                   propose=lambda command: self._write(command, None))
-        self.lease_expirer = LeaseExpirer(self.machine, leader_term=self.fencing_token,
-                                          propose=lambda command: self._write(command, None))
         self._started = False
         self._lifecycle = threading.Lock()
         configure_logging(self.config.logging if self.config is not None else None)
@@ -257,38 +224,11 @@ class StateManager:
                                                     "http": self.http_address})
 
     def _start_node(self) -> None:
-        if self.snapshot_settings is not None:
-            if self.snapshot_settings.restore_if_empty:
-                self._restore_if_empty()
-            self.snapshots = SnapshotService(
-                self.snapshot_settings, cluster=self.spec.cluster, machine=self.machine,
-                is_leader=self.is_leader, term=self.node.term)
-        self.node.start()
-        if self.snapshots is not None:
-            self.snapshots.start()
+        self.engine.start()
         self.watcher.start()
         # Health is always checked and told to peers (they pick failover targets with it);
         # handing leadership over on failure starts only with configure_failover().
         self._install_policy(FailoverSettings(1.0, float("inf")), None)
-        self.janitor.start()
-        self.lease_expirer.start()
-
-    def _restore_if_empty(self) -> None:
-        """A node starting with an empty data_dir seeds it from the newest snapshot + log."""
-        if not is_empty(self.spec.data_dir):
-            return
-        from hastate.snapshots.restore import rebuild
-        from hastate.snapshots.stores import open_store
-        try:
-            result = rebuild(open_store(self.snapshot_settings.store), self.spec.cluster)
-        except SnapshotNotFoundError:
-            logger.info("restore_if_empty: no snapshot in the store; starting empty")
-            return
-        seed_data_dir(self.spec.data_dir, cluster=self.spec.cluster, node_id=self.instance_id,
-                      state_body=result.machine.to_body(), index=result.index,
-                      term=result.term, members=self.spec.bootstrap())
-        logger.warning("restore_if_empty: seeded %s from %s at index %d", self.spec.data_dir,
-                       result.snapshot.name, result.index)
 
     def wait_ready(self, timeout: float) -> None:
         """Block until a leader is known and this node has applied up to the commit index."""
@@ -303,9 +243,7 @@ class StateManager:
 
     def ready(self) -> bool:
         """A leader is known and this node has applied everything it knows is committed."""
-        st = self.node.status()
-        return self.node.running and st.leader_address is not None and \
-            st.applied_index >= st.commit_index
+        return self.engine.ready()
 
     def stop(self) -> None:
         """Stop the HTTP endpoints, health checks, leadership callbacks and the Raft node.
@@ -318,14 +256,8 @@ class StateManager:
                 self.http_server = None
             if self._policy is not None:
                 self._policy.stop()
-            if self.snapshots is not None:
-                self.snapshots.stop()
-            self.janitor.stop()
-            self.lease_expirer.stop()
             self.watcher.stop()
-            self.node.stop()
-            self._writes.close()
-            self.watch_hub.close()
+            self.engine.stop()
             if self._started:
                 logger.info("state manager stopped", extra={"instance": self.instance_id})
             self._started = False
@@ -470,12 +402,8 @@ class StateManager:
     def _submit(self, command: Command, timeout: Duration | None,
                 finish: Callable[[tuple], Any]) -> Future:
         seconds = optional_duration(timeout, field="timeout")
-        return self._writes.submit(command, seconds if seconds is not None
-                                   else self.write_timeout, finish)
-
-    def _next_seq(self) -> int:
-        with self._seq_lock:
-            return next(self._seq)
+        return self.engine.submit(command, seconds if seconds is not None
+                                  else self.write_timeout, finish)
 
     # -- leases -------------------------------------------------------------------------------
     def grant_lease(self, ttl: Duration, *, timeout: Duration | None = None) -> Lease:
@@ -491,7 +419,11 @@ class StateManager:
 
     def leases(self) -> dict[int, LeaseInfo]:
         """This replica's lease table: id -> (ttl, refreshed index, attached keys)."""
-        return self.machine.leases()
+        return self.engine.leases()
+
+    def has_lease(self, lease_id: int) -> bool:
+        """Whether lease ``lease_id`` is alive on this replica."""
+        return self.engine.has_lease(lease_id)
 
     def presence(self, ttl: Duration = 10.0, *, model_version: str = "",
                  health: Callable[[], bool] | None = None) -> Presence:
@@ -523,31 +455,25 @@ class StateManager:
         The revision is the one the copy was read at: watch from revision + 1 to see every
         later change.
         """
-        if consistency == "linearizable":
-            self._linearize(timeout)
-        elif consistency != "local":
+        if consistency not in ("linearizable", "local"):
             raise ValueError(f"consistency must be 'linearizable' or 'local', not {consistency!r}")
-        state, revision = self.machine.snapshot_at(keys)
+        state, revision = self.engine.read(
+            None if keys is None else list(keys), consistency,
+            optional_duration(timeout, field="timeout"))
         return (state, revision) if with_revision else state
 
-    def _linearize(self, timeout: float | None) -> None:
-        """Make this replica reflect every write acknowledged before the call."""
-        if not self._lease_read_ok():
-            try:
-                self._write(Command(op="barrier"), timeout)
-            except WriteError as exc:
-                raise ReadError(f"linearizable read failed: {exc}") from None
-
-    def _lease_read_ok(self) -> bool:
-        return self.node.is_leader() and self.node.caught_up_in_term()
+    def records(self, keys: Iterable[str]) -> dict[str, tuple]:
+        """This replica's (encoded value, mod_revision, create_revision, version) of each
+        present key in ``keys``: the revisions an optimistic transaction compares against."""
+        return self.engine.records(keys)
 
     def revisions(self) -> dict[str, int]:
         """mod_revision of every key on this replica (for compare_and_set)."""
-        return self.machine.revisions()
+        return self.engine.revisions()
 
     def revision(self) -> int:
         """The cluster revision this replica applied (writes that changed something)."""
-        return self.machine.revision
+        return self.engine.revision()
 
     # -- watch --------------------------------------------------------------------------------
     def watch(self, prefix: str = "", start_revision: int | None = None, *,
@@ -568,9 +494,11 @@ class StateManager:
         :raises CompactedError: ``start_revision`` is older than this node holds.
         """
         if linearizable and start_revision is None:
-            self._linearize(timeout)
-        watcher = self.watch_hub.watch(prefix, start_revision, prev_value=prev_value,
-                                       progress_interval=progress_notify, buffer=buffer)
+            _, seen = self.engine.read((), "linearizable",
+                                       optional_duration(timeout, field="timeout"))
+            start_revision = seen + 1
+        watcher = self.engine.watch(prefix, start_revision, prev_value=prev_value,
+                                    progress_interval=progress_notify, buffer=buffer)
         if callback is not None:
             run_callback(watcher, callback, on_error)
         return watcher
@@ -583,15 +511,15 @@ class StateManager:
     # -- leadership ---------------------------------------------------------------------------
     def is_leader(self) -> bool:
         """True only while this node leads *and* holds its lease: safe to act on now."""
-        return self.node.is_leader()
+        return self.engine.is_leader()
 
     def fencing_token(self) -> int | None:
         """A number that grows with every leadership change; None when not leading."""
-        return self.node.fencing_token()
+        return self.engine.fencing_token()
 
     def leader(self) -> str | None:
         """Instance id of the last known leader."""
-        return self.node.leader_id()
+        return self.engine.leader()
 
     def watch_leader(self, on_become_leader: BecomeLeader | None = None,
                      on_lose_leadership: LoseLeadership | None = None) -> None:
@@ -639,7 +567,7 @@ class StateManager:
     def _install_policy(self, settings: FailoverSettings, check: HealthCheck | None) -> None:
         if self._policy is not None:
             self._policy.stop()
-        check = check or default_health_check(lambda: self.node.running, self.spec.data_dir)
+        check = check or self.engine.healthy
         self._policy = FailoverPolicy(settings, check, is_leader=self.is_leader,
                                       publish=self._publish_health,
                                       pick_target=self._pick_failover_target,
@@ -651,14 +579,11 @@ class StateManager:
         self._health_ok = ok
         if not ok:
             self.health_check_failures += 1
-        self.node.publish_health(ok, self.machine.applied_index)
+        self.engine.publish_health(ok)
 
     def _pick_failover_target(self) -> str | None:
-        st = self.node.status()
         fresh = time.monotonic() - 3 * self._policy.settings.health_check_interval
-        candidates = [(st.match_index.get(addr, 0), self.node.id_of(addr))
-                      for addr, (ok, _applied, when) in st.peer_health.items()
-                      if ok and when >= fresh and addr in st.connected]
+        candidates = self.engine.failover_candidates(fresh)
         return max(candidates)[1] if candidates else None
 
     @traced_failover
@@ -675,19 +600,19 @@ class StateManager:
                                      leader=self.leader())
             target_instance = self._pick_failover_target()
             if target_instance is None:
-                match = self.node.status().match_index
-                if not match:
+                candidates = self.engine.failover_candidates(None)
+                if not candidates:
                     raise NotLeaderError("no peer to hand leadership to")
-                target_instance = self.node.id_of(max(match, key=match.get))
-        seconds = self.node.transfer_leadership(
-            target_instance, optional_duration(timeout, field="timeout"))
+                target_instance = max(candidates)[1]
+        seconds = self.engine.transfer(target_instance,
+                                       optional_duration(timeout, field="timeout"))
         self.failovers_total[reason] = self.failovers_total.get(reason, 0) + 1
         return seconds
 
     # -- membership ---------------------------------------------------------------------------
     def members(self) -> list[Member]:
         """The voters in this node's configuration (committed or about to be), sorted by id."""
-        return self.node.members()
+        return self.engine.members()
 
     @traced_add_member
     def add_member(self, member: Member, *, timeout: Duration | None = None) -> int:
@@ -696,72 +621,53 @@ class StateManager:
         Start the new node first (``hastate node run --join``): the change is refused if
         the members reachable now would not be a majority of the new configuration.
         """
-        return self.node.change_membership(
+        return self.engine.change_membership(
             "add", member, optional_duration(timeout, field="timeout") or self.write_timeout)
 
     @traced_remove_member
     def remove_member(self, instance_id: str, *, timeout: Duration | None = None) -> int:
         """Leader: remove a voter (not the leader itself: move leadership first)."""
-        return self.node.change_membership(
+        return self.engine.change_membership(
             "remove", instance_id,
             optional_duration(timeout, field="timeout") or self.write_timeout)
 
     # -- status -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """What operators ask first: who leads, how far each node got, who is connected."""
-        st = self.node.status()
-        now = time.monotonic()
-        leading = st.is_leader
-        match = st.match_index if st.role == "leader" else {}
-        contact = st.last_contact if st.role == "leader" else {}
-        connected = st.connected
-        peers = {}
-        last_index = st.last_log_index
-        members = st.members
-        for member in members:
-            if member.id == self.instance_id:
-                continue
-            addr = member.raft
-            peers[member.id] = {
-                "address": addr,
-                "connected": addr in connected,
-                "match_index": match.get(addr),
-                "lag": last_index - match[addr] if addr in match else None,
-                "last_contact_age": round(now - contact[addr], 3) if addr in contact else None,
-            }
         return {
             "id": self.instance_id,
             "region": self.region,
-            "cluster": self.spec.cluster,
-            "role": st.role if st.role != "leader" or leading else "leader-without-lease",
-            "is_leader": leading,
-            "term": st.term,
-            "leader": st.leader_id,
-            "fencing_token": st.fencing_token,
-            "lease_remaining": round(st.lease_remaining, 3),
-            "commit_index": st.commit_index,
-            "applied_index": st.applied_index,
-            "last_log_index": last_index,
-            "log_entries": st.log_entries,
-            "dumps": self.node.dumper.stats(),
-            "uncommitted_entries": st.uncommitted_entries,
-            "queued_proposals": st.queued_proposals,
-            "behind_leader_entries": st.behind_leader_entries,
-            **self._writes.status(),
-            "keys": len(self.machine),
-            "revision": self.machine.revision,
-            "watchers": len(self.watch_hub),
-            "leases": self.machine.lease_count(),
-            "lease_expiries": self.lease_expirer.applied_expiries,
-            "leader_changes": st.leader_changes,
+            "cluster": self.cluster,
+            "engine": self.engine.name,
+            **self.engine.status(),
+            "keys": self.engine.key_count(),
+            "revision": self.engine.revision(),
+            "watchers": self.engine.watchers(),
+            "leases": len(self.engine.leases()),
             "healthy": self._health_ok,
             "health_check_failures": self.health_check_failures,
             "failovers": dict(self.failovers_total),
-            "profile": self.spec.profile.name,
             "ready": self.ready(),
-            "fatal_error": st.fatal_error,
-            "snapshots": self.snapshots.status() if self.snapshots is not None else None,
-            "member": st.is_member,
-            "members": [m.to_dict() for m in members],
-            "peers": peers,
         }
+
+    # -- the embedded Raft engine's parts (tests, benchmarks and its operators' tools) -----
+    def _raft(self) -> raft_engine.RaftEngine:
+        if not isinstance(self.engine, raft_engine.RaftEngine):
+            raise NotSupportedError(self.engine.name, "Raft internals",
+                                    "this manager does not run the embedded Raft engine")
+        return self.engine
+
+    @property
+    def node(self) -> Any:
+        """The embedded engine's :class:`~hastate.consensus.node.RaftNode`."""
+        return self._raft().node
+
+    @property
+    def machine(self) -> Any:
+        """The embedded engine's replica (:class:`~hastate.state.machine.ReplicatedState`)."""
+        return self._raft().machine
+
+    @property
+    def spec(self) -> Any:
+        """The embedded engine's :class:`~hastate.consensus.node.NodeSpec`."""
+        return self._raft().spec

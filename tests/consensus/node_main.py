@@ -174,12 +174,12 @@ class HastateEngine:
     def dup(self, key: str) -> dict[str, Any]:
         """Propose one encoded (client, seq) command twice, as a retry after a lost reply would."""
         sm = self.sm
-        seq = sm._next_seq()
-        raw = self._Command(op="update", client=sm._client_id, seq=seq,
+        seq = sm.engine.next_seq()
+        raw = self._Command(op="update", client=sm.engine.client_id, seq=seq,
                             values={key: self._encode_value(key, key)}).encode()
-        first = sm._writes.propose(raw, 10.0).result()
-        second = sm._writes.propose(raw, 10.0).result()
-        return {"id": f"{sm._client_id.hex()}:{seq}", "results": [list(first), list(second)]}
+        first = sm.engine.writes.propose(raw, 10.0).result()
+        second = sm.engine.writes.propose(raw, 10.0).result()
+        return {"id": f"{sm.engine.client_id.hex()}:{seq}", "results": [list(first), list(second)]}
 
     def transfer(self, target: str) -> dict[str, Any]:
         try:

@@ -126,7 +126,7 @@ def test_full_leader_queue_refuses_with_overloaded_error_that_never_applies(
     assert n - len(errors) == 2 * LIMIT, "the leader took more than its bound"
     assert set(errors) == {FAIL_REASON.QUEUE_FULL}
     with pytest.raises(OverloadedError) as refused:
-        sm._writes.propose(raw("r999999"), 5.0).result()
+        sm.engine.writes.propose(raw("r999999"), 5.0).result()
     assert refused.value.outcome_unknown is False
     for node_id in ("instance-2", "instance-3"):
         c.kill(node_id, signal.SIGCONT)

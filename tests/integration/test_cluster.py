@@ -178,7 +178,7 @@ def test_tls_cluster_from_config_replicates_and_fails_over(tmp_path) -> None:
         sm = StateManager.from_config(cluster.config_path, "instance-1")
         try:
             sm.start(wait_ready=20)
-            assert sm.transport.mode == "tls"
+            assert sm.engine.transport.mode == "tls"
             sm.trigger_failover("instance-2", timeout=15)
             sm.save_state({"secret_sauce": "v1"})
             cluster.kill("instance-2", signal.SIGKILL)

@@ -151,8 +151,8 @@ def test_leader_purges_expired_locks_through_the_log(cluster) -> None:
     cluster.make_leader("instance-1")
     cluster.sm.lock("stale", ttl=0.2).acquire()
     cluster.sm.lock("live", ttl=60.0).acquire()
-    wait_for(lambda: cluster.sm.janitor.expired(time.time()) == ["stale"], timeout=10)
-    assert cluster.sm.janitor.run_once() == ["stale"]
+    wait_for(lambda: cluster.sm.engine.janitor.expired(time.time()) == ["stale"], timeout=10)
+    assert cluster.sm.engine.janitor.run_once() == ["stale"]
     assert set(cluster.sm.machine.locks()) == {"live"}
     want = cluster.sm.machine.state_hash()
     wait_for(lambda: all((cluster.state(n, "local") or {}).get("state_hash") == want
@@ -180,6 +180,6 @@ def test_watcher_resumes_from_before_the_dump_of_its_restarted_node(cluster) -> 
     assert dumped_revision() > start + 10          # the replay alone could not serve start
     cluster.sm = StateManager.from_config(cluster.config_path, "instance-1")
     cluster.sm.start(wait_ready=30)
-    assert cluster.sm.watch_hub.oldest_revision <= start < end
+    assert cluster.sm.engine.watch_hub.oldest_revision <= start < end
     events = collect(cluster.sm.watch("d", start), end)
     assert [(e.key, e.value) for e in events] == [(f"d{i}", i) for i in range(60)]

@@ -40,7 +40,7 @@ def test_ttl_shorthand_expires_the_keys_and_a_plain_put_detaches(sm) -> None:
     wait_for(lambda: gone(sm, "a"), timeout=10)
     assert time.monotonic() >= sent + 0.5
     assert sm.get_state() == {"b": 3} and sm.leases() == {}
-    wait_for(lambda: sm.lease_expirer.expired_total == 1, timeout=10)
+    wait_for(lambda: sm.engine.lease_expirer.expired_total == 1, timeout=10)
 
 
 def test_keeper_keeps_keys_past_their_ttl_until_the_health_check_fails(sm) -> None:

@@ -60,7 +60,7 @@ def test_all_stream_sends_keep_alives_while_quiet(ops: EmbeddedCluster,
 
 
 def test_truncate_archives_to_the_nodes_snapshot_store(ops: EmbeddedCluster) -> None:
-    assert ops.sm is not None and ops.sm.snapshots is not None
+    assert ops.sm is not None and ops.sm.engine.snapshots is not None
     es = ops.sm.events
     for i in range(5):
         es.append("api-retained", [NewEvent("Tick", {"i": i}, id=f"ret-{i}")])
@@ -72,7 +72,7 @@ def test_truncate_archives_to_the_nodes_snapshot_store(ops: EmbeddedCluster) -> 
 
     code, done = post({"stream": "api-retained", "before_version": 3})
     assert code == 200 and (done["removed"], done["first_version"]) == (3, 3)
-    archive = EventArchive(ops.sm.snapshots.store)
+    archive = EventArchive(ops.sm.engine.snapshots.store)
     assert archived_events(archive, "events", "api-retained") == before[:3]
     assert [e.id for e in es.read_stream("api-retained")] == ["ret-3", "ret-4"]
     code, bad = post({"stream": "api-retained"})

@@ -226,7 +226,7 @@ def _wait_caught_up(cluster: LocalCluster, node_id: str, nodes: list[str]) -> fl
     start = time.monotonic()
     while time.monotonic() - start < 20:
         states = [cluster.state(n, "local") for n in nodes]
-        if all(states) and len({(s["applied_index"], s["state_hash"]) for s in states}) == 1:
+        if all(states) and len({(s["revision"], s["state_hash"]) for s in states}) == 1:
             return time.monotonic() - start
         time.sleep(0.05)
     raise click.ClickException(f"{node_id} did not catch up within 20s")

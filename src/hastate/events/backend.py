@@ -64,7 +64,7 @@ class ManagerBackend:
         return state, revision
 
     def mod_revisions(self, keys: Sequence[str]) -> dict[str, int]:
-        return {k: r[1] for k, r in self.sm.machine.records(keys).items()}
+        return {k: r[1] for k, r in self.sm.records(keys).items()}
 
     def transaction(self, compare: list[Compare], success: list[Op],
                     failure: list[Op]) -> TxnResult:

@@ -28,14 +28,14 @@ from hastate.observability import tracing
 from hastate.state.codec import Command
 
 if TYPE_CHECKING:
-    from hastate.consensus.node import NodeSpec, RaftNode
+    from hastate.consensus.node import RaftNode
 
 
 class Traced(Protocol):
     """What the tracing decorators read of the object they wrap (``StateManager`` has it)."""
 
     instance_id: str
-    spec: "NodeSpec"
+    cluster: str
 
 F = TypeVar("F", bound=Callable[..., Any])
 Callback = Callable[[Any, int], None]   # PySyncObj's (result, fail reason) callback
@@ -47,7 +47,7 @@ OPERATION_NAMES = {"update": "save_state", "cas": "compare_and_set"}
 def db_attributes(manager: "Traced", operation: str) -> dict[str, Any]:
     """The stable database attributes plus this node's id."""
     return {"db.system.name": tracing.SYSTEM, "db.operation.name": operation,
-            "db.namespace": manager.spec.cluster, "hastate.node.id": manager.instance_id}
+            "db.namespace": manager.cluster, "hastate.node.id": manager.instance_id}
 
 
 class _Attempt:

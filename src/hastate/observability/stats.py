@@ -275,7 +275,7 @@ def attach(manager: Observed) -> NodeStats | None:
             _attached[node] = counter
             node.add_tick_observer(counter)
             stats.journal_path = manager.spec.data_dir / JOURNAL_FILE
-    service = getattr(manager, "snapshots", None)
+    service = getattr(manager.engine, "snapshots", None)
     if service is not stats._service:
         if service is not None:
             stats.set_snapshot_provider(lambda: _service_status(service),

@@ -22,12 +22,11 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from hastate.errors import CacheLoadTimeout
 from hastate.recipes.lease import Lease
 from hastate.state import txn
-from hastate.state.machine import ReplicatedState
 
 #: Key prefix of cache entries.
 PREFIX = "cache/"
@@ -38,7 +37,8 @@ class CacheHost(Protocol):
     """What the cache needs of a :class:`~hastate.StateManager`."""
 
     instance_id: str
-    machine: ReplicatedState
+
+    def get_state(self, consistency: str = ..., *, keys: Iterable[str] | None = None) -> Any: ...
 
     def grant_lease(self, ttl: float) -> Lease: ...
 
@@ -138,5 +138,5 @@ class Cache:
             return lease
 
     def _local(self, state_key: str) -> Any:
-        found = self.manager.machine.snapshot([state_key])
+        found = self.manager.get_state("local", keys=[state_key])
         return found.get(state_key, _MISSING)

@@ -109,7 +109,7 @@ class Lease:
         Conservative: counted from just before the last successful keep-alive was sent;
         the cluster expires it no earlier than that.
         """
-        if self._ended or not self.manager.machine.has_lease(self.id):
+        if self._ended or not self.manager.has_lease(self.id):
             self._ended = True
             return 0.0
         return max(0.0, self._deadline - self._clock())

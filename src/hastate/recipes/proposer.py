@@ -2,17 +2,16 @@
 
 A recipe (the lock; later elections, events) turns its operations into replicated
 :class:`~hastate.state.codec.Command` s, proposes them through :meth:`Proposer.propose` and
-reads this replica's :class:`~hastate.state.machine.ReplicatedState`. It never reaches into
+reads this replica through the manager's public reads. It never reaches into
 the manager's private parts or the consensus layer, and it depends on this protocol rather
 than on the manager, so the manager may import recipes without an import cycle.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Iterable, Protocol
 
 from hastate.state.codec import Command
-from hastate.state.machine import ReplicatedState
 
 
 class Proposer(Protocol):
@@ -22,9 +21,13 @@ class Proposer(Protocol):
     instance_id: str
     #: Default seconds a proposal may take.
     write_timeout: float
-    #: This replica's state machine, for local reads.
-    machine: ReplicatedState
-
     def propose(self, command: Command, timeout: float | None = None) -> tuple:
         """Replicate ``command``; return its apply result (see ``StateManager.propose``)."""
+
+    def get_state(self, consistency: str = "linearizable", *,
+                  keys: Iterable[str] | None = None) -> Any:
+        """A copy of the state or of ``keys`` (see ``StateManager.get_state``)."""
+
+    def has_lease(self, lease_id: int) -> bool:
+        """Whether lease ``lease_id`` is alive on this replica."""
         ...

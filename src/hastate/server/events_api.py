@@ -141,7 +141,7 @@ def truncate_stream(server: Served, request: Request) -> Reply:
                            "stream, before_version or older_than, and archive"})
     archive = None
     if body.get("archive", True):
-        snapshots = getattr(server.manager, "snapshots", None)
+        snapshots = getattr(server.manager.engine, "snapshots", None)
         if snapshots is None:
             return Reply(409, {"error": "this node has no [snapshots] store to archive to; "
                                "configure one, or send archive: false to drop the events "

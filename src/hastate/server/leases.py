@@ -9,22 +9,17 @@
 
 from __future__ import annotations
 
-import time
-
 from hastate.server.routes import Handler, Reply, Request, Served
 
 
 def list_leases(server: Served, _request: Request) -> Reply:
     """The lease table, with the leader's time left per lease."""
     manager = server.manager
-    leading = manager.lease_expirer.observe_leadership()
-    deadlines = manager.lease_expirer.deadlines() if leading else {}
-    now = time.monotonic()
+    left = manager.engine.lease_expiry()
     rows = [{"id": info.id, "ttl": info.ttl, "keys": sorted(info.keys),
-             "expires_in": round(max(0.0, deadlines[info.id][1] - now), 3)
-             if info.id in deadlines else None}
+             "expires_in": round(left[info.id], 3) if info.id in left else None}
             for info in sorted(manager.leases().values(), key=lambda i: i.id)]
-    return Reply(200, {"leases": rows, "leader": leading})
+    return Reply(200, {"leases": rows, "leader": manager.is_leader()})
 
 
 def revoke_lease(server: Served, request: Request) -> Reply:

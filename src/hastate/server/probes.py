@@ -50,8 +50,8 @@ def state(server: Served, request: Request) -> Reply:
         current = manager.get_state(consistency)
     except HAStateError as exc:
         return Reply(503, {"error": str(exc)})
-    return Reply(200, {"applied_index": manager.machine.applied_index,
-                       "state_hash": manager.machine.state_hash(), "state": current})
+    return Reply(200, {"revision": manager.engine.revision(),
+                       "state_hash": manager.engine.state_hash(), "state": current})
 
 
 ROUTES: dict[tuple[str, str], tuple[Handler, bool]] = {
