@@ -23,14 +23,17 @@ from hastate.state.history import DEFAULT_HISTORY
 from hastate.state.watch import DEFAULT_BUFFER
 
 _CLUSTER_KEYS = {"name", "profile", "secret_env", "admin_token_env", "transport",
-                 "watch_history", "watch_buffer"}
+                 "watch_history", "watch_buffer", "engine"}
 _TLS_KEYS = {"ca", "cert", "key"}
 _NODE_KEYS = {"id", "region", "raft", "http", "data_dir"}
 _SNAPSHOT_KEYS = {"store", "mirrors", "interval", "keep", "ship_interval", "restore_if_empty"}
 _LOGGING_KEYS = {"format", "level"}
 _LIMIT_KEYS = {"max_uncommitted_entries", "max_uncommitted_bytes", "max_inflight_entries",
                "max_inflight_bytes"}
-_TOP_KEYS = {"cluster", "nodes", "snapshots", "tls", "logging", "limits"}
+#: Engines a cluster file may name in ``[cluster] engine``; each but ``raft`` reads its own
+#: table (``[etcd]``, ``[firestore]``), validated by the engine (hastate.engines).
+ENGINES = ("raft", "etcd", "firestore")
+_TOP_KEYS = {"cluster", "nodes", "snapshots", "tls", "logging", "limits", *ENGINES[1:]}
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Where ``StateManager(project_id=..., instance_id=...)`` looks for the cluster file, in order
@@ -45,7 +48,7 @@ class NodeConfig:
 
     id: str
     region: str
-    raft: str               # "host:port" peers connect to
+    raft: str               # "host:port" peers connect to ("" when the engine is not raft)
     http: str | None        # "host:port" for health, status and metrics, or None
     data_dir: Path
 
@@ -104,6 +107,9 @@ class ClusterConfig:
     watch_history: int = DEFAULT_HISTORY   # revisions of changes each node keeps for watchers
     watch_buffer: int = DEFAULT_BUFFER     # undelivered events before a watcher is cancelled
     limits: Limits = field(default_factory=Limits)
+    engine: str = "raft"                   # one of ENGINES
+    #: The engine's own table (``[etcd]`` for engine = "etcd"); {} for raft.
+    engine_settings: Mapping[str, Any] = field(default_factory=dict)
 
     def members(self) -> list[Member]:
         """The file's nodes as membership records (the bootstrap configuration)."""
@@ -218,6 +224,19 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
                           field="cluster", path=path)
     _check_keys(cluster, _CLUSTER_KEYS, "cluster", path)
     name = _require(cluster, "name", str, "cluster", path)
+    engine = cluster.get("engine", "raft")
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}",
+                          field="cluster.engine", value=engine, path=path)
+    for other in ENGINES[1:]:
+        if other != engine and other in raw:
+            raise ConfigError(f"a [{other}] table is given but cluster.engine is {engine!r}; "
+                              f"set engine = \"{other}\" or drop the table",
+                              field=other, path=path)
+    settings = raw.get(engine, {}) if engine != "raft" else {}
+    if not isinstance(settings, Mapping):
+        raise ConfigError("must be a table", field=engine, path=path)
+    raft_engine = engine == "raft"
     profile = cluster.get("profile", "lan")
     try:
         get_profile(profile)          # the one check of a profile name, as the manager's
@@ -244,7 +263,13 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
             raise ConfigError("each [[nodes]] entry must be a table", field=where, path=path)
         _check_keys(node, _NODE_KEYS, where, path)
         node_id = _require(node, "id", str, where, path)
-        raft = _address(_require(node, "raft", str, where, path), f"{where}.raft", path)
+        if raft_engine:
+            raft = _address(_require(node, "raft", str, where, path), f"{where}.raft", path)
+        elif "raft" in node:
+            raise ConfigError(f"engine {engine!r} has no Raft peers; drop {where}.raft",
+                              field=f"{where}.raft", value=node["raft"], path=path)
+        else:
+            raft = ""
         http = node.get("http")
         if http is not None:
             http = _address(http, f"{where}.http", path)
@@ -252,16 +277,17 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
         if not isinstance(region, str):
             raise ConfigError(f"must be a string (got {region!r})", field=f"{where}.region",
                               value=region, path=path)
-        data_dir = Path(_require(node, "data_dir", str, where, path))
+        data_dir = Path(_require(node, "data_dir", str, where, path) if raft_engine
+                        else node.get("data_dir", f"hastate-data/{node_id}"))
         if not data_dir.is_absolute():
             data_dir = base / data_dir
         # A loopback http address belongs to one machine (the raft host): it may repeat
         # across machines, not on one.
-        raft_host = split_address(raft)[0]
+        raft_host = split_address(raft)[0] if raft else "127.0.0.1"
         http_key = None if http is None else \
             (raft_host, http) if is_loopback_host(split_address(http)[0]) else http
         for key, value in (("id", node_id), ("raft", raft), ("http", http_key)):
-            if value is None:
+            if not value:
                 continue
             if value in seen[key]:
                 shown = value[-1] if isinstance(value, tuple) else value
@@ -304,10 +330,15 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
         _check_keys(tls_raw, _TLS_KEYS, "tls", path)
         paths = {k: _require(tls_raw, k, str, "tls", path) for k in sorted(_TLS_KEYS)}
         tls = TLSConfig(**{k: str(base / v) for k, v in paths.items()})
-    loopback = all(is_loopback_address(n.raft) for n in nodes)
+    loopback = all(is_loopback_address(n.raft) for n in nodes) if raft_engine else True
     transport = cluster.get("transport", "plaintext" if loopback else "tls")
-    check_transport_mode(transport, [n.raft for n in nodes], field="cluster.transport",
-                         path=path)
+    if raft_engine:
+        check_transport_mode(transport, [n.raft for n in nodes], field="cluster.transport",
+                             path=path)
+    elif "transport" in cluster:
+        raise ConfigError(f"engine {engine!r} has no Raft transport; secure the connection "
+                          f"to the store in the [{engine}] table", field="cluster.transport",
+                          value=transport, path=path)
     if transport == "tls" and tls is None:
         raise ConfigError("transport \"tls\" needs a [tls] table with ca, cert and key (PEM "
                           "paths; {id} stands for the node id); create them with `hastate "
@@ -324,7 +355,8 @@ def parse_config(raw: Mapping[str, Any], *, path: str | None = None,
                          admin_token_env=admin_token_env, snapshots=snapshots,
                          transport=transport, tls=tls, logging=_logging(raw, path), path=path,
                          watch_history=watch_history, watch_buffer=watch_buffer,
-                         limits=_limits(raw.get("limits", {}), path))
+                         limits=_limits(raw.get("limits", {}), path), engine=engine,
+                         engine_settings=dict(settings))
 
 
 def _logging(raw: Mapping[str, Any], path: str | None) -> LoggingConfig:

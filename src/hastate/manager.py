@@ -26,6 +26,7 @@ from hastate.consensus.membership import Member
 from hastate.consensus.profiles import get_profile
 from hastate.consensus.transport import TransportSecurity
 from hastate.durations import Duration, optional_duration, parse_duration
+from hastate import engines
 from hastate.engines import raft as raft_engine
 from hastate.engines.contract import Consistency, Engine
 from hastate.errors import (ConfigError, ConflictError, LeaseNotFoundError, NoQuorumError,
@@ -130,10 +131,6 @@ class StateManager:
                 instance_id, peers, region=region, data_dir=data_dir, profile=profile,
                 cluster_secret=cluster_secret, cluster_name=cluster_name, transport=transport,
                 snapshots=snapshots, members=members, http=http, admin_token=admin_token)
-        try:
-            timing = get_profile(wiring.profile)
-        except KeyError as exc:
-            raise ConfigError(str(exc.args[0]), field="profile", value=wiring.profile) from None
         peers = wiring.peers
         self.config = wiring.config
         self.instance_id = instance_id
@@ -152,19 +149,27 @@ class StateManager:
                 raise ConfigError("must be an integer >= 1", field=name, value=number)
         self.txn_limits = {"max_ops": txn_max_ops, "max_bytes": txn_max_bytes}
         self._health_ok = True
-        check_transport_mode(wiring.transport.mode, peers.values())
         # observe(op, seconds, outcome); outcome: ok, conflict, no_quorum, timeout,
         # overloaded, error.
         self.proposal_observers: list[Callable[[str, float, str], None]] = []
-        self.engine: Engine = raft_engine.build(
-            instance_id, dict(peers), cluster=wiring.cluster_name, data_dir=wiring.data_dir,
-            profile=timing, transport=wiring.transport, snapshots=wiring.snapshots,
-            members=wiring.members, join=join,
-            limits=limits if limits is not None else
-            self.config.limits if self.config is not None else Limits(),
-            log_compaction_entries=log_compaction_entries, watch_history=watch_history,
-            watch_buffer=watch_buffer, observers=self.proposal_observers,
-            write_timeout=self.write_timeout)
+        options = engines.Options(write_timeout=self.write_timeout, watch_history=watch_history,
+                                  watch_buffer=watch_buffer, observers=self.proposal_observers)
+        if self.config is not None and self.config.engine != "raft":
+            self.engine: Engine = engines.open_engine(self.config, instance_id, options)
+        else:
+            try:
+                timing = get_profile(wiring.profile)
+            except KeyError as exc:
+                raise ConfigError(str(exc.args[0]), field="profile",
+                                  value=wiring.profile) from None
+            check_transport_mode(wiring.transport.mode, peers.values())
+            self.engine = raft_engine.build(
+                instance_id, dict(peers), cluster=wiring.cluster_name,
+                data_dir=wiring.data_dir, profile=timing, transport=wiring.transport,
+                snapshots=wiring.snapshots, members=wiring.members, join=join,
+                limits=limits if limits is not None else
+                self.config.limits if self.config is not None else Limits(),
+                log_compaction_entries=log_compaction_entries, options=options)
         self._recovery: Callable[[dict[str, Any]], None] | None = None
         self._policy: FailoverPolicy | None = None
         self.watcher = LeaderWatcher(self.engine.is_leader, self.engine.fencing_token,

@@ -28,6 +28,7 @@ from hastate.consensus.node import NodeSpec, RaftNode
 from hastate.consensus.profiles import TimingProfile
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, make_transport_class
+from hastate.engines import Options
 from hastate.engines.contract import Consistency
 from hastate.errors import ReadError, SnapshotNotFoundError, WriteError
 from hastate.observability import stats
@@ -309,14 +310,13 @@ class RaftEngine:
 def build(instance_id: str, peers: dict[str, str], *, cluster: str, data_dir: Path,
           profile: TimingProfile, transport: TransportSecurity, snapshots: SnapshotConfig | None,
           members: tuple[Member, ...], join: bool, limits: Limits,
-          log_compaction_entries: int, watch_history: int, watch_buffer: int,
-          observers: list[Observer], write_timeout: float) -> RaftEngine:
+          log_compaction_entries: int, options: Options) -> RaftEngine:
     """A :class:`RaftEngine` for ``instance_id`` of a cluster whose nodes are ``peers``."""
     spec = NodeSpec(node_id=instance_id, address=peers[instance_id],
                     peers={k: v for k, v in peers.items() if k != instance_id},
                     cluster=cluster, data_dir=data_dir, profile=profile,
                     log_compaction_entries=log_compaction_entries, members=members, join=join,
                     limits=limits)
-    return RaftEngine(spec, transport, snapshots=snapshots, watch_history=watch_history,
-                      watch_buffer=watch_buffer, observers=observers,
-                      write_timeout=write_timeout)
+    return RaftEngine(spec, transport, snapshots=snapshots,
+                      watch_history=options.watch_history, watch_buffer=options.watch_buffer,
+                      observers=options.observers, write_timeout=options.write_timeout)

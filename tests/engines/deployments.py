@@ -1,0 +1,71 @@
+"""Three bots on one engine, for the engine contract suite.
+
+A deployment starts whatever store the engine needs (nothing for ``raft``: the three bots
+are its cluster), writes the cluster file and builds one started
+:class:`~hastate.StateManager` per instance, all in this process; the store's members, if
+any, are real processes. Each engine adds its builder to :data:`DEPLOYMENTS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ContextManager, Iterator
+
+from hastate import StateManager
+from hastate.testing import LocalCluster
+
+
+@dataclass
+class Deployment:
+    """Three started managers of one cluster (instance id -> manager) and its file."""
+
+    engine: str
+    config: Path
+    managers: dict[str, StateManager] = field(default_factory=dict)
+
+    def leader(self, timeout: float = 20.0) -> StateManager:
+        """The one manager that may act, once exactly one may."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leading = [sm for sm in self.managers.values() if sm.is_leader()]
+            if len(leading) == 1:
+                return leading[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no single leader within {timeout}s on {self.engine}")
+
+    def followers(self) -> list[StateManager]:
+        """The managers that are not the leader now."""
+        leader = self.leader()
+        return [sm for sm in self.managers.values() if sm is not leader]
+
+
+def start_managers(deployment: Deployment, ids: list[str]) -> None:
+    """Build and start one manager per instance id from the deployment's cluster file."""
+    for instance in ids:
+        deployment.managers[instance] = StateManager.from_config(
+            deployment.config, instance, serve_http=False, write_timeout=15.0)
+    for sm in deployment.managers.values():
+        sm.start()
+    deployment.leader()
+
+
+@contextlib.contextmanager
+def raft(workdir: Path) -> Iterator[Deployment]:
+    """The embedded engine: the three bots are the Raft cluster."""
+    cluster = LocalCluster(workdir, name="contract")
+    deployment = Deployment("raft", cluster.config_path)
+    try:
+        start_managers(deployment, cluster.ids)
+        yield deployment
+    finally:
+        for sm in deployment.managers.values():
+            sm.stop()
+
+
+#: engine name -> builder of a running deployment (skips, loudly, when its store is missing).
+DEPLOYMENTS: dict[str, Callable[[Path], ContextManager[Deployment]]] = {
+    "raft": raft,
+}
