@@ -66,11 +66,12 @@ class MemoryNetwork:
             events = self._link_events(newly, up=False)
         self._post(events)
 
-    def heal(self) -> None:
-        """Restore every link and forget every drop rule."""
+    def heal(self, *, keep_drops: bool = False) -> None:
+        """Restore every link and forget every drop rule (unless ``keep_drops``)."""
         with self._lock:
             healed, self._cut = self._cut, set()
-            self._drops = []
+            if not keep_drops:
+                self._drops = []
             events = self._link_events(healed, up=True)
         self._post(events)
 
