@@ -117,6 +117,7 @@ class HastateSyncObj(SyncObj):
         self.peer_health: dict[str, tuple[bool, int, float]] = {}  # addr -> (ok, applied, when)
         self._prepare_dump = prepare_dump
         self._log_cap: int | None = None  # flow control: see _SyncObj__sendAppendEntries
+        self._acks: dict[Any, tuple[int, float]] = {}  # follower -> (last ack, when it moved)
         self._send_unsynced = False  # leader: see _checkCommandsToApply
         self._compaction: _Compaction | None = None
         self.compactions_total = 0
@@ -283,13 +284,29 @@ class HastateSyncObj(SyncObj):
                 self._log_cap = self._sizes.cap(acked, cap, self.limits.max_inflight_bytes) \
                     if cap is not None else None
                 if self._log_cap is not None and next_index > self._log_cap:
-                    continue  # window full: wait for acks (lease pings keep its timer reset)
+                    if not self._window_lost(node, acked):
+                        continue  # window full: wait for acks (lease pings reset its timer)
+                    # No ack for a whole election timeout: the window's entries were lost
+                    # (a dropped connection); send again from the last ack.
+                    self._SyncObj__raftNextIndex[node] = acked + 1
                 connected.intersection_update({node})
                 SyncObj._SyncObj__sendAppendEntries(self)
                 connected.update(everyone)
         finally:
             self._log_cap = None
             connected.update(everyone)
+
+    def _window_lost(self, node: Any, acked: int) -> bool:
+        """Leader: whether ``node``'s full window went unacknowledged for ``max_timeout``."""
+        now = time.monotonic()
+        last, since = self._acks.get(node, (-1, now))
+        if acked != last:
+            self._acks[node] = (acked, now)
+            return False
+        if now - since < self._profile.max_timeout:
+            return False
+        self._acks[node] = (acked, now)   # one resend per timeout
+        return True
 
     def uncommitted(self) -> tuple[int, int]:
         """Leader: (entries, bytes) appended but not committed; tick thread."""

@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from hastate.consensus.backpressure import Limits
 from hastate.consensus.node import NodeSpec, RaftNode
 from hastate.consensus.outcome import Outcome
 from hastate.consensus.profiles import TimingProfile
@@ -39,7 +40,8 @@ class MemoryCluster:
     """``size`` Raft nodes ``n1``..``nN`` in this process; a context manager that starts them."""
 
     def __init__(self, size: int = 3, *, profile: TimingProfile = MEMORY_PROFILE,
-                 data_dir: str | Path | None = None, log_compaction_entries: int = 5000) -> None:
+                 data_dir: str | Path | None = None, log_compaction_entries: int = 5000,
+                 limits: Limits | None = None) -> None:
         self.network = MemoryNetwork()
         self.profile = profile
         self._tmp = tempfile.TemporaryDirectory(prefix="hastate-memory-") \
@@ -54,7 +56,8 @@ class MemoryCluster:
             spec = NodeSpec(node_id=node_id, address=self.addresses[node_id],
                             peers={i: a for i, a in self.addresses.items() if i != node_id},
                             cluster="memory", data_dir=root / node_id, profile=profile,
-                            log_compaction_entries=log_compaction_entries)
+                            log_compaction_entries=log_compaction_entries,
+                            limits=limits if limits is not None else Limits())
             self.nodes[node_id] = RaftNode(spec, self.machines[node_id],
                                            transport_class=self.network.transport_class())
 
