@@ -52,7 +52,7 @@ from hastate.snapshots.service import SnapshotService
 from hastate.state import txn as txn_mod
 from hastate.state.codec import Command, check_key, encode_value
 from hastate.state.history import DEFAULT_HISTORY
-from hastate.state.housekeeping import LeaseExpirer, LockJanitor
+from hastate.state.housekeeping import LeaseExpirer
 from hastate.state.leases import LeaseInfo
 from hastate.state.machine import ReplicatedState
 from hastate.state.txn import Compare, Op, TxnResult
@@ -203,8 +203,6 @@ class StateManager:
         self.http_address = wiring.http if serve_http else None
         self.admin_token = wiring.admin_token
         self.http_server: NodeHTTPServer | None = None
-        self.janitor = LockJanitor(self.machine, is_leader=self.is_leader,
-                                   propose=lambda command: self._write(command, None))
         self.lease_expirer = LeaseExpirer(self.machine, leader_term=self.fencing_token,
                                           propose=lambda command: self._write(command, None))
         self._started = False
@@ -270,7 +268,6 @@ class StateManager:
         # Health is always checked and told to peers (they pick failover targets with it);
         # handing leadership over on failure starts only with configure_failover().
         self._install_policy(FailoverSettings(1.0, float("inf")), None)
-        self.janitor.start()
         self.lease_expirer.start()
 
     def _restore_if_empty(self) -> None:
@@ -320,7 +317,6 @@ class StateManager:
                 self._policy.stop()
             if self.snapshots is not None:
                 self.snapshots.stop()
-            self.janitor.stop()
             self.lease_expirer.stop()
             self.watcher.stop()
             self.node.stop()
@@ -604,8 +600,9 @@ class StateManager:
     def lock(self, name: str, ttl: float = 10.0, **kwargs: Any) -> Lock:
         """A :class:`~hastate.recipes.lock.Lock` named ``name`` on this manager.
 
-        The same as ``Lock(self, name, ttl, **kwargs)`` (kazoo's ``partial(Lock, self)``);
-        grants carry fencing tokens (log indexes, strictly increasing). Example::
+        The same as ``Lock(self, name, ttl, **kwargs)`` (kazoo's ``partial(Lock, self)``):
+        a key created if absent under a lease; its fencing token is the key's create
+        revision (strictly increasing). Example::
 
             with sm.lock("order-router", ttl=10.0, auto_renew=True) as grant:
                 exchange.submit(order, fencing_token=grant.token)
@@ -752,7 +749,7 @@ class StateManager:
             "revision": self.machine.revision,
             "watchers": len(self.watch_hub),
             "leases": self.machine.lease_count(),
-            "lease_expiries": self.lease_expirer.applied_expiries,
+            "lease_expiries": self.machine.lease_expiries,
             "leader_changes": st.leader_changes,
             "healthy": self._health_ok,
             "health_check_failures": self.health_check_failures,
