@@ -121,21 +121,16 @@ class LockHeldError(HAStateError):
     by a blocking one whose timeout ran out.
 
     ``owner`` says who holds it, ``token`` is the holder's fencing token and ``lease`` the
-    lease its grant hangs on (it ends when that lease does). ``expires_at``, when known, is
-    the holder's expiry (None: it lasts as long as the holder keeps its lease alive).
+    lease its grant hangs on: the lock is held as long as its holder keeps that lease alive.
     """
 
-    def __init__(self, owner: str, expires_at: float | None = None, *, name: str | None = None,
-                 token: int | None = None, lease: int | None = None,
-                 waited: float | None = None) -> None:
+    def __init__(self, owner: str, *, name: str | None = None, token: int | None = None,
+                 lease: int | None = None, waited: float | None = None) -> None:
         what = f"lock {name!r}" if name is not None else "lock"
-        until = f" until {expires_at:.3f}" if expires_at is not None else \
-            f" on lease {lease}" if lease is not None else ""
+        on = f" on lease {lease}" if lease is not None else ""
         after = f" after waiting {waited:.1f}s" if waited is not None else ""
-        super().__init__(f"{what} is held by {owner!r}{until} "
-                         f"(fencing token {token}){after}")
+        super().__init__(f"{what} is held by {owner!r}{on} (fencing token {token}){after}")
         self.owner = owner
-        self.expires_at = expires_at
         self.name = name
         self.token = token
         self.lease = lease

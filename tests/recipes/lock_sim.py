@@ -6,7 +6,8 @@ watch, local reads) over a real :class:`ReplicatedState`, with the real
 sent and applied (the client counts its lease from the send, the leader from the apply).
 
 :func:`check_lock_history` checks what the holders believed: each :class:`HoldSample` says
-that at fake time ``at`` the lock object ``owner`` acted with ``token``.
+that at instant ``at`` (samples of one instant are taken together, between two steps of
+the run) the lock object ``owner`` acted with ``token``.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class SimHost:
 
 @dataclass(frozen=True)
 class HoldSample:
-    """At fake time ``at``, lock object ``owner`` believed it held the lock with ``token``."""
+    """At instant ``at``, lock object ``owner`` believed it held the lock with ``token``."""
 
     at: float
     owner: str
