@@ -16,7 +16,7 @@ from hypothesis import example, given, settings, strategies as st
 
 from hastate.errors import LockHeldError, LockLostError, WriteError
 from hastate.recipes.lock import Lock, LockGrant
-from hastate.state import txn
+from hastate.state import leases, txn
 
 from lock_sim import HoldSample, SimHost, check_lock_history
 
@@ -181,3 +181,22 @@ def test_checker_flags_shared_and_backward_tokens() -> None:
                                                 HoldSample(2.0, "b", 5)])] == ["shared"]
     assert [v.kind for v in check_lock_history([HoldSample(1.0, "a", 5),
                                                 HoldSample(2.0, "b", 4)])] == ["order"]
+
+
+def test_a_lease_that_ends_before_the_put_is_replaced() -> None:
+    host = SimHost()
+    lock = Lock(host, "L", ttl=TTL, clock=host.clock, sleep=host.clock.sleep)
+    honest = host.transaction
+    ended: list[int] = []
+
+    def lease_ends_first(*args: object, **kwargs: object) -> object:
+        host.transaction = honest                   # type: ignore[method-assign]
+        ended.append(lock._lease.id)
+        host.propose(leases.revoke_command(ended[0]))
+        return honest(*args, **kwargs)
+
+    host.transaction = lease_ends_first             # type: ignore[method-assign]
+    grant = lock.acquire(blocking=False)
+    assert grant.lease != ended[0] and lock.token == grant.token
+    assert host.get_state("local", keys=["locks/L"]) == {
+        "locks/L": {"owner": lock.owner, "lease": grant.lease}}

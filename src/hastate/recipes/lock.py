@@ -206,7 +206,7 @@ class Lock:
             if grant is not None:
                 self._on_granted(grant)
                 return grant
-            if held is None:                  # a stale grant of ours was just freed
+            if held is None:                  # nothing to wait for: try again
                 continue
             now = self._clock()
             if not blocking or (deadline is not None and now >= deadline):
@@ -315,14 +315,19 @@ class Lock:
     def _attempt(self, timeout: float) -> tuple[LockGrant | None, LockGrant | None, int]:
         """One create-if-absent: (our grant, None, rev) or (None, the holder, revision).
 
-        (None, None, revision): the key held a stale grant of ours, now deleted; try again.
+        (None, None, revision): try again at once (the key held a stale grant of ours, now
+        deleted, or the lease ended before the put).
         """
         with self._io:
             lease = self._fresh_lease(timeout)
             mine = self._value(lease)
-            result = self.manager.transaction([txn.create_revision(self.key) == 0],
-                                              [txn.put(self.key, mine, lease=lease)],
-                                              [txn.get(self.key)], timeout=timeout)
+            try:
+                result = self.manager.transaction([txn.create_revision(self.key) == 0],
+                                                  [txn.put(self.key, mine, lease=lease)],
+                                                  [txn.get(self.key)], timeout=timeout)
+            except LeaseNotFoundError:        # it ran out since its keep-alive: a new one
+                self._lease = None
+                return None, None, 0
             if result.succeeded:
                 return self._own(result.revision, lease), None, result.revision
             held = self._described(result.responses[0])
