@@ -305,3 +305,26 @@ def test_lock_commands_leave_the_revision_and_the_keys_alone() -> None:
     r.renew("a", 2, now=2.0)
     r.apply(purge_command(50.0))
     assert (r.machine.revision, r.machine.snapshot()) == before
+
+
+def test_an_older_journal_replays_to_the_results_and_hash_the_older_version_gave() -> None:
+    """Golden values computed by the version that still proposed these commands."""
+    journal = [lock_command("lock_acquire", "L", "a", ttl=5, now=100),
+               Command(op="update", values={"k": encode_value("k", 1)}),
+               lock_command("lock_acquire", "L", "b", ttl=5, now=103),
+               lock_command("lock_renew", "L", "a", ttl=5, now=104, token=1),
+               lock_command("lock_acquire", "M", "b", ttl=2, now=104),
+               purge_command(107.5),
+               lock_command("lock_acquire", "L", "b", ttl=5, now=110.5),
+               lock_command("lock_release", "L", "a", token=1),
+               lock_command("lock_release", "L", "b", token=7),
+               lock_command("lock_acquire", "N", "c", ttl=9, now=111)]
+    r = Replica()
+    assert [r.apply(command) for command in journal] == [
+        ("lock", True, 1, "a", 105.0), ("ok", 1, 2), ("lock", False, 1, "a", 105.0),
+        ("lock", True, 1, "a", 109.0), ("lock", True, 5, "b", 106.0), ("purged", ["M"]),
+        ("lock", True, 7, "b", 115.5), ("lock", False, 7, "b", 115.5),
+        ("lock", True, 7, "b", 115.5), ("lock", True, 10, "c", 120.0)]
+    assert r.machine.locks() == {"N": ("c", 10, 120.0)}
+    assert r.machine.state_hash() == \
+        "95107b5a4d0efb6c203a5dabb6d594c64d3c76990fe22bc044b62954c9e4d0b6"
