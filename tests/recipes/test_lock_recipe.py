@@ -75,7 +75,7 @@ def test_a_stale_release_deletes_nothing(sm) -> None:
 
 
 def test_a_waiter_watches_and_is_granted_when_the_holder_releases(sm) -> None:
-    a, b = sm.lock("L", ttl=5.0), sm.lock("L", ttl=5.0)
+    a, b = sm.lock("L", ttl=60.0), sm.lock("L", ttl=60.0)   # no lease ends meanwhile
     ga = a.acquire()
     got: list[LockGrant] = []
     waiter = threading.Thread(target=lambda: got.append(b.acquire(timeout=30)))
@@ -116,10 +116,10 @@ def test_blocking_acquire_times_out_naming_the_holder(sm) -> None:
 def test_auto_renew_keeps_the_lock_and_reports_a_revoked_lease_once(sm) -> None:
     lost: list[LockGrant] = []
     done = threading.Event()
-    lock = sm.lock("L", ttl=0.6, auto_renew=True,
+    lock = sm.lock("L", ttl=1.5, auto_renew=True,
                    on_lost=lambda g: (lost.append(g), done.set()))
     grant = lock.acquire()
-    time.sleep(1.5)
+    time.sleep(3.0)
     assert lock.token == grant.token and not lost and sm.ops.count("lease_keepalive") >= 2
     sm.revoke_lease(grant.lease)                         # e.g. an operator ended it
     assert done.wait(5.0)
