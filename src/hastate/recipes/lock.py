@@ -40,16 +40,32 @@ from typing import Any, Callable, Iterable, Protocol
 
 from hastate.errors import (CompactedError, HAStateError, LeaseNotFoundError, LockHeldError,
                             LockLostError, WatchError, WriteError)
-from hastate.recipes.lease import Lease
 from hastate.state import txn
 from hastate.state.watch import Watcher
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PREFIX", "Lock", "LockGrant", "LockHost"]
+__all__ = ["PREFIX", "Lock", "LockGrant", "LockHost", "LockLease"]
 
 #: Key prefix of locks, reserved for this recipe.
 PREFIX = "locks/"
+
+
+class LockLease(Protocol):
+    """What a lock needs of a lease (:class:`~hastate.recipes.lease.Lease` is one)."""
+
+    id: int
+
+    def keep_alive(self, timeout: float | None = None) -> float:
+        """Restart the countdown; the seconds it is then sure to live (LeaseNotFoundError
+        once ended)."""
+
+    def revoke(self, timeout: float | None = None) -> bool:
+        """End the lease now, deleting its keys."""
+
+    def time_to_live(self) -> float:
+        """Seconds it is sure to live without another keep-alive, counted on this process's
+        monotonic clock from before the last keep-alive that succeeded (0 once ended)."""
 
 
 class LockHost(Protocol):
@@ -58,7 +74,7 @@ class LockHost(Protocol):
     instance_id: str
     write_timeout: float
 
-    def grant_lease(self, ttl: float, *, timeout: float | None = None) -> Lease: ...
+    def grant_lease(self, ttl: float, *, timeout: float | None = None) -> LockLease: ...
 
     def transaction(self, compare: Iterable[txn.Compare] = (), success: Iterable[txn.Op] = (),
                     failure: Iterable[txn.Op] = (), *,
@@ -130,7 +146,7 @@ class Lock:
         self.on_lost = on_lost
         self._clock = clock
         self._sleep = sleep
-        self._lease: Lease | None = None  # the lease of the grant, or of the last attempt
+        self._lease: LockLease | None = None  # the lease of the grant, or of the last attempt
         self._grant: LockGrant | None = None
         self._lost = False
         self._maybe_held = False          # an attempt's outcome is unknown: may hold it
@@ -289,7 +305,7 @@ class Lock:
     def _timeout(self, timeout: float | None) -> float:
         return self.manager.write_timeout if timeout is None else timeout
 
-    def _value(self, lease: Lease) -> dict[str, Any]:
+    def _value(self, lease: LockLease) -> dict[str, Any]:
         """What the key holds while this Lock holds it on ``lease``."""
         return {"owner": self.owner, "lease": lease.id}
 
@@ -298,7 +314,7 @@ class Lock:
         return LockGrant(found.create_revision, str(value.get("owner", "")),
                          int(value.get("lease", 0) or 0))
 
-    def _fresh_lease(self, timeout: float) -> Lease:
+    def _fresh_lease(self, timeout: float) -> LockLease:
         """The lease for an attempt: the last one kept alive now, or a new one."""
         lease = self._lease
         if lease is not None:
@@ -341,7 +357,7 @@ class Lock:
             self._mark_lost(self._grant, f"the lock is held by {held.owner!r}")
         return None, held, result.revision
 
-    def _own(self, token: int, lease: Lease) -> LockGrant:
+    def _own(self, token: int, lease: LockLease) -> LockGrant:
         return LockGrant(token, self.owner, lease.id, self._clock() + lease.time_to_live())
 
     def _wait_deleted(self, revision: int, remaining: float | None) -> None:
