@@ -84,8 +84,8 @@ class LeaseExpirer(_Periodic):
         self._seen: dict[int, tuple[int, float]] = {}   # lease -> (refreshed, local time)
         self._term: int | None = None
         self._leader_since = float("inf")
-        self.expired_total = 0       # leases this node's proposals expired (not a metric:
-        #                              hastate_lease_expiries_total is the machine's count)
+        # Leases this node's own proposals ended (for tests; the metric counts applies).
+        self.expired_total = 0
         machine.add_listener(self._on_apply)
 
     def _on_apply(self, index: int, _previous: int, command: Command, result: Any) -> None:

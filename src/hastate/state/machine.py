@@ -452,9 +452,9 @@ class Capture:
 
     def body(self) -> dict[str, Any]:
         """Plain msgpack types: {"data", "applied_index", "revision", "sessions", "locks",
-        "leases", "lease_expiries", "history"} (history: [[revision, [[type, key, value, create_revision, version,
-        prev], ...]], ...], the watch history's last revisions, so a restarted node can
-        serve watchers that resume before its dump).
+        "leases", "lease_expiries", "history"} (history: [[revision, [[type, key, value,
+        create_revision, version, prev], ...]], ...], the watch history's last revisions, so
+        a restarted node can serve watchers that resume before its dump).
 
         ``data`` is this capture's own dict of (value, mod_revision, create_revision,
         version) tuples, not a copy: msgpack
