@@ -2,7 +2,7 @@
 
 Started by ``node_main.py --lease-out FILE`` (the campaign's :mod:`.lease_workload`). Each
 bot thread loops: grant a lease of ``ttl`` seconds, put two keys ``lw/<lease>/<node>-<n>-<i>``
-attached to it in one transaction, keep it alive every ``ttl / 3`` (through this node,
+attached to it in one transaction, keep it alive every ``ttl / 3`` (0 to 12 times; through this node,
 whichever side of a partition it is on), then revoke it or (with ``abandon``) stop keeping
 it alive so it expires. A watcher of ``lw/`` records when this node applied each put and
 delete. Everything is appended to FILE as JSON lines on the machine-wide monotonic clock,
@@ -75,7 +75,7 @@ def run_bot(sm: StateManager, rec: Recorder, stop: threading.Event, name: str, t
                                 for i in range(2)])
         except HAStateError:
             pass                                  # maybe put: the watchers will say
-        rounds = rng.randint(0, 6) if abandon else 1 << 30
+        rounds = rng.randint(0, 12) if abandon else 1 << 30
         for _ in range(rounds):
             if stop.wait(ttl / 3):
                 return

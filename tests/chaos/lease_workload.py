@@ -126,8 +126,14 @@ def check_run(result: "RunResult", settings: LeaseSettings | None, workdir: Path
         f"{v.key!r} of lease {v.lease} deleted on {v.node} {v.early_by:.3f}s before its TTL"
         for v in found.violations[:50]]
     result.violations["lease_late"] = [str(v) for v in outlived[:50]]
+    faults = [(f["start_ns"] / 1e9, f["end_ns"] / 1e9) for f in result.faults
+              if f.get("end_ns")]
     result.diagnostics["lease_workload"] = {
         "leases": len(early), "deletes_checked": found.deletes_checked,
+        # kept alive (successful keep-alives) from before a fault until after its heal
+        "kept_across_faults": sum(
+            1 for h in early.values()
+            if any(min(h.refreshes) < start and max(h.refreshes) > end for start, end in faults)),
         "expiries_owed": sum(1 for life in late.values() if not life.revoked and life.deleted
                              and expiry_bound(life, spans, LATE_SLACK) is not None),
         "early": len(found.violations), "late": len(outlived)}

@@ -69,6 +69,7 @@ def test_partitions_expire_no_key_early_and_none_late(_stale_namespaces_removed:
     assert result.ok, describe(result)
     work = result.diagnostics["lease_workload"]
     assert work["deletes_checked"] > 10 and work["expiries_owed"] > 3, work
+    assert work["kept_across_faults"] > 0, work          # leases lived through a partition
 
 
 def test_a_half_ttl_expirer_under_partitions_is_caught(_stale_namespaces_removed: None) -> None:
