@@ -1,10 +1,11 @@
 """The lease workload inside a chaos node process: bots holding TTL keys, and a watcher.
 
 Started by ``node_main.py --lease-out FILE`` (the campaign's :mod:`.lease_workload`). Each
-bot thread loops: grant a lease of ``ttl`` seconds, put two keys ``lw/<lease>/<node>-<n>-<i>``
-attached to it in one transaction, keep it alive every ``ttl / 3`` (0 to 12 times; through this node,
-whichever side of a partition it is on), then revoke it or (with ``abandon``) stop keeping
-it alive so it expires. A watcher of ``lw/`` records when this node applied each put and
+bot thread loops: grant a lease of ``ttl`` seconds, put two keys
+``lw/<lease>/<bot>-<n>-<i>`` attached to it in one transaction, keep it alive every
+``ttl / 3`` (0 to 12 times with ``abandon``, else until it revokes it) through this node,
+whichever side of a partition it is on, then revoke it or (with ``abandon``, 70% of the
+time) stop keeping it alive so it expires. A watcher of ``lw/`` records when this node applied each put and
 delete. Everything is appended to FILE as JSON lines on the machine-wide monotonic clock,
 which every process and namespace of the run shares:
 
