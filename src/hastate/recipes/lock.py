@@ -1,7 +1,7 @@
 """Distributed lock with fencing tokens, built on a lease, a transaction and a watch.
 
-:Status: stable; uses only public primitives (``grant_lease``, ``transaction``, ``watch``),
-which every engine provides.
+:Status: stable; uses only public primitives (``grant_lease``, ``transaction``, ``watch``,
+a local ``get_state``), which every engine provides.
 
 A lock is the key ``<prefix><name>`` (prefix ``locks/``, reserved for this recipe). Taking
 it is one transaction: create the key only if it is absent (``create_revision == 0``),
@@ -19,7 +19,9 @@ job, no wall-clock assumption. A waiter watches the key and tries again when it 
 **Safety rule.** The holder counts its lease's life from just before it sent the last
 keep-alive that succeeded, on its own monotonic clock; the cluster never expires the lease
 earlier. ``token`` and ``is_held()`` turn None/False as soon as that count runs out, so
-a holder stops acting before anyone else can be granted the lock.
+a holder stops acting before anyone else can be granted the lock. Deleting the key by hand
+is a forced release: the holder learns it at its next renew, and until then only the
+fencing token protects the resource.
 
 Example::
 
