@@ -133,7 +133,7 @@ def inject_bug(sm: StateManager, bug: str) -> None:
     if bug not in BUGS:
         raise ValueError(f"unknown lease bug {bug!r} (known: {sorted(BUGS)})")
     shift = BUGS[bug]
-    expirer = sm.lease_expirer
+    expirer = getattr(sm, "engine", sm).lease_expirer   # the embedded engine's expirer
     honest = expirer.deadlines
 
     def deadlines() -> dict[int, tuple[int, float]]:

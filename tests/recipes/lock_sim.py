@@ -82,6 +82,9 @@ class SimHost:
                   keys: Iterable[str] | None = None) -> Any:
         return self.machine.snapshot(keys)
 
+    def has_lease(self, lease_id: int) -> bool:
+        return self.machine.has_lease(lease_id)
+
     # -- what the test drives ----------------------------------------------------------------
     def _apply(self, command: Command) -> tuple:
         self.index += 1

@@ -165,13 +165,11 @@ def test_expiries_are_counted_once_and_the_count_survives_a_restart(tmp_path: Pa
         wait_for(lambda: sm.node.syncobj.compactions_total >= 1, timeout=10)
         sm.save_state({"c": 1}, ttl=0.3)                           # and in the journal tail
         wait_for(lambda: sm.status()["lease_expiries"] == 3, timeout=10)
-        assert sm.lease_expirer.expired_total == 3
     finally:
         sm.stop()
     again = StateManager("solo", peers, **options).start(wait_ready=10)
     try:
         again.get_state()
-        assert again.status()["lease_expiries"] == 3
-        assert again.lease_expirer.expired_total == 0             # proposed nothing yet
+        assert again.status()["lease_expiries"] == 3               # not 0, not 1 + replays
     finally:
         again.stop()
