@@ -120,20 +120,20 @@ class LockHeldError(HAStateError):
     """Raised when a lock is held by another owner: by a non-blocking ``Lock.acquire``, or
     by a blocking one whose timeout ran out.
 
-    ``owner`` and ``expires_at`` (on the holder's wall clock, seconds since the epoch) say
-    who holds it and until when, unless renewed; ``token`` is the holder's fencing token.
+    ``owner`` says who holds it, ``token`` is the holder's fencing token and ``lease`` the
+    lease its grant hangs on: the lock is held as long as its holder keeps that lease alive.
     """
 
-    def __init__(self, owner: str, expires_at: float, *, name: str | None = None,
-                 token: int | None = None, waited: float | None = None) -> None:
+    def __init__(self, owner: str, *, name: str | None = None, token: int | None = None,
+                 lease: int | None = None, waited: float | None = None) -> None:
         what = f"lock {name!r}" if name is not None else "lock"
+        on = f" on lease {lease}" if lease is not None else ""
         after = f" after waiting {waited:.1f}s" if waited is not None else ""
-        super().__init__(f"{what} is held by {owner!r} until {expires_at:.3f} "
-                         f"(fencing token {token}){after}")
+        super().__init__(f"{what} is held by {owner!r}{on} (fencing token {token}){after}")
         self.owner = owner
-        self.expires_at = expires_at
         self.name = name
         self.token = token
+        self.lease = lease
 
 
 class LockLostError(HAStateError):

@@ -537,8 +537,9 @@ class StateManager:
     def lock(self, name: str, ttl: float = 10.0, **kwargs: Any) -> Lock:
         """A :class:`~hastate.recipes.lock.Lock` named ``name`` on this manager.
 
-        The same as ``Lock(self, name, ttl, **kwargs)`` (kazoo's ``partial(Lock, self)``);
-        grants carry fencing tokens (log indexes, strictly increasing). Example::
+        The same as ``Lock(self, name, ttl, **kwargs)`` (kazoo's ``partial(Lock, self)``):
+        a key created if absent under a lease; its fencing token is the key's create
+        revision (strictly increasing). Example::
 
             with sm.lock("order-router", ttl=10.0, auto_renew=True) as grant:
                 exchange.submit(order, fencing_token=grant.token)

@@ -25,6 +25,9 @@ One *run* (:func:`run_campaign`):
    (applied index, state hash) (:func:`~.checkers.check_convergence`) and the watch
    streams every node recorded from revision 1 (:func:`~.checkers.check_watch_streams`:
    gapless, duplicate-free, the same sequence everywhere, reaching the final revision).
+   With ``RunConfig.lease`` (on by default), bots in every node hold TTL keys and the run
+   checks that none expired before its TTL or outlived it past the bound
+   (:mod:`.lease_workload`, negative controls there too).
    A ``txn_share`` of the client operations are transactions (get / put / value-compare
    then put, half of them on pair registers of two keys changed together), checked by the
    linearizability checker like the others.
@@ -72,6 +75,7 @@ from typing import Any, Iterable, Sequence
 from .checkers import (check_convergence, check_durability, check_lease_overlap,
                        check_watch_streams)
 from .history import F, History, Operation, Outcome
+from . import lease_workload
 from .linearizability import Verdict, check_history
 from .netns import NetnsLab
 from .node_main import load_watch_stream, with_pair_registers
@@ -180,6 +184,9 @@ class RunConfig:
     label: str = "campaign"
     tmpfs_mb: int | None = 64       # data dirs on a tmpfs of this size (disk-full faults);
                                     # ignored (no disk faults) where tmpfs cannot be mounted
+    # TTL keys held by bots in every node (None: none); see lease_workload.py
+    lease: lease_workload.LeaseSettings | None = field(
+        default_factory=lease_workload.LeaseSettings)
 
     def resolved_tmpfs(self) -> int | None:
         return self.tmpfs_mb if self.tmpfs_mb and tmpfs_available() else None
@@ -244,7 +251,8 @@ class ChaosCluster:
     """hastate node processes (and their clients) in the namespaces of a :class:`NetnsLab`."""
 
     def __init__(self, lab: NetnsLab, workdir: Path, *, compaction: int = 1000,
-                 write_timeout: float = 3.0, tmpfs_mb: int | None = None) -> None:
+                 write_timeout: float = 3.0, tmpfs_mb: int | None = None,
+                 lease: lease_workload.LeaseSettings | None = None) -> None:
         self.lab = lab
         self.workdir = workdir
         self.ids = list(lab.nodes)
@@ -266,6 +274,7 @@ class ChaosCluster:
                       f'data_dir = "{workdir / "data" / node}"', ""]
         self.config_path.write_text("\n".join(lines))
         self.tmpfs_mb = tmpfs_mb
+        self.lease = lease
         #: Data dirs mounted on their own small tmpfs (for the disk-full fault).
         self.mounts: list[Path] = []
 
@@ -327,7 +336,8 @@ class ChaosCluster:
     def start(self, node: str, join: bool = False) -> None:
         self.killed.discard(node)
         env = dict(os.environ, **{SECRET_ENV: self.secret,
-                                  "HASTATE_LEASE_TRACE": str(self.trace_path(node))})
+                                  "HASTATE_LEASE_TRACE": str(self.trace_path(node))},
+                   **lease_workload.node_env(self.lease))
         with open(self.workdir / f"node-{node}.log", "ab") as out:
             self.procs[node] = self.lab.popen(
                 node, [sys.executable, str(NODE_MAIN), "--config", str(self.config_path),
@@ -335,6 +345,7 @@ class ChaosCluster:
                        "--compaction", str(self.compaction),
                        "--write-timeout", str(self.write_timeout),
                        "--watch-out", str(self.watch_path(node)),
+                       *lease_workload.node_args(self.lease, self.workdir, node),
                        *(["--join"] if join else [])],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
 
@@ -937,7 +948,7 @@ def run_campaign(config: RunConfig, results_dir: Path = RESULTS_DIR,
         with NetnsLab(config.nodes) as lab:
             cluster = ChaosCluster(lab, workdir, compaction=config.resolved_compaction(),
                                    write_timeout=config.write_timeout,
-                                   tmpfs_mb=config.resolved_tmpfs())
+                                   tmpfs_mb=config.resolved_tmpfs(), lease=config.lease)
             try:
                 cluster.mount()
                 cluster.start_all()
@@ -976,6 +987,10 @@ def run_campaign(config: RunConfig, results_dir: Path = RESULTS_DIR,
                        {n: cluster.trace_path(n) for n in cluster.ids}, config.key_budget,
                        streams, final_revision)
                 result.violations["crash"] = list(cluster.crashes)
+                lease_workload.check_run(result, config.lease, workdir, cluster.ids,
+                                         lease_intervals({n: cluster.trace_path(n)
+                                                          for n in cluster.ids}), final_state,
+                                         config.write_timeout)
             finally:
                 cluster.shutdown()
     except Exception as exc:
@@ -1264,8 +1279,7 @@ def aggregate(results: Sequence[RunResult]) -> dict[str, Any]:
         "keys": sum(r.keys for r in results),
         "unknown_keys": sum(len(r.unknown_keys) for r in results),
         "violations": {kind: sum(len(r.violations.get(kind, [])) for r in results)
-                       for kind in ("linearizability", "durability", "lease", "convergence",
-                                    "watch", "crash")},
+                       for kind in sorted({kind for r in results for kind in r.violations})},
         "failover_n": len(failovers),
         "failover_p50_s": percentile(failovers, 50),
         "failover_p99_s": percentile(failovers, 99),

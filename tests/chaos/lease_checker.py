@@ -6,6 +6,11 @@ send time of a revoke if it sent one, and every node's watch records when it saw
 attached key's delete. A succeeded keep-alive sent at ``s`` promises the lease's keys live
 until ``s + ttl`` (docs/leases.md): a delete observed earlier, not preceded by a revoke or a
 delete of the key by a client, is an early expiry.
+
+:func:`check_expiry_bound` checks the other side: once a leader led long enough after the
+last moment a lease may have been refreshed, the lease's keys must be gone within its TTL
+plus a slack (the expirer's look interval, its notice of leadership, commit and watch
+delivery): no key outlives its lease by more than that bound (docs/leases.md).
 """
 
 from __future__ import annotations
@@ -74,3 +79,67 @@ def check_no_early_expiry(histories: dict[int, LeaseHistory]) -> ExpiryResult:
             if seen_at < promised:
                 violations.append(EarlyExpiry(lease, node, key, seen_at, promised))
     return ExpiryResult(violations, checked)
+
+
+# --------------------------------------------------------------------------- late expiry
+
+
+@dataclass
+class LeaseLife:
+    """What bounds how long a lease's keys may live, as clients and watchers recorded it.
+
+    ``refreshed_by``: the latest moment a grant or keep-alive of the lease may have applied
+    (the reply time of one that succeeded; the send time plus the write timeout of one whose
+    outcome is unknown). ``deleted``: key -> when a node first saw it deleted (None: never
+    seen). ``revoked``: a revoke was sent (the expiry bound does not apply).
+    """
+
+    ttl: float
+    refreshed_by: float
+    revoked: bool = False
+    deleted: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LateExpiry:
+    """A key that outlived ``bound``: deleted at ``seen_at`` (None: still there at the end)."""
+
+    lease: int
+    key: str
+    bound: float
+    seen_at: float | None
+
+    def __str__(self) -> str:
+        when = f"deleted {self.seen_at - self.bound:.3f}s after" if self.seen_at is not None \
+            else "still present at the end, past"
+        return f"{self.key!r} of lease {self.lease}: {when} its bound {self.bound:.3f}"
+
+
+def expiry_bound(life: LeaseLife, leaders: list[tuple[float, float]],
+                 slack: float) -> float | None:
+    """When the lease's keys must be gone at the latest, or None if no leader led long
+    enough to owe it: the first leadership ``[start, end]`` (one node, one term) with
+    ``max(start, refreshed_by) + ttl + slack <= end`` gives that time (the leader restarts
+    the countdown when it takes over)."""
+    bounds = [max(start, life.refreshed_by) + life.ttl + slack for start, end in leaders]
+    fitting = [b for b, (_, end) in zip(bounds, leaders) if b <= end]
+    return min(fitting) if fitting else None
+
+
+def check_expiry_bound(lives: dict[int, LeaseLife], leaders: list[tuple[float, float]],
+                       present: set[str], slack: float) -> list[LateExpiry]:
+    """Every unrevoked lease's keys deleted by :func:`expiry_bound` (``present``: the keys
+    of the final state). Keys never seen deleted and absent at the end are not judged."""
+    late = []
+    for lease, life in sorted(lives.items()):
+        if life.revoked:
+            continue
+        bound = expiry_bound(life, leaders, slack)
+        if bound is None:
+            continue
+        for key, seen in sorted(life.deleted.items()):
+            if seen is None and key in present:
+                late.append(LateExpiry(lease, key, bound, None))
+            elif seen is not None and seen > bound:
+                late.append(LateExpiry(lease, key, bound, seen))
+    return late

@@ -40,6 +40,9 @@ match so nothing was proposed, a failed read); anything that may have been appli
 (``hastate.testing.lease_trace``).
 SIGUSR1 writes every thread's stack to the node's log (faulthandler).
 
+With ``--lease-out``, the node runs the lease workload of :mod:`lease_bot` (bots holding
+TTL keys, and a watcher of them) and records it to that file.
+
 With ``--watch-out``, the node records its own watch stream from revision 1 to that file
 (:func:`record_watch`), resuming after a restart where the file ends, for the campaign's
 watch checker.
@@ -396,6 +399,9 @@ def main() -> None:
     parser.add_argument("--write-timeout", type=float, default=3.0)
     parser.add_argument("--join", action="store_true")
     parser.add_argument("--watch-out", type=Path, default=None)
+    parser.add_argument("--lease-out", type=Path, default=None)      # lease_bot.py
+    parser.add_argument("--lease-ttl", type=float, default=2.0)
+    parser.add_argument("--lease-keep", action="store_true")
     args = parser.parse_args()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks into the node log
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
@@ -412,6 +418,9 @@ def main() -> None:
     if args.watch_out is not None:
         threading.Thread(target=record_watch, args=(sm, args.watch_out, stop),
                          name="watch-recorder", daemon=True).start()
+    if args.lease_out is not None:
+        import lease_bot   # next to this script
+        lease_bot.start(sm, args.lease_out, stop, args.id, args.lease_ttl, not args.lease_keep)
     print(f"node {args.id} serving on 127.0.0.1:{args.api_port}", flush=True)
     while not stop.wait(0.2):
         if sm.node.fatal_error:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
@@ -145,18 +144,6 @@ def test_linearizable_watch_on_a_follower_starts_after_every_acknowledged_write(
     cluster.sm.save_state({"lin": 2})
     event = watcher.get(timeout=30)
     assert (event.value, event.revision) == (2, reply["revision"] + 1)
-
-
-def test_leader_purges_expired_locks_through_the_log(cluster) -> None:
-    cluster.make_leader("instance-1")
-    cluster.sm.lock("stale", ttl=0.2).acquire()
-    cluster.sm.lock("live", ttl=60.0).acquire()
-    wait_for(lambda: cluster.sm.engine.janitor.expired(time.time()) == ["stale"], timeout=10)
-    assert cluster.sm.engine.janitor.run_once() == ["stale"]
-    assert set(cluster.sm.machine.locks()) == {"live"}
-    want = cluster.sm.machine.state_hash()
-    wait_for(lambda: all((cluster.state(n, "local") or {}).get("state_hash") == want
-                         for n in ("instance-2", "instance-3")), timeout=20)
 
 
 def test_watcher_resumes_from_before_the_dump_of_its_restarted_node(cluster) -> None:

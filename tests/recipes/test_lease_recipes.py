@@ -149,3 +149,27 @@ def test_cache_loader_error_frees_the_key_and_a_dead_loaders_marker_lapses(sm) -
     assert alive.get("ETH") == "ETH-fresh"
     assert time.monotonic() - started >= 0.3 and alive.loads == 1
     alive.close()
+
+
+def test_expiries_are_counted_once_and_the_count_survives_a_restart(tmp_path: Path) -> None:
+    """hastate_lease_expiries_total's source: counted on apply, carried by dumps, replayed
+    journal entries re-derive it instead of adding to it."""
+    peers = {"solo": f"127.0.0.1:{free_port()}"}
+    options = dict(data_dir=tmp_path / "solo", cluster_name="leases", serve_http=False)
+    sm = StateManager("solo", peers, **options).start(wait_ready=10)
+    try:
+        sm.save_state({"a": 1}, ttl=0.3)
+        sm.save_state({"b": 1}, ttl=0.3)
+        wait_for(lambda: sm.status()["lease_expiries"] == 2, timeout=10)
+        sm.node.call_soon(sm.node.syncobj.forceLogCompaction)      # the count in a dump
+        wait_for(lambda: sm.node.syncobj.compactions_total >= 1, timeout=10)
+        sm.save_state({"c": 1}, ttl=0.3)                           # and in the journal tail
+        wait_for(lambda: sm.status()["lease_expiries"] == 3, timeout=10)
+    finally:
+        sm.stop()
+    again = StateManager("solo", peers, **options).start(wait_ready=10)
+    try:
+        again.get_state()
+        assert again.status()["lease_expiries"] == 3               # not 0, not 1 + replays
+    finally:
+        again.stop()

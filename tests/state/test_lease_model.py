@@ -101,6 +101,7 @@ def test_leases_follow_the_model(ops: list[tuple]) -> None:
     granted: list[int] = []             # every lease id ever granted, in order
     refreshed_at: dict[int, float] = {}  # lease -> last refresh (clients' view, no leader rule)
     counter = 0
+    expiries = [0]                       # leases the model ended by expiry
 
     def pick(n: int) -> int:
         return granted[n % len(granted)] if granted else 12345
@@ -110,6 +111,7 @@ def test_leases_follow_the_model(ops: list[tuple]) -> None:
         for lease in due:
             assert cluster.now >= refreshed_at[lease] + model.leases[lease][0]  # never early
             model.end(lease)
+        expiries[0] += len(due)
         return due
 
     for op in ops:
@@ -185,11 +187,13 @@ def test_leases_follow_the_model(ops: list[tuple]) -> None:
                 assert replica.lease_of(key) == lease
                 assert (key in table[lease].keys) if lease else True
         assert len({r.state_hash() for r in cluster.replicas}) == 1
+        assert [r.lease_expiries for r in cluster.replicas] == [expiries[0]] * 3
 
     copy = ReplicatedState()
     copy.load_body(cluster.replicas[0].to_body())
     assert copy.state_hash() == cluster.replicas[0].state_hash()
     assert copy.leases() == cluster.replicas[0].leases()
+    assert copy.lease_expiries == expiries[0]
 
 
 def test_body_without_a_lease_table_loads_with_none() -> None:

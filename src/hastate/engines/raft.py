@@ -3,8 +3,8 @@
 Every instance holds a full replica (:class:`~hastate.state.machine.ReplicatedState`) fed by
 the Raft log; writes are proposed through :class:`~hastate.writes.Proposer` (exactly-once
 retries, back-pressure); local reads and watches are served from the replica; the leader
-holds a lease, so its linearizable reads need no round trip. Housekeeping (lock purge, lease
-expiry) and the snapshot uploader run beside the node.
+holds a lease, so its linearizable reads need no round trip. Lease expiry and the snapshot
+uploader run beside the node.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from hastate.observability import stats
 from hastate.observability.operations import traced_write
 from hastate.snapshots.service import SnapshotService
 from hastate.state.codec import Command
-from hastate.state.housekeeping import LeaseExpirer, LockJanitor
+from hastate.state.housekeeping import LeaseExpirer
 from hastate.state.leases import LeaseInfo
 from hastate.state.machine import ReplicatedState
 from hastate.state.txn import Record
@@ -80,8 +80,6 @@ class RaftEngine:
             instance_id=spec.node_id)
         self.snapshot_settings = snapshots if snapshots is not None and snapshots.store else None
         self.snapshots: SnapshotService | None = None
-        self.janitor = LockJanitor(self.machine, is_leader=self.is_leader,
-                                   propose=self._propose)
         self.lease_expirer = LeaseExpirer(self.machine, leader_term=self.fencing_token,
                                           propose=self._propose)
 
@@ -112,7 +110,6 @@ class RaftEngine:
         self.node.start()
         if self.snapshots is not None:
             self.snapshots.start()
-        self.janitor.start()
         self.lease_expirer.start()
 
     def _restore_if_empty(self) -> None:
@@ -135,7 +132,6 @@ class RaftEngine:
     def stop(self) -> None:
         if self.snapshots is not None:
             self.snapshots.stop()
-        self.janitor.stop()
         self.lease_expirer.stop()
         self.node.stop()
         self.writes.close()
@@ -296,7 +292,7 @@ class RaftEngine:
             "queued_proposals": st.queued_proposals,
             "behind_leader_entries": st.behind_leader_entries,
             **self.writes.status(),
-            "lease_expiries": self.lease_expirer.applied_expiries,
+            "lease_expiries": self.machine.lease_expiries,
             "leader_changes": st.leader_changes,
             "profile": self.spec.profile.name,
             "fatal_error": st.fatal_error,

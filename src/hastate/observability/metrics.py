@@ -113,7 +113,8 @@ class _StatusCollector:
                     "changed something)", st["revision"])
         yield gauge("hastate_watchers", "Watchers open on this node", st["watchers"])
         yield gauge("hastate_leases", "Leases in this node's lease table", st["leases"])
-        yield counter("hastate_lease_expiries", "Leases ended by expiry, applied on this node",
+        yield counter("hastate_lease_expiries", "Leases ended by expiry in the cluster, "
+                      "counted once each when applied (the same on caught-up nodes)",
                       st["lease_expiries"])
         yield gauge("hastate_lease_remaining_seconds", "Leader lease time left",
                     st["lease_remaining"])

@@ -1,22 +1,27 @@
-"""Distributed lock with fencing tokens, kept in the replicated lock table.
+"""Distributed lock with fencing tokens, built on a lease, a transaction and a watch.
 
-:Status: new; the lock commands are part of the replicated log (``Command.LOCK_OPS``).
+:Status: stable; uses only public primitives (``grant_lease``, ``transaction``, ``watch``,
+a local ``get_state``), which every engine provides.
 
-A grant is a lease: the owner holds the lock until ``expires_at`` unless it renews it. The
-grant's **fencing token** is the Raft log index of the command that granted it, so every
-new grant of a lock (and of any lock) carries a larger token than all grants before it.
+A lock is the key ``<prefix><name>`` (prefix ``locks/``, reserved for this recipe). Taking
+it is one transaction: create the key only if it is absent (``create_revision == 0``),
+attached to a lease the holder keeps alive. The grant's **fencing token** is the key's
+create revision, so every grant of a lock carries a larger token than all grants before it.
 Hand the token to whatever the lock protects, and have that resource refuse a token lower
-than the highest it has seen: a holder that was paused past its expiry and taken over is
+than the highest it has seen: a holder that was paused past its lease and taken over is
 then refused, whatever it believes.
 
-**Clock assumption.** Apply reads no clock: each command carries ``now``, the wall clock
-(``time.time()``) of the process that proposes it, and a grant expires at ``now + ttl`` on
-the holder's clock. Another owner may take the lock over only with a command whose ``now``
-is at least ``expires_at + LOCK_MAX_SKEW`` (1 s). Mutual exclusion therefore assumes that
-the wall clocks of all processes taking a lock agree within ``LOCK_MAX_SKEW`` (NTP keeps
-them within milliseconds) and are not stepped while a lock is held. Raft needs no such
-assumption; only the lock's expiry does. When the assumption fails, two owners may both
-believe they hold the lock; the fencing token still lets the resource refuse the older one.
+Releasing deletes the key with a compare on the token (a stale holder deletes nothing),
+then revokes the lease. A holder that dies or stops keeping its lease alive loses the key
+through lease expiry, decided by the leader's monotonic clock (docs/leases.md): no purge
+job, no wall-clock assumption. A waiter watches the key and tries again when it is deleted.
+
+**Safety rule.** The holder counts its lease's life from just before it sent the last
+keep-alive that succeeded, on its own monotonic clock; the cluster never expires the lease
+earlier. ``token`` and ``is_held()`` turn None/False as soon as that count runs out, so
+a holder stops acting before anyone else can be granted the lock. Deleting the key by hand
+is a forced release: the holder learns it at its next renew, and until then only the
+fencing token protects the resource.
 
 Example::
 
@@ -27,40 +32,81 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Protocol
 
-from hastate.errors import HAStateError, LockHeldError, LockLostError, WriteError
-from hastate.recipes.proposer import Proposer
-from hastate.state.codec import Command
-from hastate.state.machine import LOCK_MAX_SKEW
+from hastate.errors import (CompactedError, HAStateError, LeaseNotFoundError, LockHeldError,
+                            LockLostError, WatchError, WriteError)
+from hastate.state import txn
+from hastate.state.watch import Watcher
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOCK_MAX_SKEW", "Lock", "LockGrant"]
+__all__ = ["PREFIX", "Lock", "LockGrant", "LockHost", "LockLease"]
+
+#: Key prefix of locks, reserved for this recipe.
+PREFIX = "locks/"
+
+
+class LockLease(Protocol):
+    """What a lock needs of a lease (:class:`~hastate.recipes.lease.Lease` is one)."""
+
+    id: int
+
+    def keep_alive(self, timeout: float | None = None) -> float:
+        """Restart the countdown; the seconds it is then sure to live (LeaseNotFoundError
+        once ended)."""
+
+    def revoke(self, timeout: float | None = None) -> bool:
+        """End the lease now, deleting its keys."""
+
+    def time_to_live(self) -> float:
+        """Seconds it is sure to live without another keep-alive, counted on this process's
+        monotonic clock from before the last keep-alive that succeeded (0 once ended)."""
+
+
+class LockHost(Protocol):
+    """What a lock needs of a :class:`~hastate.StateManager` (or another engine's manager)."""
+
+    instance_id: str
+    write_timeout: float
+
+    def grant_lease(self, ttl: float, *, timeout: float | None = None) -> LockLease: ...
+
+    def transaction(self, compare: Iterable[txn.Compare] = (), success: Iterable[txn.Op] = (),
+                    failure: Iterable[txn.Op] = (), *,
+                    timeout: float | None = None) -> txn.TxnResult: ...
+
+    def watch(self, prefix: str = "", start_revision: int | None = None) -> Watcher: ...
+
+    def get_state(self, consistency: str = "linearizable", *,
+                  keys: Iterable[str] | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)
 class LockGrant:
-    """A grant of a lock: its fencing token, its owner, and its expiry on the owner's clock."""
+    """A grant of a lock: its fencing token, its owner, the lease it hangs on, and (for this
+    process's own grants) the monotonic time until which it is sure to hold, else None."""
 
     token: int
     owner: str
-    expires_at: float
+    lease: int
+    expires_at: float | None = None
 
 
 class Lock:
     """A lock named ``name`` in the replicated state, taken through ``manager``.
 
     Two ``Lock`` objects contend even in one process: each has its own owner id, the
-    manager's instance id plus a random suffix. Every step is one replicated command sent
-    with the manager's exactly-once retries, and each is idempotent besides: acquiring a
-    lock the owner already holds returns its grant (same token, later expiry), releasing a
-    lock the owner no longer holds changes nothing.
+    manager's instance id plus a random suffix. Every step is a replicated write sent with
+    the manager's exactly-once retries, and each is idempotent besides: acquiring a lock the
+    owner already holds returns its grant (same token, lease kept alive), releasing a lock
+    the owner no longer holds changes nothing.
 
     Example::
 
@@ -71,44 +117,42 @@ class Lock:
         finally:
             lock.release()
 
-    :param manager: the :class:`~hastate.StateManager` (any
-        :class:`~hastate.recipes.proposer.Proposer`) to propose through.
+    :param manager: the :class:`~hastate.StateManager` (any :class:`LockHost`).
     :param name: the lock's name (any non-empty str).
-    :param ttl: seconds a grant lasts unless renewed.
-    :param auto_renew: renew from a background thread every ``ttl / 3`` while held; when a
-        grant cannot be renewed before it expires, the lock is marked lost and ``on_lost``
-        is called with the lost :class:`LockGrant` (on that thread).
-    :param on_lost: called once per grant that is lost (auto-renew failed, or a renew found
-        the lock taken over).
-    :param poll_interval: how often a blocking acquire looks at this replica's lock table
-        while another owner holds the lock; it proposes only when the lock looks free or
-        expired there (and at least every ``max(1.0, 10 * poll_interval)`` seconds).
-    :param clock: wall clock, sent as ``now`` in every command (seam for tests).
-    :param sleep: used by blocking acquire between attempts (seam for tests).
+    :param ttl: seconds the holder's lease lasts unless kept alive.
+    :param auto_renew: keep the lease alive from a background thread every ``ttl / 3``
+        while held; when it cannot be kept alive before it runs out, the lock is marked lost
+        and ``on_lost`` is called with the lost :class:`LockGrant` (on that thread).
+    :param on_lost: called once per grant that is lost (lease ran out or ended, or the key
+        was found gone).
+    :param clock: monotonic clock for timeouts and ``expires_at``; the same one the
+        manager's leases count with (seam for tests).
+    :param sleep: used between attempts that failed to reach the cluster (seam for tests).
+    :param prefix: key prefix of locks.
     """
 
-    def __init__(self, manager: Proposer, name: str, ttl: float = 10.0, *,
+    def __init__(self, manager: LockHost, name: str, ttl: float = 10.0, *,
                  auto_renew: bool = False, on_lost: Callable[[LockGrant], Any] | None = None,
-                 poll_interval: float = 0.05, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, prefix: str = PREFIX) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"lock name must be a non-empty str, got {name!r}")
         if not 0 < ttl < float("inf"):
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
         self.manager = manager
         self.name = name
+        self.key = f"{prefix}{name}"
         self.ttl = float(ttl)
         self.owner = f"{manager.instance_id}/{secrets.token_hex(6)}"
-        self.max_skew = LOCK_MAX_SKEW
         self.auto_renew = auto_renew
         self.on_lost = on_lost
-        self.poll_interval = poll_interval
         self._clock = clock
         self._sleep = sleep
+        self._lease: LockLease | None = None  # the lease of the grant, or of the last attempt
         self._grant: LockGrant | None = None
         self._lost = False
-        self._maybe_held = False          # an acquire's outcome is unknown: may hold it
-        self._io = threading.Lock()       # one command of this Lock in flight at a time
+        self._maybe_held = False          # an attempt's outcome is unknown: may hold it
+        self._io = threading.RLock()      # one step of this Lock at a time
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -120,133 +164,135 @@ class Lock:
 
     @property
     def token(self) -> int | None:
-        """The fencing token while this Lock holds an unexpired grant (by its clock), else None."""
-        grant = self.grant
-        return grant.token if grant is not None and self._clock() < grant.expires_at else None
+        """The fencing token while this Lock's lease is sure to be alive (by its own
+        monotonic clock), else None: act on the guarded resource only while this is set."""
+        grant, lease = self.grant, self._lease
+        if grant is None or lease is None or lease.id != grant.lease:
+            return None
+        return grant.token if lease.time_to_live() > 0 else None
 
     @property
     def lost(self) -> bool:
-        """True once a grant was lost (not renewed in time, or taken over)."""
+        """True once a grant was lost (its lease ran out or ended, or its key was deleted)."""
         return self._lost
 
     def is_held(self) -> bool:
-        """True while this Lock holds an unexpired grant, judged by its own clock."""
+        """True while this Lock holds a grant whose lease is sure to be alive."""
         return self.token is not None
 
-    def holder(self) -> LockGrant | None:
-        """The holder according to this replica's lock table (may lag the leader), or None.
-
-        The entry stays after it expires until someone takes the lock over, releases it, or
-        the leader's housekeeping purges it; compare ``expires_at`` with the clock to tell.
-        """
-        entry = self.manager.machine.locks().get(self.name)
-        return LockGrant(entry[1], entry[0], entry[2]) if entry is not None else None
+    def holder(self, timeout: float | None = None) -> LockGrant | None:
+        """The current holder (a linearizable read through the log), or None when free."""
+        found = self.manager.transaction((), [txn.get(self.key)],
+                                         timeout=self._timeout(timeout)).responses[0]
+        return self._described(found) if found is not None else None
 
     # -- verbs ----------------------------------------------------------------------------
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> LockGrant:
         """Take the lock; return the grant (its ``token`` is the fencing token).
 
+        While another owner holds it, a blocking acquire watches the key and tries again
+        once it is deleted (released, or its holder's lease expired).
+
         :param blocking: when False, make one attempt and raise if another owner holds it.
         :param timeout: with ``blocking``, give up after this many seconds (None: wait on).
         :raises LockHeldError: another owner holds the lock (non-blocking), or still held it
-            when ``timeout`` ran out; names the owner and its expiry.
+            when ``timeout`` ran out; names the owner, its lease and its token.
         :raises WriteError: the cluster did not answer (non-blocking, or still failing at
             the timeout). If ``outcome_unknown``, the grant may have applied: call
             ``acquire`` again (it returns that grant) or ``release``.
         """
         started = self._clock()
         deadline = None if timeout is None else started + max(0.0, timeout)
-        force_every = max(1.0, 10 * self.poll_interval)
-        last_proposal = float("-inf")
-        backoff = self.poll_interval
+        backoff = 0.05
         while True:
-            now = self._clock()
-            remaining = None if deadline is None else deadline - now
-            held = self.holder()
-            if blocking and now - last_proposal < force_every and held is not None \
-                    and not self._claimable(held, now):
-                # Another owner holds it on this replica's table: wait here, not in the log.
-                if remaining is not None and remaining <= 0:
-                    raise LockHeldError(held.owner, held.expires_at, name=self.name,
-                                        token=held.token, waited=now - started)
-                self._sleep(self.poll_interval if remaining is None
-                            else min(self.poll_interval, remaining))
-                continue
-            last_proposal = now
+            remaining = None if deadline is None else deadline - self._clock()
             write_timeout = self.manager.write_timeout if remaining is None \
                 else min(self.manager.write_timeout, max(remaining, 1.0))
             try:
-                granted, grant = self._propose("lock_acquire", 0, write_timeout)
+                grant, held, revision = self._attempt(write_timeout)
             except WriteError as exc:
-                if exc.outcome_unknown:
+                if exc.outcome_unknown and self._lease is not None:
                     self._maybe_held = True
                 if not blocking or (deadline is not None and self._clock() >= deadline):
                     raise
-                logger.warning("lock %r: acquire attempt failed, retrying: %s", self.name, exc)
+                logger.warning("lock attempt failed, retrying", extra={
+                    "lock": self.name, "error": str(exc)})
                 self._sleep(backoff)
                 backoff = min(2 * backoff, 1.0)
                 continue
-            if granted:
+            backoff = 0.05
+            if grant is not None:
                 self._on_granted(grant)
                 return grant
+            if held is None:                  # nothing to wait for: try again
+                continue
             now = self._clock()
             if not blocking or (deadline is not None and now >= deadline):
-                raise LockHeldError(grant.owner, grant.expires_at, name=self.name,
-                                    token=grant.token, waited=now - started if blocking else None)
-            backoff = self.poll_interval
-            self._sleep(self.poll_interval if deadline is None
-                        else max(0.0, min(self.poll_interval, deadline - now)))
+                self._give_up()
+                raise LockHeldError(held.owner, name=self.name, token=held.token,
+                                    lease=held.lease,
+                                    waited=now - started if blocking else None)
+            self._wait_deleted(revision, None if deadline is None else deadline - now)
 
     def renew(self, timeout: float | None = None) -> LockGrant:
-        """Extend the grant to ``now + ttl``, keeping its token.
+        """Keep the grant's lease alive (same token); return the grant with its new expiry.
 
-        :raises LockLostError: this Lock holds no grant, or the grant is gone (released, or
-            taken over after it expired); ``on_lost`` is called for a grant found gone.
-        :raises WriteError: the renewal was not confirmed; the grant still ends at its
+        :raises LockLostError: this Lock holds no grant, or the grant is gone (its lease
+            ended, or its key was deleted); ``on_lost`` is called for a grant found gone.
+        :raises WriteError: the keep-alive was not confirmed; the grant still ends at its
             current ``expires_at`` unless a later renew succeeds.
         """
-        grant = self.grant
-        if grant is None:
+        grant, lease = self.grant, self._lease
+        if grant is None or lease is None or lease.id != grant.lease:
             raise LockLostError(f"lock {self.name!r} is not held by {self.owner!r}"
                                 + (" (it was lost)" if self._lost else ""), name=self.name)
-        granted, result = self._propose("lock_renew", grant.token,
-                                        timeout if timeout is not None
-                                        else self.manager.write_timeout)
-        if granted:
-            with self._io:
-                if self._grant is not None and self._grant.token == result.token \
-                        and not self._lost:
-                    self._grant = result
-            return result
-        self._mark_lost(grant, f"renew refused: held by {result.owner!r} "
-                               f"(token {result.token})" if result.owner else
-                               "renew refused: the lock was released")
-        raise LockLostError(f"lock {self.name!r} (token {grant.token}) is no longer held by "
-                            f"{self.owner!r}" + (f"; held by {result.owner!r} with token "
-                                                 f"{result.token}" if result.owner else ""),
-                            name=self.name, token=grant.token)
+        try:
+            left = lease.keep_alive(self._timeout(timeout))
+        except LeaseNotFoundError:
+            self._mark_lost(grant, "its lease has ended")
+            raise LockLostError(f"lock {self.name!r} (token {grant.token}): its lease "
+                                f"{grant.lease} has ended", name=self.name,
+                                token=grant.token) from None
+        # This replica applied the keep-alive: any delete committed before it is visible.
+        if self.manager.get_state("local", keys=[self.key]).get(self.key) != self._value(lease):
+            self._mark_lost(grant, "its key was deleted")
+            raise LockLostError(f"lock {self.name!r} (token {grant.token}) is no longer held "
+                                f"by {self.owner!r}: its key was deleted", name=self.name,
+                                token=grant.token)
+        renewed = dataclasses.replace(grant, expires_at=self._clock() + left)
+        with self._io:
+            if self._grant is grant and not self._lost:
+                self._grant = renewed
+        return renewed
 
     def release(self, timeout: float | None = None) -> bool:
-        """Free the lock if this Lock holds it; stop auto-renewal.
+        """Free the lock if this Lock holds it; stop auto-renewal; revoke the lease.
 
-        Idempotent: releasing a lock that was already released or taken over changes
-        nothing. Returns True when this call freed a grant.
+        The key is deleted only if its create revision is still this grant's token, so a
+        stale holder frees nothing. Idempotent. Returns True when this call deleted the key.
 
-        :raises WriteError: the release was not confirmed; the grant then ends at its
-            expiry at the latest.
+        :raises WriteError: the release was not confirmed; the grant then ends when its
+            lease runs out at the latest.
         """
         self._stop.set()
-        grant = self._grant
-        if grant is None and not self._maybe_held:
+        with self._io:
+            grant, lease, maybe = self._grant, self._lease, self._maybe_held
+        if grant is None and lease is None:
             return False
-        granted, _ = self._propose("lock_release", grant.token if grant is not None else 0,
-                                   timeout if timeout is not None
-                                   else self.manager.write_timeout)
+        seconds = self._timeout(timeout)
+        freed = False
+        if grant is not None:
+            freed = self.manager.transaction([txn.create_revision(self.key) == grant.token],
+                                             [txn.delete(self.key)], timeout=seconds).succeeded
+        elif maybe and lease is not None:     # an attempt of unknown outcome: token unknown
+            freed = self.manager.transaction([txn.value(self.key) == self._value(lease)],
+                                             [txn.delete(self.key)], timeout=seconds).succeeded
         with self._io:
             if self._grant is grant:
                 self._grant = None
             self._maybe_held = False
-        return granted
+        self._give_up(seconds)
+        return freed
 
     def __enter__(self) -> LockGrant:
         return self.acquire()
@@ -258,19 +304,96 @@ class Lock:
         return f"Lock({self.name!r}, owner={self.owner!r}, token={self.token})"
 
     # -- internals ------------------------------------------------------------------------
-    def _claimable(self, held: LockGrant, now: float) -> bool:
-        """Would an acquire at ``now`` be granted against ``held`` (ours, or expired + skew)?"""
-        return held.owner == self.owner or now >= held.expires_at + self.max_skew
+    def _timeout(self, timeout: float | None) -> float:
+        return self.manager.write_timeout if timeout is None else timeout
 
-    def _propose(self, op: str, token: int, timeout: float) -> tuple[bool, LockGrant]:
-        command = Command.lock(op, self.name, self.owner, ttl=self.ttl, now=self._clock(),
-                               token=token)
+    def _value(self, lease: LockLease) -> dict[str, Any]:
+        """What the key holds while this Lock holds it on ``lease``."""
+        return {"owner": self.owner, "lease": lease.id}
+
+    def _described(self, found: txn.KeyValue) -> LockGrant:
+        value = found.value if isinstance(found.value, dict) else {}
+        return LockGrant(found.create_revision, str(value.get("owner", "")),
+                         int(value.get("lease", 0) or 0))
+
+    def _fresh_lease(self, timeout: float) -> LockLease:
+        """The lease for an attempt: the last one kept alive now, or a new one."""
+        lease = self._lease
+        if lease is not None:
+            try:
+                lease.keep_alive(timeout)
+                return lease
+            except LeaseNotFoundError:
+                self._lease = None
+        lease = self.manager.grant_lease(self.ttl, timeout=timeout)
         with self._io:
-            result = self.manager.propose(command, timeout)
-        if result[0] != "lock":
-            raise HAStateError(f"lock {self.name!r}: unexpected result {result!r}")
-        _, granted, token, owner, expires_at = result
-        return bool(granted), LockGrant(token, owner, expires_at)
+            self._lease = lease
+        return lease
+
+    def _attempt(self, timeout: float) -> tuple[LockGrant | None, LockGrant | None, int]:
+        """One create-if-absent: (our grant, None, rev) or (None, the holder, revision).
+
+        (None, None, revision): try again at once (the key held a stale grant of ours, now
+        deleted, or the lease ended before the put).
+        """
+        with self._io:
+            lease = self._fresh_lease(timeout)
+            mine = self._value(lease)
+            try:
+                result = self.manager.transaction([txn.create_revision(self.key) == 0],
+                                                  [txn.put(self.key, mine, lease=lease)],
+                                                  [txn.get(self.key)], timeout=timeout)
+            except LeaseNotFoundError:        # it ran out since its keep-alive: a new one
+                self._lease = None
+                return None, None, 0
+            if result.succeeded:
+                return self._own(result.revision, lease), None, result.revision
+            held = self._described(result.responses[0])
+            if held.owner == self.owner and held.lease == lease.id:
+                return self._own(held.token, lease), None, result.revision  # already ours
+            if held.owner == self.owner:      # ours on a lease we dropped: free it first
+                self.manager.transaction([txn.create_revision(self.key) == held.token],
+                                         [txn.delete(self.key)], timeout=timeout)
+                return None, None, result.revision
+        if self._grant is not None:           # another owner holds it: ours is gone
+            self._mark_lost(self._grant, f"the lock is held by {held.owner!r}")
+        return None, held, result.revision
+
+    def _own(self, token: int, lease: LockLease) -> LockGrant:
+        return LockGrant(token, self.owner, lease.id, self._clock() + lease.time_to_live())
+
+    def _wait_deleted(self, revision: int, remaining: float | None) -> None:
+        """Block until the key is deleted after ``revision`` (or ``remaining`` runs out)."""
+        deadline = None if remaining is None else self._clock() + remaining
+        try:
+            with self.manager.watch(self.key, start_revision=revision + 1) as events:
+                while True:
+                    left = None if deadline is None else deadline - self._clock()
+                    if left is not None and left <= 0:
+                        return
+                    event = events.get(timeout=left)
+                    if event is not None and event.key == self.key and event.type == "delete":
+                        return
+        except CompactedError:
+            return                                # the key changed long ago: look again
+        except WatchError as exc:
+            logger.warning("lock watch ended, trying again", extra={"lock": self.name,
+                                                                    "error": str(exc)})
+            self._sleep(0.05)
+
+    def _give_up(self, timeout: float | None = None) -> None:
+        """Revoke the lease of a failed attempt or a released grant (best effort: an
+        unrevoked lease holds no key and expires after its TTL)."""
+        with self._io:
+            lease, self._lease = self._lease, None
+            self._maybe_held = False
+        if lease is None:
+            return
+        try:
+            lease.revoke(self._timeout(timeout))
+        except HAStateError as exc:
+            logger.warning("lock lease not revoked; it expires after its TTL", extra={
+                "lock": self.name, "lease": lease.id, "error": str(exc)})
 
     def _on_granted(self, grant: LockGrant) -> None:
         with self._io:
@@ -289,23 +412,24 @@ class Lock:
             if self._lost or self._grant is not grant:
                 return
             self._lost = True
-        logger.warning("lock %r lost (token %d): %s", self.name, grant.token, why)
+        logger.warning("lock lost", extra={"lock": self.name, "token": grant.token,
+                                           "reason": why})
         if self.on_lost is not None:
             try:
                 self.on_lost(grant)
             except Exception:
-                logger.exception("lock %r: on_lost callback failed", self.name)
+                logger.exception("lock on_lost callback failed", extra={"lock": self.name})
 
     def _renew_loop(self, stop: threading.Event) -> None:
         interval = self.ttl / 3
         while not stop.wait(interval):
             while True:
-                grant = self.grant
-                if grant is None or stop.is_set():
+                grant, lease = self.grant, self._lease
+                if grant is None or lease is None or stop.is_set():
                     return
-                left = grant.expires_at - self._clock()
+                left = lease.time_to_live()
                 if left <= 0:
-                    self._mark_lost(grant, "not renewed before it expired")
+                    self._mark_lost(grant, "its lease was not kept alive in time")
                     return
                 try:
                     self.renew(timeout=max(0.05, left))
@@ -313,6 +437,7 @@ class Lock:
                 except LockLostError:
                     return
                 except HAStateError as exc:
-                    logger.warning("lock %r: renew failed, retrying: %s", self.name, exc)
+                    logger.warning("lock renew failed, retrying", extra={
+                        "lock": self.name, "error": str(exc)})
                     if stop.wait(min(0.2, interval / 4)):
                         return

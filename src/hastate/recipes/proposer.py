@@ -1,10 +1,13 @@
-"""The seam every recipe builds on: what it needs of a :class:`~hastate.StateManager`.
+"""The seam the embedded engine's own recipes build on: what they need of a
+:class:`~hastate.StateManager`.
 
-A recipe (the lock; later elections, events) turns its operations into replicated
+A recipe of this engine (leases) turns its operations into replicated
 :class:`~hastate.state.codec.Command` s, proposes them through :meth:`Proposer.propose` and
 reads this replica through the manager's public reads. It never reaches into
 the manager's private parts or the consensus layer, and it depends on this protocol rather
-than on the manager, so the manager may import recipes without an import cycle.
+than on the manager, so the manager may import recipes without an import cycle. Recipes
+that other engines must run too (the lock) use only the manager's public primitives
+(transactions, leases, watch, reads) instead.
 """
 
 from __future__ import annotations

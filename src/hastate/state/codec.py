@@ -124,18 +124,19 @@ class Command:
     ``op`` is one of ``update`` (merge ``values``), ``delete`` (remove ``keys``), ``cas``
     (set ``values`` only if every key in ``expected`` has that mod_revision; 0 = absent),
     ``txn`` (a transaction: ``txn`` holds its wire form, see :mod:`hastate.state.txn`),
-    ``barrier`` (changes nothing; used for linearizable reads) and ``lock_purge`` (drop lock
-    entries expired at ``values["now"]``). ``client``/``seq`` identify the proposal so a
-    retried proposal is applied once.
+    and ``barrier`` (changes nothing; used for linearizable reads). ``client``/``seq``
+    identify the proposal so a retried proposal is applied once.
 
     Envelope: ``[format, op, client, seq, values, keys, expected, meta, txn]``; ``meta``
     (str -> str, e.g. trace context) and ``txn`` are optional trailing elements, absent in
     format-1 commands. ``format`` records the envelope a decoded command came in.
 
-    The lock ops ``lock_acquire``, ``lock_renew`` and ``lock_release`` (built with
-    :meth:`lock`, read with :meth:`lock_args`) reuse the same fields: ``keys`` = (lock name,),
-    ``values`` = {"owner": utf-8, "ttl": msgpack float, "now": msgpack float} and
-    ``expected`` = {"token": fencing token the holder presents (0 = none)}.
+    The lock ops (:attr:`LOCK_OPS`) are no longer proposed (the lock recipe runs on leases
+    and transactions) but still apply, so older journals and snapshots replay identically.
+    ``lock_acquire``, ``lock_renew`` and ``lock_release`` (read with :meth:`lock_args`) used
+    the same fields: ``keys`` = (lock name,), ``values`` = {"owner": utf-8, "ttl": msgpack
+    float, "now": msgpack float} and ``expected`` = {"token": the holder's fencing token (0 =
+    none)}; ``lock_purge`` dropped the lock entries expired at ``values["now"]``.
 
     ``meta`` (str -> str) travels with the command but never changes what it does: it
     carries the W3C trace context (``traceparent``) of the proposer; older commands decode
@@ -152,6 +153,7 @@ class Command:
     txn: Any = None
     format: int = COMMAND_FORMAT_VERSION
 
+    #: Lock commands of older versions: applied when replayed, never proposed any more.
     LOCK_OPS = ("lock_acquire", "lock_renew", "lock_release", "lock_purge")
     #: Lease commands, built and applied by :mod:`hastate.state.leases`.
     LEASE_OPS = ("lease_grant", "lease_keepalive", "lease_revoke", "lease_expire")
@@ -161,32 +163,6 @@ class Command:
     def legacy(self) -> bool:
         """True for a command written before cluster revisions (format 1)."""
         return self.format == LEGACY_COMMAND_FORMAT
-
-    @classmethod
-    def lock(cls, op: str, name: str, owner: str, *, ttl: float = 0.0, now: float = 0.0,
-             token: int = 0) -> "Command":
-        """A lock command (``op`` in :attr:`LOCK_OPS`); ``now`` is the proposer's wall clock.
-
-        :raises ValueError: on an unknown op, an empty name or owner, a ttl that is not a
-            positive finite number (acquire/renew), or a negative token.
-        """
-        if op not in cls.LOCK_OPS or op == "lock_purge":
-            raise ValueError(f"not a lock op: {op!r}")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"lock name must be a non-empty str, got {name!r}")
-        if not isinstance(owner, str) or not owner:
-            raise ValueError(f"lock owner must be a non-empty str, got {owner!r}")
-        ttl, now = float(ttl), float(now)
-        if op != "lock_release" and not 0.0 < ttl < float("inf"):
-            raise ValueError(f"lock ttl must be a positive number of seconds, got {ttl!r}")
-        if not -float("inf") < now < float("inf"):
-            raise ValueError(f"lock clock reading must be finite, got {now!r}")
-        if int(token) < 0:
-            raise ValueError(f"fencing token must be >= 0, got {token!r}")
-        return cls(op=op, keys=(name,),
-                   values={"owner": owner.encode(), "ttl": msgpack.packb(ttl),
-                           "now": msgpack.packb(now)},
-                   expected={"token": int(token)})
 
     def lock_args(self) -> tuple[str, str, float, float, int]:
         """(name, owner, ttl, now, token) of a lock command.
@@ -209,13 +185,6 @@ class Command:
                 and (ttl > 0 or self.op == "lock_release")):
             raise ValueError(f"malformed {self.op} command")
         return name, owner, ttl, now, token
-
-    @classmethod
-    def purge_locks(cls, now: float) -> "Command":
-        """Housekeeping: drop every lock entry that ``now`` (the proposer's clock) may take over."""
-        if not -float("inf") < float(now) < float("inf"):
-            raise ValueError(f"lock clock reading must be finite, got {now!r}")
-        return cls(op="lock_purge", values={"now": msgpack.packb(float(now))})
 
     def encode(self) -> bytes:
         """Serialize the command for the Raft log (always the current format)."""

@@ -1,12 +1,5 @@
-"""Leader housekeeping through the log: purge lock entries nobody holds any more, and
-expire leases whose countdown ran out on the leader's clock.
-
-Apply reads no clock, so an expired lock entry stays in the table until someone takes the
-lock over or releases it. The leader's :class:`LockJanitor` looks at its replica's table
-every ``interval`` seconds and, when an entry could be taken over now (``now >=
-expires_at + LOCK_MAX_SKEW``), proposes one ``lock_purge`` command carrying its clock
-reading; every replica then drops the same entries. Nothing is proposed while nothing is
-expired, so an idle cluster's log does not grow.
+"""Leader housekeeping through the log: expire leases whose countdown ran out on the
+leader's clock.
 
 The :class:`LeaseExpirer` is the lease's clock (docs/leases.md). Each node notes, on its
 monotonic clock, when it applied a lease's grant or last keep-alive; the leader expires a
@@ -26,12 +19,10 @@ from typing import Any, Callable
 from hastate.errors import HAStateError
 from hastate.state.codec import Command
 from hastate.state.leases import expire_command
-from hastate.state.machine import LOCK_MAX_SKEW, ReplicatedState
+from hastate.state.machine import ReplicatedState
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two looks at the lock table.
-DEFAULT_INTERVAL = 30.0
 #: Seconds between two looks at the lease table (etcd checks every 500 ms).
 DEFAULT_LEASE_INTERVAL = 0.5
 
@@ -72,41 +63,6 @@ class _Periodic:
                                                                   "error": str(exc)})
 
 
-class LockJanitor(_Periodic):
-    """Proposes ``lock_purge`` on the leader when its lock table holds expired entries."""
-
-    name = "hastate-janitor"
-
-    def __init__(self, machine: ReplicatedState, *, is_leader: Callable[[], bool],
-                 propose: Callable[[Command], Any], interval: float = DEFAULT_INTERVAL,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.machine = machine
-        self.is_leader = is_leader
-        self.propose = propose
-        self.interval = interval
-        self._clock = clock
-        self.purged = 0          # entries this node's purges removed
-
-    def expired(self, now: float) -> list[str]:
-        """Lock names another owner could take over at ``now`` (this replica's table)."""
-        return sorted(name for name, (_, _, expires_at) in self.machine.locks().items()
-                      if now >= expires_at + LOCK_MAX_SKEW)
-
-    def run_once(self) -> list[str]:
-        """On the leader, purge what is expired now; return the names purged."""
-        if not self.is_leader():
-            return []
-        now = self._clock()
-        if not self.expired(now):
-            return []
-        result = self.propose(Command.purge_locks(now))
-        names = list(result[1]) if result and result[0] == "purged" else []
-        self.purged += len(names)
-        if names:
-            logger.info("purged expired locks", extra={"locks": names})
-        return names
-
-
 class LeaseExpirer(_Periodic):
     """Proposes ``lease_expire`` on the leader for leases whose countdown ran out.
 
@@ -128,14 +84,12 @@ class LeaseExpirer(_Periodic):
         self._seen: dict[int, tuple[int, float]] = {}   # lease -> (refreshed, local time)
         self._term: int | None = None
         self._leader_since = float("inf")
-        self.expired_total = 0       # leases this node's proposals expired
-        self.applied_expiries = 0    # leases expired by any leader, applied on this replica
+        # Leases this node's own proposals ended (for tests; the metric counts applies).
+        self.expired_total = 0
         machine.add_listener(self._on_apply)
 
     def _on_apply(self, index: int, _previous: int, command: Command, result: Any) -> None:
         """Raft thread: note when a grant or keep-alive took effect on this replica."""
-        if command.op == "lease_expire" and result[0] == "lease_end":
-            self.applied_expiries += len(result[1])
         if command.op in ("lease_grant", "lease_keepalive") and result[0] == "lease" \
                 and result[1]:
             with self._lock:

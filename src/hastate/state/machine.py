@@ -17,12 +17,17 @@ version 1, and the cluster revision = the body's applied index; a command in the
 envelope (format 1, replayed from an old log) sets the revision to its log index, as
 revisions were log indexes then. Every replica derives the same numbers from the same log.
 
-Beside the dict, a lock table (name -> owner, fencing token, expires_at) serves
-:mod:`hastate.recipes.lock`: lock commands carry the proposer's clock reading (``now``),
-and a grant's fencing token is the log index it was applied at.
+Beside the dict, a lock table (name -> owner, fencing token, expires_at) holds the locks of
+older versions, whose lock recipe proposed lock commands carrying the proposer's clock
+reading (``now``; a grant's token was its log index). Nothing proposes them any more (the
+lock recipe runs on leases and transactions), but they still apply exactly as before, and
+dumps keep carrying the table, so older journals and snapshots replay identically.
 
 A lease table (:mod:`hastate.state.leases`) holds leases and the keys attached to them; a
-revoke or expire deletes the attached keys at one revision, like any mutating write.
+revoke or expire deletes the attached keys at one revision, like any mutating write. The
+state also counts the leases ended by expiry (``lease_expiries``): counted once, when the
+expire applies (a deduplicated retry counts nothing), carried by dumps, so every caught-up
+replica reports the same cluster-wide number, across restarts too.
 """
 
 from __future__ import annotations
@@ -47,10 +52,10 @@ logger = logging.getLogger(__name__)
 DEDUP_WINDOW = 1024
 #: How many clients the dedup table keeps (least recently applied evicted first).
 DEDUP_CLIENTS = 4096
-#: Clock assumption of the lock table: the wall clocks of the processes that take locks
-#: agree within this many seconds. A lock held by another owner may be taken over only by a
-#: command whose ``now`` is at least ``expires_at + LOCK_MAX_SKEW`` (expires_at is on the
-#: holder's clock). A constant, not a setting: every replica must decide alike.
+#: Clock assumption of the older versions' lock table: the wall clocks of the processes that
+#: took locks agree within this many seconds. A lock held by another owner may be taken over
+#: only by a command whose ``now`` is at least ``expires_at + LOCK_MAX_SKEW`` (expires_at is
+#: on the holder's clock). A constant, not a setting: every replica must decide alike.
 LOCK_MAX_SKEW = 1.0
 
 Result = tuple  # ("ok", revision, index) | ("conflict", key, expected, actual) | ("expired",)
@@ -89,6 +94,7 @@ class ReplicatedState:
         # lock name -> (owner, fencing token = log index of the grant, expires_at).
         self._locks: dict[str, tuple[str, int, float]] = {}
         self._leases = LeaseTable()
+        self._lease_expiries = 0
         self._listeners: list[ApplyListener] = []
         self._change_listeners: list[ChangeListener] = []
 
@@ -131,6 +137,8 @@ class ReplicatedState:
             return self._execute_lock(command, index)
         if command.op in Command.LEASE_OPS:
             result, doomed = self._leases.execute(command, index)
+            if command.op == "lease_expire" and result[0] == "lease_end":
+                self._lease_expiries += len(result[1])
             self._write({key: None for key in doomed}, revision, changes)
             if result[0] == "lease_end":
                 result = ("lease_end", result[1], revision if changes else self._revision)
@@ -305,15 +313,14 @@ class ReplicatedState:
             if len(self._leases):   # likewise for the lease table
                 digest.update(b"\x00leases")
                 digest.update(msgpack.packb(self._leases.to_body()))
+            if self._lease_expiries:   # and for the expiry count
+                digest.update(b"\x00lease_expiries" + self._lease_expiries.to_bytes(8, "big"))
         return digest.hexdigest()
 
     def locks(self) -> dict[str, tuple[str, int, float]]:
-        """The lock table: name -> (owner, fencing token, expires_at on the owner's clock).
-
-        Entries stay until released, taken over, or purged by the leader's ``lock_purge``
-        (apply reads no clock, so nothing else expires them); compare ``expires_at`` with
-        your clock to tell a lapsed one.
-        """
+        """The older versions' lock table: name -> (owner, fencing token, expires_at on the
+        owner's wall clock), as replayed from their lock commands (empty on a cluster that
+        never ran them)."""
         with self._lock:
             return dict(self._locks)
 
@@ -330,6 +337,11 @@ class ReplicatedState:
     def lease_count(self) -> int:
         """How many leases the table holds."""
         return len(self._leases)
+
+    @property
+    def lease_expiries(self) -> int:
+        """Leases ended by expiry in the cluster's history (the same on caught-up replicas)."""
+        return self._lease_expiries
 
     def lease_of(self, key: str) -> int:
         """The id of the lease ``key`` is attached to (0: none)."""
@@ -364,7 +376,8 @@ class ReplicatedState:
             return Capture(dict(self._data), self._applied_index,
                            [(c, h, dict(r)) for c, (h, r) in self._sessions.items()],
                            locks=dict(self._locks), revision=self._revision,
-                           history=history, leases=self._leases.to_body())
+                           history=history, leases=self._leases.to_body(),
+                           lease_expiries=self._lease_expiries)
 
     def to_body(self) -> dict[str, Any]:
         """The state as plain msgpack types, for dumps and snapshots."""
@@ -374,7 +387,7 @@ class ReplicatedState:
         """Replace the whole state with ``body`` (from :meth:`to_body`).
 
         Bodies written before the lock table existed (no "locks") load with no locks, and
-        likewise for the lease table (no "leases"); bodies
+        likewise for the lease table (no "leases": no leases, no expiries counted); bodies
         written before revisions (a key holds [value, log index], no "revision") load as the
         module docstring says. Change listeners are told the state was replaced and get the
         body's watch history (none in older bodies).
@@ -388,6 +401,7 @@ class ReplicatedState:
             self._locks = {name: (owner, token, expires_at) for name, (owner, token, expires_at)
                            in body.get("locks", {}).items()}
             self._leases.load_body(body.get("leases", []))
+            self._lease_expiries = body.get("lease_expiries", 0)
             revision = self._revision
         history = [(rev, tuple(Change(*c) for c in changes))
                    for rev, changes in body.get("history", [])]
@@ -423,7 +437,7 @@ class Capture:
                  locks: dict[str, tuple[str, int, float]] | None = None,
                  revision: int = 0,
                  history: list[tuple[int, tuple[Change, ...]]] | None = None,
-                 leases: list[list[Any]] | None = None) -> None:
+                 leases: list[list[Any]] | None = None, lease_expiries: int = 0) -> None:
         self.data = data
         self.applied_index = applied_index
         self.revision = revision
@@ -431,15 +445,16 @@ class Capture:
         self.sessions = sessions
         self.locks = locks if locks is not None else {}
         self.leases = leases if leases is not None else []
+        self.lease_expiries = lease_expiries
 
     def __len__(self) -> int:
         return len(self.data)
 
     def body(self) -> dict[str, Any]:
         """Plain msgpack types: {"data", "applied_index", "revision", "sessions", "locks",
-        "leases", "history"} (history: [[revision, [[type, key, value, create_revision, version,
-        prev], ...]], ...], the watch history's last revisions, so a restarted node can
-        serve watchers that resume before its dump).
+        "leases", "lease_expiries", "history"} (history: [[revision, [[type, key, value,
+        create_revision, version, prev], ...]], ...], the watch history's last revisions, so
+        a restarted node can serve watchers that resume before its dump).
 
         ``data`` is this capture's own dict of (value, mod_revision, create_revision,
         version) tuples, not a copy: msgpack
@@ -453,6 +468,7 @@ class Capture:
             "sessions": [[c, h, list(r.items())] for c, h, r in self.sessions],
             "locks": {name: list(entry) for name, entry in self.locks.items()},
             "leases": self.leases,
+            "lease_expiries": self.lease_expiries,
             "history": [[rev, [[c.type, c.key, c.revision, c.value, c.create_revision,
                                 c.version, c.prev] for c in changes]]
                         for rev, changes in self.history],

@@ -1,21 +1,34 @@
-"""Lock table in the state machine (pure, fake clock) and the Lock recipe over a fake manager."""
+"""The lock commands of older versions still apply exactly as they did (pure, fake clock).
+
+Nothing proposes ``lock_acquire``/``lock_renew``/``lock_release``/``lock_purge`` any more
+(the lock recipe runs on leases and transactions), but journals and snapshots written by
+older versions hold them: replaying them must give the same lock table, results and state
+hash as before. The commands are built here in their old wire form.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
-from types import SimpleNamespace
-
 import msgpack
-import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from hastate.errors import LockHeldError, LockLostError, WriteTimeoutError
-from hastate.recipes.lock import Lock, LockGrant
 from hastate.state.codec import Command, encode_value
 from hastate.state.machine import LOCK_MAX_SKEW, ReplicatedState
 
 S = LOCK_MAX_SKEW
+
+
+def lock_command(op: str, name: str, owner: str, *, ttl: float = 0.0, now: float = 0.0,
+                 token: int = 0) -> Command:
+    """A lock command as older versions proposed it."""
+    return Command(op=op, keys=(name,),
+                   values={"owner": owner.encode(), "ttl": msgpack.packb(float(ttl)),
+                           "now": msgpack.packb(float(now))},
+                   expected={"token": int(token)})
+
+
+def purge_command(now: float) -> Command:
+    """The older versions' janitor command: drop the entries expired at ``now``."""
+    return Command(op="lock_purge", values={"now": msgpack.packb(float(now))})
 
 
 class Replica:
@@ -30,14 +43,14 @@ class Replica:
         return self.machine.apply_at(self.index, cmd.encode())
 
     def acquire(self, owner: str, now: float, ttl: float = 10.0, name: str = "L") -> tuple:
-        return self.apply(Command.lock("lock_acquire", name, owner, ttl=ttl, now=now))
+        return self.apply(lock_command("lock_acquire", name, owner, ttl=ttl, now=now))
 
     def renew(self, owner: str, token: int, now: float, ttl: float = 10.0,
               name: str = "L") -> tuple:
-        return self.apply(Command.lock("lock_renew", name, owner, ttl=ttl, now=now, token=token))
+        return self.apply(lock_command("lock_renew", name, owner, ttl=ttl, now=now, token=token))
 
     def release(self, owner: str, token: int, name: str = "L") -> tuple:
-        return self.apply(Command.lock("lock_release", name, owner, token=token))
+        return self.apply(lock_command("lock_release", name, owner, token=token))
 
 
 # -- the machine --------------------------------------------------------------------------
@@ -138,21 +151,9 @@ class TestLockMachine:
             assert r.apply(bad)[0] == "invalid"
         assert r.machine.state_hash() == before
 
-    @pytest.mark.parametrize("kwargs", [dict(name="", owner="a"), dict(name="L", owner=""),
-                                        dict(name="L", owner="a", ttl=0.0),
-                                        dict(name="L", owner="a", ttl=float("inf")),
-                                        dict(name="L", owner="a", now=float("nan")),
-                                        dict(name="L", owner="a", token=-1)])
-    def test_command_builder_refuses_bad_arguments(self, kwargs: dict) -> None:
-        kwargs = {"ttl": 1.0, "now": 1.0, **kwargs}
-        with pytest.raises(ValueError):
-            Command.lock("lock_acquire", **kwargs)
-        with pytest.raises(ValueError, match="not a lock op"):
-            Command.lock("update", "L", "a")
-
     def test_retried_proposal_returns_the_first_grant(self) -> None:
         r = Replica()
-        cmd = Command.lock("lock_acquire", "L", "a", ttl=5.0, now=100.0)
+        cmd = lock_command("lock_acquire", "L", "a", ttl=5.0, now=100.0)
         cmd = Command(op=cmd.op, client=b"c", seq=1, values=cmd.values, keys=cmd.keys,
                       expected=cmd.expected)
         first = r.apply(cmd)
@@ -173,7 +174,7 @@ class TestLockMachine:
                                                       "y": ("b", 2, 103.0)}
         assert other.state_hash() == r.machine.state_hash()
         # the restored replica decides like the original
-        nxt = Command.lock("lock_acquire", "x", "c", ttl=1.0, now=111.0 + S)
+        nxt = lock_command("lock_acquire", "x", "c", ttl=1.0, now=111.0 + S)
         assert other.apply_at(3, nxt.encode()) == r.machine.apply_at(3, nxt.encode())
         assert other.locks() == r.machine.locks()
 
@@ -227,12 +228,12 @@ def test_no_two_owners_hold_unexpired_grants_at_the_same_time(seq: list, offsets
         true_t += dt
         now = true_t + offset[owner] - lag
         if op == "acquire":
-            cmd = Command.lock("lock_acquire", "L", owner, ttl=ttl, now=now)
+            cmd = lock_command("lock_acquire", "L", owner, ttl=ttl, now=now)
         elif op == "renew":
-            cmd = Command.lock("lock_renew", "L", owner, ttl=ttl, now=now,
+            cmd = lock_command("lock_renew", "L", owner, ttl=ttl, now=now,
                                token=held.get(owner, 0))
         else:
-            cmd = Command.lock("lock_release", "L", owner, token=held.get(owner, 0))
+            cmd = lock_command("lock_release", "L", owner, token=held.get(owner, 0))
         result = r.apply(cmd)
         assert twin.apply(cmd) == result                        # deterministic
         _, granted, token, holder, expires_at = result
@@ -266,7 +267,7 @@ def test_any_clock_readings_hand_over_only_after_expiry_plus_skew(seq: list) -> 
     highest = 0
     for owner, op, now, ttl, token in seq:
         before = r.machine.locks().get("L")
-        result = r.apply(Command.lock(op, "L", owner, ttl=ttl, now=now, token=token))
+        result = r.apply(lock_command(op, "L", owner, ttl=ttl, now=now, token=token))
         after = r.machine.locks().get("L")
         if after is not None and (before is None or after[1] != before[1]):
             assert op == "lock_acquire" and result[1] and after[1] == r.index > highest
@@ -280,151 +281,50 @@ def test_any_clock_readings_hand_over_only_after_expiry_plus_skew(seq: list) -> 
             assert op == "lock_release" and owner == before[0] and token in (0, before[1])
 
 
-# -- the recipe over a fake manager ---------------------------------------------------------
+# -- the janitor's purge ----------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class FakeManager:
-    """The parts of StateManager a Lock uses, applying to one local replica."""
-
-    def __init__(self, instance_id: str = "instance-1") -> None:
-        self.instance_id = instance_id
-        self.write_timeout = 5.0
-        self.replica = Replica()
-        self.machine = self.replica.machine
-        self.fail = False
-        self.writes: list[str] = []
-        self._mutex = threading.Lock()
-
-    def propose(self, command: Command, timeout: float | None = None) -> tuple:
-        with self._mutex:
-            self.writes.append(command.op)
-            if self.fail:
-                raise WriteTimeoutError("injected", outcome_unknown=False)
-            return self.replica.apply(command)
+def test_purge_drops_only_entries_expired_past_the_skew_and_replicas_agree() -> None:
+    r, twin = Replica(), Replica()
+    for replica in (r, twin):
+        replica.apply(lock_command("lock_acquire", "old", "a", ttl=5.0, now=100.0))
+        replica.apply(lock_command("lock_acquire", "fresh", "b", ttl=50.0, now=100.0))
+    assert r.apply(purge_command(105.5)) == twin.apply(purge_command(105.5)) == ("purged", [])
+    assert r.apply(purge_command(106.0)) == twin.apply(purge_command(106.0)) == \
+        ("purged", ["old"])
+    assert set(r.machine.locks()) == {"fresh"}
+    assert r.machine.state_hash() == twin.machine.state_hash()
+    assert r.apply(Command(op="lock_purge", values={}))[0] == "invalid"
 
 
-class TestLockRecipe:
-    def test_two_locks_in_one_process_contend(self) -> None:
-        sm, clock = FakeManager(), FakeClock()
-        a = Lock(sm, "L", ttl=5.0, clock=clock, sleep=clock.sleep)
-        b = Lock(sm, "L", ttl=5.0, clock=clock, sleep=clock.sleep)
-        assert a.owner != b.owner and a.owner.startswith("instance-1/")
-        grant = a.acquire()
-        assert grant == LockGrant(1, a.owner, 1005.0) and a.token == 1 and a.is_held()
-        with pytest.raises(LockHeldError) as info:
-            b.acquire(blocking=False)
-        assert info.value.owner == a.owner and info.value.expires_at == 1005.0
-        assert b.token is None and b.holder() == grant
-
-    def test_blocking_acquire_waits_out_expiry_and_skew_in_the_local_table(self) -> None:
-        sm, clock = FakeManager(), FakeClock()
-        a = Lock(sm, "L", ttl=5.0, clock=clock, sleep=clock.sleep)
-        b = Lock(sm, "L", ttl=5.0, clock=clock, sleep=clock.sleep)
-        first = a.acquire()
-        second = b.acquire(timeout=30)
-        assert second.token > first.token and second.owner == b.owner
-        assert clock.now >= first.expires_at + S
-        assert sm.writes.count("lock_acquire") <= 2 + int((5 + S) / 1.0) + 1   # waits locally
-        assert a.token is None                                # expired on a's clock
-        with pytest.raises(LockLostError):
-            a.renew()
-        assert a.lost and a.release() is False                # does not free b's grant
-        assert sm.machine.locks()["L"][0] == b.owner
-
-    def test_blocking_acquire_times_out_naming_the_holder(self) -> None:
-        sm, clock = FakeManager(), FakeClock()
-        a = Lock(sm, "L", ttl=60.0, clock=clock, sleep=clock.sleep)
-        a.acquire()
-        b = Lock(sm, "L", clock=clock, sleep=clock.sleep)
-        with pytest.raises(LockHeldError, match="after waiting") as info:
-            b.acquire(timeout=2.0)
-        assert info.value.owner == a.owner and 2.0 <= clock.now - 1000.0 < 2.5
-
-    def test_renew_release_and_context_manager(self) -> None:
-        sm, clock = FakeManager(), FakeClock()
-        lock = Lock(sm, "L", ttl=5.0, clock=clock, sleep=clock.sleep)
-        with lock as grant:
-            clock.now += 3
-            renewed = lock.renew()
-            assert renewed.token == grant.token and renewed.expires_at == 1008.0
-        assert sm.machine.locks() == {} and lock.token is None
-        assert lock.release() is False                        # nothing held, nothing sent
-        assert sm.writes == ["lock_acquire", "lock_renew", "lock_release"]
-        again = lock.acquire()
-        assert again.token > grant.token
-
-    def test_acquire_is_idempotent_for_the_same_lock(self) -> None:
-        sm, clock = FakeManager(), FakeClock()
-        lock = Lock(sm, "L", ttl=5.0, clock=clock, sleep=clock.sleep)
-        first = lock.acquire()
-        clock.now += 1
-        assert lock.acquire(blocking=False).token == first.token
-
-    def test_auto_renew_keeps_the_grant_alive(self) -> None:
-        sm = FakeManager()
-        lost: list[LockGrant] = []
-        lock = Lock(sm, "L", ttl=0.3, auto_renew=True, on_lost=lost.append)
-        grant = lock.acquire()
-        time.sleep(1.0)
-        assert lock.token == grant.token and not lost and sm.writes.count("lock_renew") >= 2
-        lock.release()
-        assert sm.machine.locks() == {}
-        time.sleep(0.3)
-        assert not lost
-
-    def test_auto_renew_failure_marks_lost_and_calls_on_lost_once(self) -> None:
-        sm = FakeManager()
-        lost: list[LockGrant] = []
-        done = threading.Event()
-        lock = Lock(sm, "L", ttl=0.3, auto_renew=True,
-                    on_lost=lambda g: (lost.append(g), done.set()))
-        grant = lock.acquire()
-        sm.fail = True
-        assert done.wait(2.0)
-        assert lost == [grant] and lock.lost and lock.token is None
-        with pytest.raises(LockLostError):
-            lock.renew()
-        time.sleep(0.2)
-        assert lost == [grant]
-
-    def test_auto_renew_after_takeover_reports_loss(self) -> None:
-        sm = FakeManager()
-        done = threading.Event()
-        lock = Lock(sm, "L", ttl=0.3, auto_renew=True, on_lost=lambda g: done.set())
-        lock.acquire()
-        sm.replica.release(lock.owner, 0)                        # e.g. an operator freed it
-        sm.replica.acquire("intruder", now=time.time())
-        assert done.wait(2.0) and lock.lost
-
-    def test_write_errors_propagate_from_non_blocking_acquire(self) -> None:
-        sm, clock = FakeManager(), FakeClock()
-        sm.fail = True
-        lock = Lock(sm, "L", clock=clock, sleep=clock.sleep)
-        with pytest.raises(WriteTimeoutError):
-            lock.acquire(blocking=False)
-        with pytest.raises(WriteTimeoutError):
-            lock.acquire(timeout=1.0)                             # retried, then raised
-
-    def test_bad_arguments(self) -> None:
-        with pytest.raises(ValueError):
-            Lock(FakeManager(), "")
-        with pytest.raises(ValueError):
-            Lock(FakeManager(), "L", ttl=0)
+def test_lock_commands_leave_the_revision_and_the_keys_alone() -> None:
+    r = Replica()
+    r.apply(Command(op="update", values={"k": encode_value("k", 1)}))
+    before = (r.machine.revision, r.machine.snapshot())
+    r.acquire("a", now=1.0)
+    r.renew("a", 2, now=2.0)
+    r.apply(purge_command(50.0))
+    assert (r.machine.revision, r.machine.snapshot()) == before
 
 
-def test_manager_factory_binds_lock() -> None:
-    from hastate.manager import StateManager
-    sm = SimpleNamespace(instance_id="i", write_timeout=1.0)
-    lock = StateManager.lock(sm, "L", 3.0, auto_renew=True)   # type: ignore[arg-type]
-    assert isinstance(lock, Lock) and lock.manager is sm and lock.ttl == 3.0 and lock.auto_renew
+def test_an_older_journal_replays_to_the_results_and_hash_the_older_version_gave() -> None:
+    """Golden values computed by the version that still proposed these commands."""
+    journal = [lock_command("lock_acquire", "L", "a", ttl=5, now=100),
+               Command(op="update", values={"k": encode_value("k", 1)}),
+               lock_command("lock_acquire", "L", "b", ttl=5, now=103),
+               lock_command("lock_renew", "L", "a", ttl=5, now=104, token=1),
+               lock_command("lock_acquire", "M", "b", ttl=2, now=104),
+               purge_command(107.5),
+               lock_command("lock_acquire", "L", "b", ttl=5, now=110.5),
+               lock_command("lock_release", "L", "a", token=1),
+               lock_command("lock_release", "L", "b", token=7),
+               lock_command("lock_acquire", "N", "c", ttl=9, now=111)]
+    r = Replica()
+    assert [r.apply(command) for command in journal] == [
+        ("lock", True, 1, "a", 105.0), ("ok", 1, 2), ("lock", False, 1, "a", 105.0),
+        ("lock", True, 1, "a", 109.0), ("lock", True, 5, "b", 106.0), ("purged", ["M"]),
+        ("lock", True, 7, "b", 115.5), ("lock", False, 7, "b", 115.5),
+        ("lock", True, 7, "b", 115.5), ("lock", True, 10, "c", 120.0)]
+    assert r.machine.locks() == {"N": ("c", 10, 120.0)}
+    assert r.machine.state_hash() == \
+        "95107b5a4d0efb6c203a5dabb6d594c64d3c76990fe22bc044b62954c9e4d0b6"
