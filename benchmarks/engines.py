@@ -148,7 +148,8 @@ def table(results: dict[str, Any]) -> str:
         for engine in engines:
             value = _value(results["engines"][engine], path)
             ref = _value(base, path)
-            cell = "-" if value is None else f"{value:.3f}" if value < 10 else f"{value:.0f}"
+            cell = "-" if value is None else f"{value:.3f}" if value < 10 else \
+                f"{value:.1f}" if value < 1000 else f"{value:.0f}"
             if value is not None and ref and engine != "raft":
                 cell += f" (x{value / ref:.2f})"
             row.append(cell)
