@@ -19,8 +19,9 @@ from click.testing import CliRunner
 from hastate import StateManager, engines
 from hastate.cli import cli
 from hastate.observability import logs
-from hastate.testing import LocalCluster, free_port, wait_for
+from hastate.testing import LocalCluster, wait_for
 from hastate.testing.cluster import ADMIN_TOKEN_ENV
+from hastate.testing.engine_files import write_engine_file
 
 from .fake_engine import FakeEngine, FakeStore
 
@@ -32,14 +33,8 @@ RAFT_ONLY = ("hastate_commit_index", "hastate_journal_fsync_seconds",
 
 
 def _fake_config(workdir: Path) -> Path:
-    lines = ["[cluster]", 'name = "ops"', 'engine = "etcd"',
-             f'admin_token_env = "{ADMIN_TOKEN_ENV}"', "", "[etcd]",
-             'endpoints = ["unused: the fake engine replaces the store"]', ""]
-    for node_id in IDS:
-        lines += ["[[nodes]]", f'id = "{node_id}"', f'http = "127.0.0.1:{free_port()}"', ""]
-    path = workdir / "cluster.toml"
-    path.write_text("\n".join(lines))
-    return path
+    return write_engine_file(workdir, name="ops", engine="etcd", http=True,
+                             settings={"endpoints": ["unused: the fake engine"]})
 
 
 @pytest.fixture(params=["fake", "raft"])
@@ -114,6 +109,11 @@ def test_endpoints_cli_and_log_context_work_on_every_engine(
     exit_code, rows = status_cli(config)
     assert exit_code == 0, rows
     assert [r["id"] for r in rows if r["is_leader"]] == [leader.instance_id]
+    table = CliRunner().invoke(cli, ["status", "--config", str(config)])
+    header, *lines = table.stdout.splitlines()
+    progress = "commit_index" if engine == "raft" else "revision"
+    assert table.exit_code == 0 and progress in header.split(), table.stdout
+    assert len(lines) == 4 and lines[-1].startswith(f"OK: leader {leader.instance_id}")
 
     target = next(i for i in IDS if i != leader.instance_id)
     code, moved = http(leader, "/admin/transfer-leadership", {"to": target})
