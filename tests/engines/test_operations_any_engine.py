@@ -1,5 +1,5 @@
-"""Operations work whatever the engine: probes, /status, /metrics, /state, /v1, admin
-transfer, JSON log context and ``hastate status``, on the Raft engine and, as a Protocol
+"""Operations work whatever the engine: probes, /status, /metrics, /state, /v1, JSON log
+context, ``hastate status`` and ``hastate failover``, on the Raft engine and, as a Protocol
 conformance test, on :mod:`fake_engine` (an in-process store behind the Engine contract:
 the code above the contract may read nothing else).
 """
@@ -116,8 +116,8 @@ def test_endpoints_cli_and_log_context_work_on_every_engine(
     assert len(lines) == 4 and lines[-1].startswith(f"OK: leader {leader.instance_id}")
 
     target = next(i for i in IDS if i != leader.instance_id)
-    code, moved = http(leader, "/admin/transfer-leadership", {"to": target})
-    assert code == 200 and moved["leader"] == target
+    moved = CliRunner().invoke(cli, ["failover", "--config", str(config), "--to", target])
+    assert moved.exit_code == 0 and f"-> {target}" in moved.stdout, moved.output
     wait_for(lambda: sms[target].is_leader(), timeout=30, what=f"{target} leads")
     wait_for(lambda: status_cli(config)[0] == 0, timeout=30, what="hastate status OK")
     assert [r["id"] for r in status_cli(config)[1] if r["is_leader"]] == [target]
