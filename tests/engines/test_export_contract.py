@@ -48,3 +48,26 @@ def test_an_export_holds_every_key_and_lease_at_one_revision_and_loads_elsewhere
         assert target.get_state(keys=mine) == writer.get_state(keys=mine)
         (moved,) = [info for info in target.leases().values() if info.keys & set(mine)]
         assert moved.ttl == 60.0 and moved.keys == {f"{prefix}c"}
+
+
+def test_exports_racing_for_one_number_are_both_listed(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeStore(["instance-1"])
+    monkeypatch.setattr(engines, "open_engine",
+                        lambda cfg, instance, options: FakeEngine(fake, instance))
+    config = write_engine_file(tmp_path, name="race", engine="etcd", settings={},
+                               ids=["instance-1"])
+    store = open_store(f"memory://race-{uuid.uuid4().hex}")
+    with StateManager.from_config(config, "instance-1", serve_http=False) as sm:
+        sm.save_state({"k": 1})
+        first = portable.take(sm, store)
+        sm.save_state({"k": 2})
+        real = portable.list_snapshots
+        views = [[]]                # the second export saw the manifest before the first
+        monkeypatch.setattr(portable, "list_snapshots",
+                            lambda s: views.pop() if views else real(s))
+        second = portable.take(sm, store)
+        assert not views
+    assert (first.revision, second.revision) == (1, 2)
+    assert [s.name for s in real(store)] == [second.name, first.name]
+    assert second.name.startswith("snapshots/00000000000000000002-")

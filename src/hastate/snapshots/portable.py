@@ -21,7 +21,8 @@ from itertools import groupby
 from typing import Any, Iterable, Iterator, Protocol
 
 from hastate.errors import RestoreTargetNotEmptyError
-from hastate.snapshots.format import list_snapshots, load, write_snapshot
+from hastate.snapshots.format import (MANIFEST_ATTEMPTS, StaleSnapshotError, list_snapshots,
+                                      load, write_snapshot)
 from hastate.snapshots.store import SnapshotStore
 from hastate.state import txn
 from hastate.state.codec import decode_value
@@ -92,20 +93,28 @@ class Loaded:
         return dict(self.__dict__)
 
 
-def take(manager: Manager, store: SnapshotStore,
-         timeout: float | None = None) -> Taken:
+def take(manager: Manager, store: SnapshotStore, timeout: float | None = None) -> Taken:
     """Export ``manager``'s cluster at one revision and list it first in ``store``'s manifest.
 
     Exports are numbered one after another in their store (the snapshot ``index``); the
-    revision they were read at is in the header (``extra["revision"]``).
+    revision they were read at is the name's second number (the ``term`` field) and
+    ``extra["revision"]`` of the header. Two exports racing for one number: the one listed
+    second takes the next (at the same revision they hold the same state, and the stored
+    one is listed once).
     """
     export = manager.engine.export(timeout)
-    listed = list_snapshots(store)
-    sequence = listed[0].index + 1 if listed else 1
-    meta = write_snapshot(store, export.to_body(), cluster=manager.cluster, index=sequence,
-                          term=0, keys=len(export.records),
-                          extra={"kind": KIND, "engine": manager.engine.name,
-                                 "revision": export.revision})
+    for attempt in range(MANIFEST_ATTEMPTS):
+        listed = list_snapshots(store)
+        try:
+            meta = write_snapshot(store, export.to_body(), cluster=manager.cluster,
+                                  index=listed[0].index + 1 if listed else 1,
+                                  term=export.revision, keys=len(export.records),
+                                  extra={"kind": KIND, "engine": manager.engine.name,
+                                         "revision": export.revision})
+            break
+        except StaleSnapshotError:
+            if attempt == MANIFEST_ATTEMPTS - 1:
+                raise
     logger.info("state exported", extra={"snapshot": meta.name, "revision": export.revision,
                                          "keys": len(export.records)})
     return Taken(meta.name, export.revision, len(export.records), len(export.leases),
