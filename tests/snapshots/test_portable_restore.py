@@ -20,6 +20,7 @@ from hastate.cli import cli
 from hastate.cli.exit import Exit
 from hastate.testing import LocalCluster, wait_for
 from hastate.testing.cluster import ADMIN_TOKEN_ENV
+from hastate.testing.engine_files import write_engine_file
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +81,11 @@ def test_state_moves_between_running_clusters_and_bad_input_is_refused(
 
         again = hastate("restore", "--config", str(config), "--into-running", "--from", store)
         assert again.exit_code == Exit.REFUSED and "already holds" in again.output
+
+
+def test_restore_says_which_mode_an_engine_needs(tmp_path: Path) -> None:
+    config = str(write_engine_file(tmp_path, name="dr", engine="etcd", settings={}))
+    offline = hastate("restore", "--config", config, "--from", "file:///nowhere")
+    assert offline.exit_code == Exit.USAGE and "--into-running" in offline.output
+    mixed = hastate("restore", "--config", config, "--into-running", "--dry-run")
+    assert mixed.exit_code == Exit.USAGE and "--dry-run cannot be combined" in mixed.output
