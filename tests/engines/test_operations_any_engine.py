@@ -89,6 +89,7 @@ def test_endpoints_cli_and_log_context_work_on_every_engine(
         code, status = http(sm, "/status")
         assert code == 200 and status["engine"] == engine and status["revision"] >= 0
         assert status["is_leader"] == (sm is leader)
+        assert ("journal_fsyncs" in status) == ("commit_index" in status) == (engine == "raft")
 
     code, metrics = http(leader, "/metrics")
     assert code == 200
