@@ -25,6 +25,7 @@ import pytest
 
 from hastate import load_config
 from hastate.testing import LocalCluster, wait_for
+from hastate.testing.engine_files import write_engine_file
 
 pytestmark = pytest.mark.integration
 
@@ -96,12 +97,24 @@ def raft_file(workdir: Path, name: str) -> Iterator[Path]:
     yield LocalCluster(workdir, 3, name=name).config_path
 
 
+def store_file(start: Callable[[Path], ContextManager[Any]], engine: str,
+               settings: Callable[[Any], dict[str, Any]]) -> Callable[[Path, str],
+                                                              ContextManager[Path]]:
+    """A store engine's builder: ``start(workdir)`` runs the store (and stops it after the
+    test); the file has its ``[engine]`` table ``settings(store)`` and three bots."""
+    @contextmanager
+    def build(workdir: Path, name: str) -> Iterator[Path]:
+        with start(workdir) as store:
+            yield write_engine_file(workdir, name=name, engine=engine, settings=settings(store))
+    return build
+
+
 #: engine -> builder of the three bots' cluster file (a context manager: it starts the
-#: engine's store and stops it after the test). A store engine's entry is one line, its
-#: store started by its hastate.testing module and the file written by
-#: ``hastate.testing.engine_files.write_engine_file(workdir, name=name, engine=..., settings=...)``
-#: (etcd: hastate.testing.etcd's cluster endpoints; firestore: hastate.testing.firestore's
-#: emulator project), added here once those modules are on this branch.
+#: engine's store and stops it after the test). A store engine's entry is one line with
+#: :func:`store_file` once its store fixture is on this branch, e.g. (names as its
+#: hastate.testing module spells them):
+#:     "etcd": store_file(etcd.EtcdCluster, "etcd", lambda c: {"endpoints": c.endpoints}),
+#:     "firestore": store_file(firestore.Emulator, "firestore", lambda e: e.settings()),
 CLUSTER_FILES: dict[str, Callable[[Path, str], ContextManager[Path]]] = {
     "raft": raft_file,
 }
