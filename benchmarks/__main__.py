@@ -1,5 +1,8 @@
 """``python -m benchmarks [--quick] [--out results/DIR]``: run everything, print the table.
 
+``python -m benchmarks engines ...`` compares hastate's engines instead (see
+:mod:`benchmarks.engines`).
+
 Default run < 10 minutes on 2 cores; ``--quick`` about 2 minutes. Writes ``results.json``,
 ``summary.md`` and PNG plots (if matplotlib is installed) to ``--out``.
 """
@@ -185,6 +188,10 @@ def rerun_at_commit(ref: str, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["engines"]:
+        from benchmarks import engines
+        return engines.main(given[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run (about 2 minutes)")

@@ -127,7 +127,8 @@ def file_wiring(cfg: ClusterConfig, instance_id: str, *, project_id: str | None 
         security = TransportSecurity(mode="plaintext", node_ids=ids)
     return Wiring(peers={n.id: n.raft for n in cfg.nodes}, region=node.region,
                   data_dir=node.data_dir, profile=cfg.profile, cluster_name=cfg.name,
-                  transport=security, snapshots=cfg.snapshots, members=tuple(cfg.members()),
+                  transport=security, snapshots=cfg.snapshots,
+                  members=tuple(cfg.members()) if cfg.engine == "raft" else (),
                   http=node.http,
                   admin_token=admin_token if admin_token is not None else cfg.admin_token(),
                   config=cfg)

@@ -116,6 +116,11 @@ class ForeignDataError(CorruptDataError):
     """Raised when intact data belongs to another cluster: the wrong store or data_dir."""
 
 
+class RestoreTargetNotEmptyError(HAStateError):
+    """Raised when a snapshot would be loaded into a running cluster that already holds keys
+    (a restore never overwrites: delete them, or restore into a fresh cluster)."""
+
+
 class LockHeldError(HAStateError):
     """Raised when a lock is held by another owner: by a non-blocking ``Lock.acquire``, or
     by a blocking one whose timeout ran out.

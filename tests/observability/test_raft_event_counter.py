@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from hastate.observability.stats import NodeStats, RaftEventCounter
 
 
@@ -24,7 +22,7 @@ class FakeNode:
 def test_counts_add_up_across_a_restart_of_the_node() -> None:
     node = FakeNode()
     stats = NodeStats("n1")
-    counter = RaftEventCounter(SimpleNamespace(node=node), stats)
+    counter = RaftEventCounter(node, stats)
     node.elections, node.compacted = 2, 1
     counter(0.0)
     counter(0.0)                          # no new election: nothing added twice

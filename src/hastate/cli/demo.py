@@ -113,9 +113,9 @@ def bot(config_path: str, node_id: str) -> None:
     manager = StateManager(project_id=PROJECT, instance_id=node_id, region=region)
     _bot(manager, stop, Path(config_path).parent / f"acks-{node_id}.log")
     while not stop.wait(0.2):
-        if manager.node.fatal_error:
-            raise click.ClickException(f"bot stopped to protect its data: "
-                                       f"{manager.node.fatal_error}")
+        fatal = manager.engine.fatal_error()
+        if fatal:
+            raise click.ClickException(f"bot stopped to protect its data: {fatal}")
     # the manager stops at interpreter exit, as in any bot that never calls stop()
 
 

@@ -26,13 +26,13 @@ def serve(config_path: str, node_id: str, join: bool = False) -> None:
     shutdown_tracing = tracing.configure_from_env(node_id)  # OTEL_EXPORTER_OTLP_ENDPOINT
     manager = StateManager.from_config(config_path, node_id, join=join)
     manager.start()
-    logger.info("node serving", extra={"node": node_id, "raft": manager.spec.address,
+    logger.info("node serving", extra={"node": node_id, "engine": manager.engine.name,
                                        "http": manager.http_address})
     try:
         while not stop.wait(0.2):
-            if manager.node.fatal_error:
-                raise click.ClickException(f"node stopped to protect its data: "
-                                           f"{manager.node.fatal_error}")
+            fatal = manager.engine.fatal_error()
+            if fatal:
+                raise click.ClickException(f"node stopped to protect its data: {fatal}")
     finally:
         manager.stop()
         if shutdown_tracing is not None:

@@ -1,9 +1,12 @@
-"""``hastate restore``: rebuild a cluster's data dirs from a snapshot store.
+"""``hastate restore``: rebuild a Raft cluster's data dirs from a snapshot store, or with
+``--into-running`` load a snapshot into a running cluster of any engine through one of its
+nodes (``hastate snapshot take`` makes them; :mod:`hastate.snapshots.portable`).
 
 Exit codes (:class:`~hastate.cli.exit.Exit`): OK restored (or would be, with --dry-run);
 FAILED a snapshot or segment failed verification; USAGE bad arguments or config, or a target
 data_dir is not empty; NOT_FOUND no snapshot matches; STORE_UNAVAILABLE the store could not be
-read (missing bucket, no permission, unreachable).
+read (missing bucket, no permission, unreachable); with ``--into-running`` also REFUSED the
+running cluster already holds keys.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import sys
 
 import click
 
+from hastate.cli.dr import admin_post
 from hastate.cli.exit import Exit, fail
-from hastate.config import load_config
+from hastate.config import ClusterConfig, load_config
 from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.errors import ConfigError, CorruptDataError, SnapshotError, SnapshotNotFoundError
 from hastate.snapshots.restore import rebuild
@@ -50,13 +54,29 @@ def _parse_time(value: str | None) -> float | None:
               help="If the chosen snapshot fails verification, use the previous good one.")
 @click.option("--dry-run", is_flag=True, help="Verify and rebuild, but write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--into-running", is_flag=True,
+              help="Load the snapshot into the running cluster (any engine, no keys yet) "
+                   "through its node --id (default: the leader); --from defaults to "
+                   "<[snapshots] store>/exports.")
+@click.option("--source-cluster", default=None,
+              help="With --into-running: the cluster name the snapshot was taken from "
+                   "(default: this file's).")
 def restore(config_path: str, url: str | None, name: str | None, index: int | None,
             at_time: str | None, node_ids: tuple[str, ...], fallback: bool, dry_run: bool,
-            as_json: bool) -> None:
+            as_json: bool, into_running: bool, source_cluster: str | None) -> None:
     """Restore the cluster's state from a snapshot store into empty data dirs."""
     if sum(x is not None for x in (name, index, at_time)) > 1:
         raise click.UsageError("give at most one of --snapshot, --index, --time")
     config = load_config(config_path)
+    if into_running:
+        _into_running(config, url, name, node_ids, as_json, source_cluster,
+                      refused=[flag for flag, given in (("--index", index is not None),
+                               ("--time", at_time is not None), ("--fallback", fallback),
+                               ("--dry-run", dry_run)) if given])
+        return
+    if config.engine != "raft":
+        raise click.UsageError(f"engine {config.engine!r} keeps no data dirs to seed: load "
+                               "the snapshot into the running cluster with --into-running")
     url = url or config.snapshots.store
     if url is None:
         raise click.UsageError("no --from URL and no [snapshots] store in the cluster file")
@@ -102,3 +122,24 @@ def restore(config_path: str, url: str | None, name: str | None, index: int | No
                        "replay stopped there")
         click.echo("dry run: nothing written" if dry_run else
                    f"seeded data dirs of {', '.join(seeded)}; start the nodes now")
+
+
+def _into_running(config: ClusterConfig, url: str | None, name: str | None,
+                  node_ids: tuple[str, ...], as_json: bool, source_cluster: str | None,
+                  refused: list[str]) -> None:
+    """Ask one running node to load the snapshot through the API (see the module docstring)."""
+    if refused:
+        raise click.UsageError(f"{', '.join(refused)} cannot be combined with --into-running")
+    if len(node_ids) > 1:
+        raise click.UsageError("with --into-running, --id names the one node to load through")
+    body = {k: v for k, v in (("from", url), ("snapshot", name),
+                              ("cluster", source_cluster)) if v is not None}
+    node, result = admin_post(config, node_ids[0] if node_ids else None, "/admin/import",
+                              body, timeout=3600)
+    if as_json:
+        click.echo(json.dumps({**result, "node": node}, indent=2))
+        return
+    click.echo(f"loaded {result['name']} (revision {result['source_revision']}) into the "
+               f"running cluster through {node}: {result['keys']} keys in "
+               f"{result['batches']} transactions (revisions {result['first_revision']}.."
+               f"{result['last_revision']}), {result['leases']} leases granted again")

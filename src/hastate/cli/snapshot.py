@@ -1,8 +1,12 @@
-"""``hastate snapshot create|list|verify|copy``: disaster-recovery snapshots of a cluster.
+"""``hastate snapshot create|take|list|verify|copy``: disaster-recovery snapshots of a cluster.
 
-Exit codes (:class:`~hastate.cli.exit.Exit`) as ``hastate restore``; ``create`` also: FAILED
-no leader, USAGE no admin token, UNAUTHORIZED token refused, REFUSED the leader did not take
-the snapshot, UNREACHABLE the leader did not answer.
+``create`` asks the Raft leader for one of its periodic snapshots now; ``take`` exports the
+state of a cluster of any engine at one revision (:mod:`hastate.snapshots.portable`), which
+``hastate restore --into-running`` loads into a running cluster of any engine.
+
+Exit codes (:class:`~hastate.cli.exit.Exit`) as ``hastate restore``; ``create`` and ``take``
+also: FAILED no leader, USAGE no admin token, UNAUTHORIZED token refused, REFUSED the leader
+did not take the snapshot, UNREACHABLE the node did not answer.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import click
 
 from hastate.admin_client import call
+from hastate.cli.dr import admin_post
 from hastate.cli.exit import Exit, fail
 from hastate.cli.failover import admin_token, refused_token
 from hastate.cli.status import fetch_status, unreachable
@@ -60,6 +65,24 @@ def create(config_path: str, as_json: bool) -> None:
     click.echo(json.dumps(result, indent=2) if as_json else
                f"snapshot {result.get('name')} at index {result.get('index')} uploaded by "
                f"{node.id}")
+
+
+@snapshot.command("take")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--id", "node_id", default=None,
+              help="Node that reads the state (default: the leader); any engine.")
+@click.option("--to", "url", default=None,
+              help="Store URL (default: <[snapshots] store>/exports).")
+@click.option("--json", "as_json", is_flag=True)
+def take(config_path: str, node_id: str | None, url: str | None, as_json: bool) -> None:
+    """Export the cluster's state at one revision (keys, revisions, leases) to a store."""
+    config = load_config(config_path)
+    node, result = admin_post(config, node_id, "/admin/export",
+                              {} if url is None else {"to": url}, timeout=300)
+    click.echo(json.dumps(result, indent=2) if as_json else
+               f"exported {result['keys']} keys and {result['leases']} leases at revision "
+               f"{result['revision']} ({result['engine']} engine, read by {node}) to "
+               f"{result['store']} as {result['name']}")
 
 
 @snapshot.command("list")

@@ -108,6 +108,15 @@ def classify(rows: list[dict[str, Any]]) -> tuple[Exit, str]:
 
 _COLUMNS = ("id", "region", "role", "term", "leader", "commit_index", "applied_index", "lag",
             "last_contact", "snapshot_age", "lease_remaining", "reachable")
+#: For engines without a Raft log: the revision instead of the log indexes.
+_STORE_COLUMNS = ("id", "region", "engine", "role", "term", "leader", "revision", "lag",
+                  "last_contact", "snapshot_age", "lease_remaining", "reachable")
+
+
+def _columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The Raft columns unless a node that answered runs another engine."""
+    engines = {r.get("engine", "raft") for r in rows if r.get("reachable")}
+    return _COLUMNS if engines <= {"raft"} else _STORE_COLUMNS
 
 
 def _cell(row: dict[str, Any], column: str) -> str:
@@ -125,8 +134,9 @@ def _cell(row: dict[str, Any], column: str) -> str:
 
 def render_table(rows: list[dict[str, Any]]) -> str:
     """Fixed-width table of the status rows."""
-    table = [[str(c) for c in _COLUMNS]] + [[_cell(row, c) for c in _COLUMNS] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(_COLUMNS))]
+    columns = _columns(rows)
+    table = [[str(c) for c in columns]] + [[_cell(row, c) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
                      for r in table)
 

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Literal, Protocol, TypeVar, runtime_
 
 from hastate.consensus.membership import Member
 from hastate.state.codec import Command
+from hastate.state.export import StateExport
 from hastate.state.leases import LeaseInfo
 from hastate.state.txn import Record
 from hastate.state.watch import Watcher
@@ -67,6 +68,10 @@ class Engine(Protocol):
         """The engine's own health check: its threads run and its disk, if it keeps files,
         accepts a synced write (the default health check of failover)."""
 
+    def fatal_error(self) -> str | None:
+        """Why this instance stopped itself to protect the data (None while it has not):
+        ``/healthz`` answers 503 and ``hastate node run`` exits with it. Cheap."""
+
     # -- writes -------------------------------------------------------------------------
     def submit(self, command: Command, timeout: float,
                finish: Callable[[tuple], T]) -> "Future[T]":
@@ -99,6 +104,14 @@ class Engine(Protocol):
 
     def state_hash(self) -> str:
         """A digest of the state at :meth:`revision` (equal on instances that agree)."""
+
+    def export(self, timeout: float | None) -> StateExport:
+        """Every key (encoded value, mod/create revision, version) and every live lease with
+        its TTL and keys, all read at one revision that reflects every write acknowledged
+        before the call (disaster-recovery snapshots; see :mod:`hastate.state.export`).
+
+        :raises ReadError: the consistent read could not be confirmed in time.
+        """
 
     # -- leases -------------------------------------------------------------------------
     def leases(self) -> dict[int, LeaseInfo]:
@@ -156,4 +169,12 @@ class Engine(Protocol):
 
     def status(self) -> dict[str, Any]:
         """Engine fields of ``StateManager.status()``: at least ``role``, ``is_leader``,
-        ``leader``, ``fencing_token``, ``term`` and ``members`` (list of dicts)."""
+        ``leader``, ``fencing_token``, ``term`` and ``members`` (list of dicts). Optional,
+        read by ``/metrics`` and ``hastate status`` when present: ``peers`` (id -> dict
+        with ``connected``, ``match_index``, ``lag``, ``last_contact_age``),
+        ``writes_in_flight``, ``lease_remaining``, ``lease_expiries``, ``leader_changes``,
+        ``member``, ``profile``, ``fatal_error``; engine-specific fields beside them."""
+
+    def log_context(self) -> dict[str, Any]:
+        """The engine's fields on every structured log line: ``term`` and ``role`` (None
+        when unknown). Called for each line, so cheap and never raising."""

@@ -35,6 +35,7 @@ from hastate.observability import stats
 from hastate.observability.operations import traced_write
 from hastate.snapshots.service import SnapshotService
 from hastate.state.codec import Command
+from hastate.state.export import StateExport
 from hastate.state.housekeeping import LeaseExpirer
 from hastate.state.leases import LeaseInfo
 from hastate.state.machine import ReplicatedState
@@ -108,6 +109,7 @@ class RaftEngine:
                 self.snapshot_settings, cluster=self.spec.cluster, machine=self.machine,
                 is_leader=self.is_leader, term=self.node.term)
         self.node.start()
+        stats.attach_raft(self.node, self.instance_id, self.spec.data_dir)
         if self.snapshots is not None:
             self.snapshots.start()
         self.lease_expirer.start()
@@ -159,6 +161,15 @@ class RaftEngine:
             return False
         return True
 
+    def fatal_error(self) -> str | None:
+        return self.node.fatal_error
+
+    def log_context(self) -> dict[str, Any]:
+        try:
+            return {"term": self.node.term(), "role": self.node.role()}
+        except Exception:   # not started yet or stopped
+            return {"term": None, "role": None}
+
     # -- writes -------------------------------------------------------------------------
     def submit(self, command: Command, timeout: float,
                finish: Callable[[tuple], T]) -> "Future[T]":
@@ -200,6 +211,14 @@ class RaftEngine:
 
     def state_hash(self) -> str:
         return self.machine.state_hash()
+
+    def export(self, timeout: float | None) -> StateExport:
+        """The replica's state captured after a linearizing barrier (one revision)."""
+        self._linearize(timeout)
+        capture = self.machine.capture()
+        return StateExport(capture.revision, capture.data,
+                           {lease: (ttl, frozenset(keys))
+                            for lease, ttl, _refreshed, keys in capture.leases})
 
     # -- leases -------------------------------------------------------------------------
     def leases(self) -> dict[int, LeaseInfo]:
@@ -295,6 +314,8 @@ class RaftEngine:
             "lease_expiries": self.machine.lease_expiries,
             "leader_changes": st.leader_changes,
             "profile": self.spec.profile.name,
+            "prevotes_started": st.prevotes_started,
+            **stats.for_node(self.instance_id).as_dict(),
             "fatal_error": st.fatal_error,
             "snapshots": self.snapshots.status() if self.snapshots is not None else None,
             "member": st.is_member,

@@ -21,7 +21,7 @@ from hastate.errors import ConfigError
 
 if TYPE_CHECKING:
     from hastate.config import LoggingConfig
-    from hastate.consensus.node import RaftNode
+    from hastate.engines.contract import Engine
 
 
 class Logged(Protocol):
@@ -29,7 +29,7 @@ class Logged(Protocol):
 
     instance_id: str
     region: str
-    node: "RaftNode"
+    engine: "Engine"
 
 FORMAT_ENV = "HASTATE_LOG_FORMAT"
 ROOT_LOGGER = "hastate"
@@ -51,11 +51,12 @@ def node_context() -> dict[str, Any]:
     manager = _node() if _node is not None else None
     if manager is None:
         return {}
-    context: dict[str, Any] = {"node": manager.instance_id, "region": manager.region}
+    context: dict[str, Any] = {"node": manager.instance_id, "region": manager.region,
+                               "term": None, "role": None}
     try:
-        context.update(term=manager.node.term(), role=manager.node.role())
+        context.update(manager.engine.log_context())
     except Exception:   # not started yet or stopped: the identity is still worth logging
-        context.update(term=None, role=None)
+        pass
     return context
 
 

@@ -4,14 +4,16 @@ Gauges and counters owned by other layers are read when Prometheus scrapes (from
 ``StateManager.status()`` and :mod:`hastate.observability.stats`), so the write path pays
 only for one histogram observation and one counter increment per proposal. Every metric is
 documented in docs/metrics.md; a test checks the dashboards and alert rules against a real
-scrape, so rename nothing without updating them.
+scrape, so rename nothing without updating them. Every family comes from the engine-neutral
+status; the embedded Raft engine's own ones (log indexes, elections, journal fsyncs) appear
+only on nodes that run it.
 """
 
 from __future__ import annotations
 
 import functools
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from prometheus_client import (CollectorRegistry, Counter, Histogram, PlatformCollector,
                                ProcessCollector)
@@ -21,15 +23,12 @@ from prometheus_client.exposition import generate_latest
 
 from hastate.observability import stats as stats_mod
 
-if TYPE_CHECKING:
-    from hastate.consensus.node import RaftNode
-
 
 class Measured(Protocol):
     """What the metrics read of a node's manager (``StateManager`` has it)."""
 
     instance_id: str
-    node: "RaftNode"
+    engine: Any
     proposal_observers: list[Callable[[str, float, str], None]]
 
     def status(self) -> dict[str, Any]:
@@ -73,27 +72,68 @@ class _StatusCollector:
 
     def collect(self) -> Iterator[Metric]:
         manager = self._manager
-        if not manager.node.running:
+        if not manager.engine.running:
             return  # stopped or not started: only process metrics
         st = manager.status()
         node = st["id"]
-        stats = stats_mod.attach(manager) or stats_mod.for_node(node)
+        stats = stats_mod.attach(manager)
 
         gauge = functools.partial(_gauge, node)
         counter = functools.partial(_counter, node)
         info = GaugeMetricFamily("hastate_info", "Always 1; labels identify the node",
-                                 labels=["node", "region", "cluster", "profile", "version"])
-        info.add_metric([node, st["region"], st["cluster"], st.get("profile", ""),
-                         self._version], 1.0)
+                                 labels=["node", "region", "cluster", "profile", "version",
+                                         "engine"])
+        info.add_metric([node, st["region"], st["cluster"], st.get("profile") or "",
+                         self._version, st["engine"]], 1.0)
         yield info
         role = GaugeMetricFamily("hastate_role", "1 for the role this node is in",
                                  labels=["node", "region", "role"])
-        for r in ROLES:
+        for r in (*ROLES, *([st["role"]] if st["role"] not in ROLES else [])):
             role.add_metric([node, st["region"], r], 1.0 if st["role"] == r else 0.0)
         yield role
         yield gauge("hastate_is_leader", "1 while this node leads and holds its lease",
                     st["is_leader"])
-        yield gauge("hastate_term", "Current Raft term", st["term"])
+        yield gauge("hastate_term", "Current term (Raft term; other engines: their "
+                    "leadership epoch)", st["term"])
+        yield gauge("hastate_writes_in_flight", "Writes proposed through this node's "
+                    "StateManager and not yet completed", st.get("writes_in_flight"))
+        yield gauge("hastate_keys", "Top-level keys in the replicated state", st["keys"])
+        yield gauge("hastate_revision", "Cluster revision applied on this node (writes that "
+                    "changed something)", st["revision"])
+        yield gauge("hastate_watchers", "Watchers open on this node", st["watchers"])
+        yield gauge("hastate_leases", "Leases in this node's lease table", st["leases"])
+        yield counter("hastate_lease_expiries", "Leases ended by expiry in the cluster, "
+                      "counted once each when applied (the same on caught-up nodes)",
+                      st.get("lease_expiries") or 0)
+        yield gauge("hastate_lease_remaining_seconds", "Leader lease time left",
+                    st.get("lease_remaining"))
+        yield gauge("hastate_healthy", "1 when the last health check passed", st["healthy"])
+        yield gauge("hastate_ready", "1 when a leader is known and this node applied all "
+                    "it knows committed", st["ready"])
+        yield gauge("hastate_voter", "1 while this node is in its own configuration (0: joining "
+                    "or removed)", st.get("member", True))
+        yield gauge("hastate_members", "Voters in this node's configuration", len(st["members"]))
+        yield counter("hastate_leader_changes", "Leader changes seen by this node",
+                      st.get("leader_changes") or 0)
+        yield counter("hastate_health_check_failures", "Failed health checks on this node",
+                      st.get("health_check_failures", 0))
+        failovers = CounterMetricFamily("hastate_failovers",
+                                        "Completed leadership transfers started on this node",
+                                        labels=["node", "reason"])
+        counts = st.get("failovers", {})
+        for reason in sorted(set(FAILOVER_REASONS) | set(counts)):
+            failovers.add_metric([node, reason], float(counts.get(reason, 0)))
+        yield failovers
+        yield from self._peers(node, st)
+        if st["engine"] == "raft":
+            yield from self._raft(node, st, stats)
+        yield from self._snapshots(node, stats)
+
+    @staticmethod
+    def _raft(node: str, st: dict, stats: stats_mod.NodeStats) -> Iterator[Metric]:
+        """The embedded Raft engine's own families: its log, elections and journal."""
+        gauge = functools.partial(_gauge, node)
+        counter = functools.partial(_counter, node)
         yield gauge("hastate_commit_index", "Highest log index known committed",
                     st["commit_index"])
         yield gauge("hastate_applied_index", "Highest log index applied to the state",
@@ -106,45 +146,13 @@ class _StatusCollector:
         yield gauge("hastate_uncommitted_entries", "Leader only: entries appended and not yet "
                     "committed (bounded by limits.max_uncommitted_entries)",
                     st["uncommitted_entries"])
-        yield gauge("hastate_writes_in_flight", "Writes proposed through this node's "
-                    "StateManager and not yet completed", st["writes_in_flight"])
-        yield gauge("hastate_keys", "Top-level keys in the replicated state", st["keys"])
-        yield gauge("hastate_revision", "Cluster revision applied on this node (writes that "
-                    "changed something)", st["revision"])
-        yield gauge("hastate_watchers", "Watchers open on this node", st["watchers"])
-        yield gauge("hastate_leases", "Leases in this node's lease table", st["leases"])
-        yield counter("hastate_lease_expiries", "Leases ended by expiry in the cluster, "
-                      "counted once each when applied (the same on caught-up nodes)",
-                      st["lease_expiries"])
-        yield gauge("hastate_lease_remaining_seconds", "Leader lease time left",
-                    st["lease_remaining"])
-        yield gauge("hastate_healthy", "1 when the last health check passed", st["healthy"])
-        yield gauge("hastate_ready", "1 when a leader is known and this node applied all "
-                    "it knows committed", st["ready"])
-        yield gauge("hastate_voter", "1 while this node is in its own configuration (0: joining "
-                    "or removed)", st["member"])
-        yield gauge("hastate_members", "Voters in this node's configuration", len(st["members"]))
-        yield counter("hastate_leader_changes", "Leader changes seen by this node",
-                      st["leader_changes"])
         yield counter("hastate_elections_started", "Elections this node started (as candidate)",
                       stats.elections_started)
         yield counter("hastate_prevotes_started", "Pre-vote rounds this node started (an "
-                      "election needs a majority's grant first)",
-                      manager.node.status().prevotes_started)
+                      "election needs a majority's grant first)", st["prevotes_started"])
         yield counter("hastate_log_compactions", "Times this node compacted its Raft log",
                       stats.log_compactions)
-        yield counter("hastate_health_check_failures", "Failed health checks on this node",
-                      st.get("health_check_failures", 0))
-        failovers = CounterMetricFamily("hastate_failovers",
-                                        "Completed leadership transfers started on this node",
-                                        labels=["node", "reason"])
-        counts = st.get("failovers", {})
-        for reason in sorted(set(FAILOVER_REASONS) | set(counts)):
-            failovers.add_metric([node, reason], float(counts.get(reason, 0)))
-        yield failovers
-        yield from self._peers(node, st)
-        yield from self._journal(node, stats)
-        yield from self._snapshots(node, stats)
+        yield from _StatusCollector._journal(node, stats)
 
     @staticmethod
     def _peers(node: str, st: dict) -> Iterator[Metric]:
@@ -159,12 +167,13 @@ class _StatusCollector:
         contact = GaugeMetricFamily("hastate_peer_last_contact_seconds",
                                     "Leader only: seconds since the peer last answered",
                                     labels=["node", "peer"])
-        for peer, info in st["peers"].items():
-            connected.add_metric([node, peer], 1.0 if info["connected"] else 0.0)
-            if info["match_index"] is not None:
+        for peer, info in st.get("peers", {}).items():
+            connected.add_metric([node, peer], 1.0 if info.get("connected") else 0.0)
+            if info.get("match_index") is not None:
                 match.add_metric([node, peer], info["match_index"])
-                lag.add_metric([node, peer], st["last_log_index"] - info["match_index"])
-            if info["last_contact_age"] is not None:
+            if info.get("lag") is not None:
+                lag.add_metric([node, peer], info["lag"])
+            if info.get("last_contact_age") is not None:
                 contact.add_metric([node, peer], info["last_contact_age"])
         yield connected
         yield match
@@ -260,7 +269,6 @@ class NodeMetrics:
             self.proposals.labels(self._node, "update", result)
         self.proposal_seconds.labels(self._node, "update")
         manager.proposal_observers.append(self.observe)
-        stats_mod.attach(manager)
 
     def observe(self, op: str, seconds: float, outcome: str = "ok") -> None:
         """Record one completed proposal (the latency histogram counts successes only)."""

@@ -19,8 +19,8 @@ Hooks (who calls what):
 
   The journal's size is read from the file at scrape time (``set_bytes`` overrides it).
 
-* snapshots: :func:`attach` registers ``StateManager.snapshots`` (the SnapshotService) by
-  itself. Anything else can register with::
+* snapshots: :func:`attach` registers the engine's ``snapshots`` (the Raft engine's
+  SnapshotService) by itself. Anything else can register with::
 
       stats.for_node(node_id).set_snapshot_provider(status, trigger=snapshot_now)
 
@@ -30,7 +30,8 @@ Hooks (who calls what):
   dict (it backs ``POST /admin/snapshot``; without it that endpoint answers 501).
 
 * Raft events (elections started, log compactions) are counted by :class:`RaftEventCounter`,
-  an on-tick callback this package installs on the node's SyncObj; nothing to call.
+  an on-tick callback the Raft engine installs on its node (:func:`attach_raft`) when it
+  starts; nothing else to call.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 if TYPE_CHECKING:
-    from hastate.consensus.node import NodeSpec, RaftNode
+    from hastate.consensus.node import RaftNode
 
 #: The Raft journal's file name inside data_dir (hastate.consensus.node.JOURNAL).
 JOURNAL_FILE = "raft.journal"
@@ -228,14 +229,6 @@ def for_node(node_id: str) -> NodeStats:
     return stats
 
 
-class Observed(Protocol):
-    """What :func:`attach` reads of a node's manager (``StateManager`` has it)."""
-
-    instance_id: str
-    node: "RaftNode"
-    spec: "NodeSpec"
-
-
 class RaftEventCounter:
     """Tick observer copying the Raft layer's election and compaction counts into NodeStats.
 
@@ -245,8 +238,8 @@ class RaftEventCounter:
     two attribute reads per tick.
     """
 
-    def __init__(self, manager: Observed, stats: NodeStats) -> None:
-        self._node = manager.node
+    def __init__(self, node: "RaftNode", stats: NodeStats) -> None:
+        self._node = node
         self._stats = stats
         self._elections_seen = 0
 
@@ -260,21 +253,32 @@ class RaftEventCounter:
         self._stats.log_compactions = node.compactions()
 
 
-def attach(manager: Observed) -> NodeStats | None:
-    """Install the Raft event counter on a started manager once; return its NodeStats.
-
-    Returns None (and installs nothing) while the node is not started.
-    """
-    stats = for_node(manager.instance_id)
-    if not manager.node.running:
-        return None
-    node = manager.node
+def attach_raft(node: "RaftNode", node_id: str, data_dir: Path) -> NodeStats:
+    """Install the Raft event counter on a started Raft node once; return its NodeStats."""
+    stats = for_node(node_id)
     with _nodes_lock:
         if node not in _attached:
-            counter = RaftEventCounter(manager, stats)
+            counter = RaftEventCounter(node, stats)
             _attached[node] = counter
             node.add_tick_observer(counter)
-            stats.journal_path = manager.spec.data_dir / JOURNAL_FILE
+            stats.journal_path = data_dir / JOURNAL_FILE
+    return stats
+
+
+class Attached(Protocol):
+    """What :func:`attach` reads of a manager (``StateManager`` has it)."""
+
+    instance_id: str
+    engine: Any
+
+
+def attach(manager: Attached) -> NodeStats:
+    """Register the snapshot service of ``manager``'s engine, if it runs one (an engine that
+    uploads periodic snapshots exposes it as ``snapshots``); return the NodeStats.
+
+    A previous manager's service under the same instance id is dropped.
+    """
+    stats = for_node(manager.instance_id)
     service = getattr(manager.engine, "snapshots", None)
     if service is not stats._service:
         if service is not None:

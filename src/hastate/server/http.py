@@ -5,8 +5,8 @@ A route is ``(method, path) -> (handler, guarded)``; a handler takes the server 
 ``POST /admin/*``) need ``Authorization: Bearer <token>`` with the token from the
 environment variable named by ``admin_token_env``; without a configured token they are
 disabled. A missing or wrong token gets 401 and nothing is done. The endpoints themselves
-are documented in :mod:`hastate.server.probes`, :mod:`hastate.server.admin` and
-:mod:`hastate.server.v1`.
+are documented in :mod:`hastate.server.probes`, :mod:`hastate.server.admin`,
+:mod:`hastate.server.dr` and :mod:`hastate.server.v1`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from hastate.addresses import split_address
 from hastate.errors import ConfigError, HAStateError
 from hastate.observability import stats as stats_mod
 from hastate.observability.metrics import NodeMetrics
-from hastate.server import admin, events_api, leases, probes, v1
+from hastate.server import admin, dr, events_api, leases, probes, v1
 from hastate.server.routes import Handler, Reply, Request
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ MAX_BODY = 1 << 20
 
 def _routes() -> dict[tuple[str, str], tuple[Handler, bool]]:
     """Every endpoint: (method, path) -> (handler, needs the admin token)."""
-    return {**probes.ROUTES, **admin.ROUTES, **v1.ROUTES, **leases.ROUTES,
+    return {**probes.ROUTES, **admin.ROUTES, **dr.ROUTES, **v1.ROUTES, **leases.ROUTES,
             **events_api.ROUTES}
 
 

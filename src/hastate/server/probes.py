@@ -1,8 +1,8 @@
 """The observability endpoints: what monitoring and the CLI read from every node.
 
-* ``GET /healthz``: 200 while the Raft node runs without a fatal error, else 503.
+* ``GET /healthz``: 200 while the engine runs without a fatal error, else 503.
 * ``GET /readyz``: 200 once a leader is known and this node applied all it knows committed.
-* ``GET /status``: :meth:`StateManager.status` plus the node's journal and snapshot stats.
+* ``GET /status``: :meth:`StateManager.status` (with the engine's own fields).
 * ``GET /metrics``: Prometheus text (every metric in docs/metrics.md).
 * ``GET /state[?consistency=local]`` (admin token): applied index, state hash and the state.
 """
@@ -12,15 +12,15 @@ from __future__ import annotations
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from hastate.errors import HAStateError
-from hastate.observability import stats as stats_mod
 from hastate.server.routes import Handler, Reply, Request, Served
 
 
 def healthz(server: Served, _request: Request) -> Reply:
     """Liveness: the node runs and has not stopped itself to protect its data."""
-    node = server.manager.node
-    ok = node.running and node.fatal_error is None
-    return Reply(200 if ok else 503, {"ok": ok, "error": node.fatal_error})
+    engine = server.manager.engine
+    error = engine.fatal_error()
+    ok = engine.running and error is None
+    return Reply(200 if ok else 503, {"ok": ok, "error": error})
 
 
 def readyz(server: Served, _request: Request) -> Reply:
@@ -31,10 +31,7 @@ def readyz(server: Served, _request: Request) -> Reply:
 
 def status(server: Served, _request: Request) -> Reply:
     """The node's status (the rows of ``hastate status``)."""
-    manager = server.manager
-    body = manager.status()
-    body.update(stats_mod.for_node(manager.instance_id).as_dict())
-    return Reply(200, body)
+    return Reply(200, server.manager.status())
 
 
 def metrics(server: Served, _request: Request) -> Reply:
