@@ -38,6 +38,7 @@ from hastate.recipes.cache import Cache
 from hastate.recipes.lease import Lease
 from hastate.recipes.presence import Presence, members_alive
 from hastate.events import EventStreams, ManagerBackend
+from hastate.events.index import EventIndex
 from hastate.recipes.lock import Lock
 from hastate.failover.policy import (FailoverPolicy, FailoverSettings, HealthCheck,
                                      default_health_check)
@@ -172,6 +173,8 @@ class StateManager:
         self.machine = ReplicatedState()
         self.watch_hub = WatchHub(watch_history, watch_buffer)
         self.machine.add_change_listener(self.watch_hub)
+        self.event_index = EventIndex(self.machine)          # after the hub: see its docstring
+        self.machine.add_change_listener(self.event_index)
         self._health_ok = True
         check_transport_mode(wiring.transport.mode, peers.values())
         self.transport = wiring.transport

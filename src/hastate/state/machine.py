@@ -288,6 +288,16 @@ class ReplicatedState:
         with self._lock:
             return {k: self._data[k] for k in keys if k in self._data}
 
+    def scan(self, prefix: str) -> tuple[list[tuple[str, Record]], int]:
+        """(key, record) of every key starting with ``prefix``, and the revision they are at.
+
+        One pass over the whole dict under the lock (apply waits meanwhile): for building
+        derived indexes, not for the read path.
+        """
+        with self._lock:
+            return [(k, r) for k, r in self._data.items() if k.startswith(prefix)], \
+                self._revision
+
     def state_hash(self) -> str:
         """SHA-256 over the sorted encoded state: equal on replicas with equal state."""
         digest = hashlib.sha256()
