@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import tempfile
 import threading
@@ -168,14 +169,43 @@ def concurrency(sm: Any, writers: int, appends: int) -> dict[str, Any]:
     return out
 
 
+def peak_rss_mb(cluster: EmbeddedCluster) -> dict[str, float]:
+    """Peak resident memory of every node (the embedded one shares this process)."""
+    out = {cluster.embedded_id: round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    for node_id, proc in cluster.procs.items():
+        status = Path(f"/proc/{proc.pid}/status")
+        if proc.poll() is None and status.exists():
+            hwm = next(line for line in status.read_text().splitlines()
+                       if line.startswith("VmHWM"))
+            out[node_id] = round(int(hwm.split()[1]) / 1024)
+    return out
+
+
 def rebuild(es: EventStreams, extra: int) -> dict[str, Any]:
+    """Append ``extra`` more events (batches of 100), then read all of them back twice:
+    ``read_all`` and a catch-up subscription from 0 (what a projection rebuild runs)."""
+    began = time.perf_counter()
     for i in range(0, extra, 100):
         es.append(f"rebuild-{i % 7}", [NewEvent("Tick", {"i": i + k}) for k in range(100)])
+    appended = time.perf_counter() - began
     began = time.perf_counter()
     events = es.read_all()
     took = time.perf_counter() - began
-    return {"events": len(events), "seconds": round(took, 2),
-            "events_per_s": round(len(events) / took, 1)}
+    count, last = len(events), events[-1].position
+    del events
+    sub = es.subscribe(0)
+    began = time.perf_counter()
+    replayed = 0
+    for event in sub:
+        replayed += 1
+        if event.position == last:
+            break
+    replay_took = time.perf_counter() - began
+    sub.stop()
+    return {"appended": extra, "append_seconds": round(appended, 1),
+            "events": count, "seconds": round(took, 2), "events_per_s": round(count / took, 1),
+            "catch_up": {"events": replayed, "seconds": round(replay_took, 2),
+                         "events_per_s": round(replayed / replay_took, 1)}}
 
 
 def recorder_bench(recorder: ApplicationRecorder, inserts: int) -> dict[str, Any]:
@@ -215,6 +245,7 @@ def main() -> None:
             result["hastate_streams"] = appends_with_lag(es, args.appends)
             result["hastate_concurrent"] = concurrency(sm, args.writers, args.concurrent)
             result["hastate_rebuild"] = rebuild(es, args.rebuild)
+            result["hastate_rebuild"]["peak_rss_mb"] = peak_rss_mb(cluster)
             result["hastate_recorder"] = recorder_bench(
                 HastateApplicationRecorder(ManagerBackend(sm), "bench-es"), args.inserts)
     print(json.dumps(result, indent=1))

@@ -289,14 +289,17 @@ class ReplicatedState:
             return {k: self._data[k] for k in keys if k in self._data}
 
     def scan(self, prefix: str) -> tuple[list[tuple[str, Record]], int]:
-        """(key, record) of every key starting with ``prefix``, and the revision they are at.
+        """(key, current record) of the keys starting with ``prefix`` that existed at the
+        returned revision (those deleted since are left out).
 
-        One pass over the whole dict under the lock (apply waits meanwhile): for building
-        derived indexes, not for the read path.
+        For building derived indexes, not for the read path: apply waits only while the
+        key list is copied, the matching runs outside the lock.
         """
         with self._lock:
-            return [(k, r) for k, r in self._data.items() if k.startswith(prefix)], \
-                self._revision
+            keys, revision = list(self._data), self._revision
+        matched = [k for k in keys if k.startswith(prefix)]
+        with self._lock:
+            return [(k, self._data[k]) for k in matched if k in self._data], revision
 
     def state_hash(self) -> str:
         """SHA-256 over the sorted encoded state: equal on replicas with equal state."""
