@@ -12,9 +12,9 @@ stream ``writer-<w>`` with the exact expected version, on odd steps to the strea
 ``shared`` (every writer, ``any``), 1-3 events with ids unique per step. An append whose
 outcome is unknown (timeout, node killed, lost connection) is retried with the same ids
 until a retry is ``ok`` or the run ends (then it stays ``unknown``): the ids make the
-retry idempotent, so an ``ok`` after a retry names the original positions. A wrong expected version (``fail``) moves the
-writer on to the stream's actual version. Attempts are written as JSON on exit, including
-at SIGTERM (one still in flight is ``unknown``).
+retry idempotent, so an ``ok`` after a retry names the original positions. A wrong
+expected version (``fail``) moves the writer on to the stream's actual version. Attempts
+are written as JSON on exit, including at SIGTERM (one still in flight is ``unknown``).
 """
 
 from __future__ import annotations
