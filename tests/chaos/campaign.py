@@ -1277,7 +1277,7 @@ def aggregate(results: Sequence[RunResult]) -> dict[str, Any]:
         "unknown_keys": sum(len(r.unknown_keys) for r in results),
         "violations": {kind: sum(len(r.violations.get(kind, [])) for r in results)
                        for kind in ("linearizability", "durability", "lease", "convergence",
-                                    "watch", "crash")},
+                                    "watch", "events", "crash")},
         "failover_n": len(failovers),
         "failover_p50_s": percentile(failovers, 50),
         "failover_p99_s": percentile(failovers, 99),
