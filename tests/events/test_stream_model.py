@@ -19,6 +19,7 @@ from hastate.events import ANY, NO_STREAM, STREAM_EXISTS, EventStreams, NewEvent
 from hastate.events.index import SLOTS, EventIndex
 from hastate.events.retention import CHUNK, EventArchive, archived_events, truncate
 from hastate.snapshots.stores.memory import MemoryStore
+from hastate.testing import wait_for
 from hastate.testing.events import MachineBackend
 
 STREAMS = ["a", "b", "c/d"]
@@ -277,3 +278,45 @@ def test_writers_racing_on_one_replica_lose_no_event() -> None:
             first, second = (e for e in everything if e.id.startswith(f"w{w}-{i}-"))
             assert second.position == first.position + 1
     assert backend.transactions > 200, "the writers never raced (no failed compare)"
+
+
+def test_subscriptions_started_during_concurrent_appends_see_exactly_all_once() -> None:
+    """Subscriptions consumed while four writers append to their own streams (each starting
+    from a checkpoint taken mid-way, so it switches from reading to the watch while appends
+    commit) deliver exactly ``$all`` after their checkpoint: once each, in order."""
+    backend = MachineBackend(read_delay=0.0005)
+    es = EventStreams(backend)
+    per_writer = 40
+    started = threading.Event()
+
+    def write(w: int) -> None:
+        for i in range(per_writer):
+            es.append(f"w{w}", [NewEvent("T", id=f"w{w}-{i}-{k}") for k in range(1 + i % 3)])
+            started.set()
+
+    def consume(sub, out: list[int]) -> None:
+        for event in sub:
+            out.append(event.position)
+
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for thread in writers:
+        thread.start()
+    started.wait(5)
+    subs = []
+    for n in range(3):                     # checkpoints taken while the writers go on
+        after = es.head(linearizable=False) if n else 0
+        sub, out = es.subscribe(after), []
+        consumer = threading.Thread(target=consume, args=(sub, out))
+        consumer.start()
+        subs.append((after, sub, out, consumer))
+    for thread in writers:
+        thread.join(30)
+    everything = [e.position for e in es.read_all()]
+    assert len(everything) == sum(1 + i % 3 for i in range(per_writer)) * 4
+    for after, sub, out, consumer in subs:
+        wait_for(lambda out=out: bool(out) and out[-1] == everything[-1], timeout=10,
+                 what="the subscription reached the last event")
+        sub.stop()
+        consumer.join(5)
+        assert out == [p for p in everything if p > after], f"subscription after {after}"
+    backend.close()
