@@ -7,6 +7,11 @@ instance-2/3 real processes, profile ``lan``):
   (``sm.events.append``): events/s and median ms per append.
 * **subscription lag**: a catch-up subscription on the leader while the appends run: the
   delay from an append's acknowledgement to its delivery (median, p99).
+* **concurrent appends to different streams**: ``--writers`` threads, each appending
+  ``--concurrent`` single events (then batches of 10) to a stream of its own; events/s.
+  Side by side in the same run, the layout before positions were revisions: the same
+  appends through a backend that also compares and bumps one namespace-wide counter key,
+  queued on one local lock as that layout's appends were (:class:`OneCounterBackend`).
 * **rebuild**: ``read_all`` of every event in the namespace (after ``--rebuild`` more were
   appended in batches of 100): events/s read.
 * **eventsourcing recorders, side by side**: ``insert_events`` of one and of 10 stored
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import tempfile
 import threading
@@ -34,6 +40,10 @@ from eventsourcing.utils import Environment
 
 from hastate.eventsourcing import HastateApplicationRecorder
 from hastate.events import EventStreams, ManagerBackend, NewEvent
+from hastate.events.backend import Backend
+from hastate.state import txn
+from hastate.state.txn import Compare, Op, TxnResult
+from hastate.state.watch import Watcher
 from hastate.testing.embedded import EmbeddedCluster
 
 
@@ -87,14 +97,115 @@ def appends_with_lag(es: EventStreams, appends: int) -> dict[str, Any]:
     return out
 
 
+class OneCounterBackend:
+    """The layout before positions were revisions, for comparison: every append also
+    compares and bumps one namespace-wide counter (its head), so any two appends conflict."""
+
+    def __init__(self, inner: Backend, key: str) -> None:
+        self.inner, self.key, self.index = inner, key, inner.index
+
+    def read(self, keys: list[str], *, linearizable: bool) -> dict[str, Any]:
+        return self.inner.read(keys, linearizable=linearizable)
+
+    def records(self, keys: list[str]) -> dict[str, tuple[Any, int]]:
+        return self.inner.records(keys)
+
+    def transaction(self, compare: list[Compare], success: list[Op],
+                    failure: list[Op]) -> TxnResult:
+        head = self.inner.read([self.key], linearizable=False).get(self.key)
+        guard = txn.missing(self.key) if head is None else txn.value(self.key) == head
+        return self.inner.transaction([*compare, guard],
+                                      [*success, txn.put(self.key, (head or 0) + 1)], failure)
+
+    def watch(self, prefix: str, start_revision: int) -> Watcher:
+        return self.inner.watch(prefix, start_revision)
+
+
+class _OneLock:
+    """Every append of the process on one local lock (that layout's ``_append_lock``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def holding(self, streams: Any) -> threading.Lock:
+        return self._lock
+
+
+def concurrent_appends(es: EventStreams, writers: int, appends: int,
+                       size: int) -> dict[str, Any]:
+    """``writers`` threads, each appending ``appends`` batches of ``size`` to its own stream."""
+    tag = uuid.uuid4().hex[:8]
+    barrier = threading.Barrier(writers + 1)
+
+    def write(w: int) -> None:
+        barrier.wait()
+        for i in range(appends):
+            es.append(f"conc-{tag}-{w}", [NewEvent("Tick", {"i": i}) for _ in range(size)])
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    took = time.perf_counter() - began
+    return {"events": writers * appends * size, "seconds": round(took, 2),
+            "events_per_s": round(writers * appends * size / took, 1)}
+
+
+def concurrency(sm: Any, writers: int, appends: int) -> dict[str, Any]:
+    """Concurrent appends to different streams: revision positions against one counter."""
+    now = EventStreams(ManagerBackend(sm), "bench-concurrent")
+    before = EventStreams(OneCounterBackend(ManagerBackend(sm), "bench-counter/head"),
+                          "bench-counter")
+    before.locks = _OneLock()  # type: ignore[assignment]
+    out: dict[str, Any] = {"writers": writers, "appends_per_writer": appends}
+    for size in (1, 10):
+        a = concurrent_appends(now, writers, appends, size)
+        b = concurrent_appends(before, writers, appends, size)
+        out[f"batch_of_{size}"] = {"revision_positions": a, "one_counter": b,
+                                   "ratio": round(a["events_per_s"] / b["events_per_s"], 2)}
+    return out
+
+
+def peak_rss_mb(cluster: EmbeddedCluster) -> dict[str, float]:
+    """Peak resident memory of every node (the embedded one shares this process)."""
+    out = {cluster.embedded_id: round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    for node_id, proc in cluster.procs.items():
+        status = Path(f"/proc/{proc.pid}/status")
+        if proc.poll() is None and status.exists():
+            hwm = next(line for line in status.read_text().splitlines()
+                       if line.startswith("VmHWM"))
+            out[node_id] = round(int(hwm.split()[1]) / 1024)
+    return out
+
+
 def rebuild(es: EventStreams, extra: int) -> dict[str, Any]:
+    """Append ``extra`` more events (batches of 100), then read all of them back twice:
+    ``read_all`` and a catch-up subscription from 0 (what a projection rebuild runs)."""
+    began = time.perf_counter()
     for i in range(0, extra, 100):
         es.append(f"rebuild-{i % 7}", [NewEvent("Tick", {"i": i + k}) for k in range(100)])
+    appended = time.perf_counter() - began
     began = time.perf_counter()
     events = es.read_all()
     took = time.perf_counter() - began
-    return {"events": len(events), "seconds": round(took, 2),
-            "events_per_s": round(len(events) / took, 1)}
+    count, last = len(events), events[-1].position
+    del events
+    sub = es.subscribe(0)
+    began = time.perf_counter()
+    replayed = 0
+    for event in sub:
+        replayed += 1
+        if event.position == last:
+            break
+    replay_took = time.perf_counter() - began
+    sub.stop()
+    return {"appended": extra, "append_seconds": round(appended, 1),
+            "events": count, "seconds": round(took, 2), "events_per_s": round(count / took, 1),
+            "catch_up": {"events": replayed, "seconds": round(replay_took, 2),
+                         "events_per_s": round(replayed / replay_took, 1)}}
 
 
 def recorder_bench(recorder: ApplicationRecorder, inserts: int) -> dict[str, Any]:
@@ -119,6 +230,9 @@ def main() -> None:
     parser.add_argument("--appends", type=int, default=200)
     parser.add_argument("--rebuild", type=int, default=20000)
     parser.add_argument("--inserts", type=int, default=200)
+    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--concurrent", type=int, default=100,
+                        help="appends per writer in the concurrent measure")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hastate-bench-events-") as tmp:
         sqlite = SQLiteFactory(Environment("bench", {"SQLITE_DBNAME": str(Path(tmp) / "es.db")}))
@@ -129,7 +243,9 @@ def main() -> None:
             cluster.make_leader("instance-1")
             es = sm.events
             result["hastate_streams"] = appends_with_lag(es, args.appends)
+            result["hastate_concurrent"] = concurrency(sm, args.writers, args.concurrent)
             result["hastate_rebuild"] = rebuild(es, args.rebuild)
+            result["hastate_rebuild"]["peak_rss_mb"] = peak_rss_mb(cluster)
             result["hastate_recorder"] = recorder_bench(
                 HastateApplicationRecorder(ManagerBackend(sm), "bench-es"), args.inserts)
     print(json.dumps(result, indent=1))

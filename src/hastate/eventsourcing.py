@@ -7,17 +7,18 @@ Set ``PERSISTENCE_MODULE=hastate.eventsourcing`` and bind a running manager firs
     app = MyApplication(env={"PERSISTENCE_MODULE": "hastate.eventsourcing"})
 
 Every insert is one hastate transaction (see :mod:`hastate.events.backend`): the events,
-their stream indexes, the namespace head and, for process applications and projections,
-the tracking record commit together or not at all, on whichever node runs the code.
-Notification ids are the namespace's global positions (gapless ints from 1);
-``subscribe(gt=)`` replays by reads, then rides hastate's watch. Namespaces:
+their stream indexes and, for process applications and projections, the tracking record
+commit together or not at all, on whichever node runs the code; inserts for different
+aggregates never conflict. Notification ids are the namespace's global positions
+(``revision * SLOTS + i``: strictly increasing in commit order, with gaps, which the
+library allows; see :mod:`hastate.events.index`); ``subscribe(gt=)`` replays by reads,
+then rides hastate's watch. Namespaces:
 ``HASTATE_NAMESPACE`` (default ``es/<application name>``) plus ``/events``,
 ``/snapshots``, ``/tracking``.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from typing import Any, Callable, Iterator, Sequence
@@ -29,9 +30,10 @@ from eventsourcing.persistence import (AggregateRecorder, ApplicationRecorder,
 from eventsourcing.utils import Environment, EnvType, resolve_topic
 
 from hastate.events.backend import Backend, ManagerBackend, Plan, commit
+from hastate.events.index import position
 from hastate.events.records import (EventFilter, Layout, RecordedEvent, add_versions,
                                     encode_event, has_version, iter_versions)
-from hastate.events.streams import EventStreams
+from hastate.events.streams import MAX_APPEND, EventStreams
 
 _bound: Backend | None = None
 #: A projection's computation: current values of the keys it reads -> the keys to put.
@@ -52,7 +54,6 @@ class _Store:
         self.backend = backend
         self.streams = EventStreams(backend, namespace)
         self.layout: Layout = self.streams.layout
-        self._lock = threading.Lock()
 
     def write(self, stored_events: Sequence[StoredEvent], tracking: Tracking | None = None,
               reads: Sequence[str] = (), update: Update | None = None) -> list[int]:
@@ -60,11 +61,15 @@ class _Store:
 
         ``update`` gets the current values of ``reads`` (None when absent) and returns the
         keys to put; it may run more than once (after a concurrent change), so it must only
-        compute.
+        compute. Compares only the aggregates' streams, ``reads`` and the tracking record:
+        inserts for other aggregates never conflict.
         """
+        if len(stored_events) > MAX_APPEND:
+            raise ValueError(f"insert of {len(stored_events)} stored events, more than "
+                             f"{MAX_APPEND}; split it")
         lay = self.layout
         streams = sorted({str(s.originator_id) for s in stored_events})
-        keys = [lay.head, *(lay.stream(s) for s in streams), *reads]
+        keys = [*(lay.stream(s) for s in streams), *reads]
         if tracking is not None:
             keys.append(lay.tracking(tracking.application_name))
 
@@ -75,30 +80,23 @@ class _Store:
                 puts[lay.tracking(tracking.application_name)] = tracking.notification_id
             if update is not None:
                 puts.update(update({k: values.get(k) for k in reads}))
-            head = values.get(lay.head, 0)
             new: dict[str, list[int]] = {s: [] for s in streams}
-            for s in stored_events:
+            now = time.time()
+            for i, s in enumerate(stored_events):                 # in index order
                 stream, version = str(s.originator_id), s.originator_version
                 if has_version(values.get(lay.stream(stream)), version) or \
                         version in new[stream]:
                     raise IntegrityError(f"stored event already recorded: {stream} v{version}")
                 new[stream].append(version)
-            positions = list(range(head + 1, head + 1 + len(stored_events)))
-            now = time.time()
-            for s, position in zip(stored_events, positions):
-                stream = str(s.originator_id)
-                puts[lay.position(position)] = encode_event(
-                    stream, s.originator_version, s.topic, s.state,
+                puts[lay.event(stream, version)] = encode_event(
+                    stream, version, i, s.topic, s.state,
                     {"uuid": isinstance(s.originator_id, uuid.UUID)}, None, now)
-                puts[lay.version(stream, s.originator_version)] = position
             for stream, versions in new.items():
                 puts[lay.stream(stream)] = add_versions(values.get(lay.stream(stream)),
                                                         sorted(versions))
-            if positions:
-                puts[lay.head] = positions[-1]
-            return Plan(puts, lambda _rev: positions)
+            return Plan(puts, lambda rev: [position(rev, i) for i in range(len(stored_events))])
 
-        with self._lock:
+        with self.streams.locks.holding(streams):
             return commit(self.backend, keys, decide, rejections=(IntegrityError,))
 
     def max_tracking_id(self, application_name: str) -> int | None:
@@ -141,9 +139,8 @@ class HastateAggregateRecorder(AggregateRecorder):
             versions.reverse()
         if limit is not None:
             versions = versions[:limit]
-        index = [self.store.layout.version(str(originator_id), v) for v in versions]
-        positions = streams.backend.read(index, linearizable=False)
-        return [_stored(e) for e in streams.read_positions(positions[k] for k in index)]
+        return [_stored(e) for e in streams.read_keys(
+            self.store.layout.event(str(originator_id), v) for v in versions)]
 
 
 class HastateApplicationRecorder(HastateAggregateRecorder, ApplicationRecorder):

@@ -36,6 +36,7 @@ from hastate.recipes.cache import Cache
 from hastate.recipes.lease import Lease
 from hastate.recipes.presence import Presence, members_alive
 from hastate.events import EventStreams, ManagerBackend
+from hastate.events.index import EventIndex
 from hastate.recipes.lock import Lock
 from hastate.failover.policy import FailoverPolicy, FailoverSettings, HealthCheck
 from hastate.failover.watcher import BecomeLeader, LeaderWatcher, LoseLeadership
@@ -170,6 +171,10 @@ class StateManager:
                 limits=limits if limits is not None else
                 self.config.limits if self.config is not None else Limits(),
                 log_compaction_entries=log_compaction_entries, options=options)
+        # Event positions in global order, derived from the changes this replica applies
+        # (fed after the engine's watch hub: see hastate.events.index).
+        self.event_index = EventIndex(self.engine.scan, self.engine.revision())
+        self.engine.add_change_listener(self.event_index)
         self._recovery: Callable[[dict[str, Any]], None] | None = None
         self._policy: FailoverPolicy | None = None
         self.watcher = LeaderWatcher(self.engine.is_leader, self.engine.fencing_token,

@@ -72,6 +72,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from . import event_campaign
 from .checkers import (check_convergence, check_durability, check_lease_overlap,
                        check_watch_streams)
 from .history import F, History, Operation, Outcome
@@ -187,6 +188,9 @@ class RunConfig:
     # TTL keys held by bots in every node (None: none); see lease_workload.py
     lease: lease_workload.LeaseSettings | None = field(
         default_factory=lease_workload.LeaseSettings)
+    events: bool = False            # also the event workload (tests/chaos/event_campaign.py)
+    events_bug_nodes: tuple[str, ...] = ()   # negative control: these nodes' subscription
+                                             # recorders resume from the head after a restart
 
     def resolved_tmpfs(self) -> int | None:
         return self.tmpfs_mb if self.tmpfs_mb and tmpfs_available() else None
@@ -264,6 +268,7 @@ class ChaosCluster:
         #: Node processes that exited although no fault killed them (a bug, or a fatal error).
         self.crashes: list[str] = []
         self.clients: dict[str, subprocess.Popen[bytes]] = {}
+        self.node_args: dict[str, list[str]] = {}   # extra node_main.py arguments per node
         self.config_path = workdir / "cluster.toml"
         self.secret = os.urandom(32).hex()
         lines = ["[cluster]", 'name = "chaos"', 'profile = "lan"', 'transport = "psk"',
@@ -346,6 +351,7 @@ class ChaosCluster:
                        "--write-timeout", str(self.write_timeout),
                        "--watch-out", str(self.watch_path(node)),
                        *lease_workload.node_args(self.lease, self.workdir, node),
+                       *self.node_args.get(node, []),
                        *(["--join"] if join else [])],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
 
@@ -839,6 +845,8 @@ class RunResult:
     watch_ok: bool | None = None
     watch_revisions: int = 0
     watch_declared_gaps: int = 0    # resumes answered by CompactedError (dump replaced history)
+    events_ok: bool | None = None   # the event workload's checks (RunConfig.events)
+    event_counts: dict[str, Any] = field(default_factory=dict)
     checker_s: dict[str, float] = field(default_factory=dict)
     failover_s: list[float] = field(default_factory=list)
     recovery_s: list[float] = field(default_factory=list)
@@ -951,12 +959,14 @@ def run_campaign(config: RunConfig, results_dir: Path = RESULTS_DIR,
                                    tmpfs_mb=config.resolved_tmpfs(), lease=config.lease)
             try:
                 cluster.mount()
+                event_campaign.prepare(cluster, config)
                 cluster.start_all()
                 if cluster.wait_leader(timeout=30.0) is None:
                     raise RuntimeError("no initial leader within 30 s:\n"
                                        + "\n".join(cluster.log_tail(n) for n in cluster.ids))
                 t0_ns = time.monotonic_ns()
                 cluster.start_clients(config, t0_ns)
+                event_campaign.start_clients(cluster, config, t0_ns, API_PORT)
                 nemesis = Nemesis(cluster, schedule, t0_ns, config.seed)
                 nemesis.start()
                 try:
@@ -986,6 +996,7 @@ def run_campaign(config: RunConfig, results_dir: Path = RESULTS_DIR,
                 _check(result, ops, with_pair_registers(final_state), digests,
                        {n: cluster.trace_path(n) for n in cluster.ids}, config.key_budget,
                        streams, final_revision)
+                event_campaign.check(cluster, config, result)
                 result.violations["crash"] = list(cluster.crashes)
                 lease_workload.check_run(result, config.lease, workdir, cluster.ids,
                                          lease_intervals({n: cluster.trace_path(n)
@@ -1024,7 +1035,8 @@ def summary_line(r: RunResult) -> str:
             f"keys={r.keys} unknown_keys={len(r.unknown_keys)} linearizable={r.linearizable} "
             f"durable={r.durability_ok} leases={r.lease_ok} converged={r.converged} "
             f"watch={r.watch_ok} ({r.watch_revisions} revisions, {r.watch_declared_gaps} "
-            f"declared gaps) violations={r.violation_count} faults={r.faults_by_kind} "
+            f"declared gaps) events={r.events_ok} {r.event_counts.get('events', '')} "
+            f"violations={r.violation_count} faults={r.faults_by_kind} "
             f"failover={r.failover_s} check={r.checker_s} wall={r.wall_s}s")
 
 

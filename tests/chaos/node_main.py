@@ -32,6 +32,7 @@ Every operation answers HTTP 200 with ``{"result": "ok" | "fail" | "unknown", ..
   GET  /digest  (applied index, state hash), read atomically, for the convergence check
   GET  /diagnostics  status plus Raft internals (when a node does not converge)
   GET  /state?consistency=linearizable|local  the whole state, for the durability check
+  POST /events-append, GET /events-all       the event workload (``event_workload.py``)
 
 ``fail`` is only answered when the operation certainly took no effect
 (``WriteError.outcome_unknown`` False, a CAS conflict, a CAS whose expected value did not
@@ -45,7 +46,8 @@ TTL keys, and a watcher of them) and records it to that file.
 
 With ``--watch-out``, the node records its own watch stream from revision 1 to that file
 (:func:`record_watch`), resuming after a restart where the file ends, for the campaign's
-watch checker.
+watch checker. With ``--events-out``, it records what a catch-up subscription on this node
+delivers (``event_workload.record_subscription``; ``--events-bug``: a negative control).
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ from hastate.errors import (CompactedError, ConflictError, HAStateError, ReadErr
                             WatchCancelledError, WatchOverflowError, WriteError)
 from hastate.state import txn
 from hastate.testing.lease_trace import trace_leases_from_env
+
+if __package__:
+    from . import event_workload
+else:  # a standalone script, as the campaign runs it
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import event_workload  # type: ignore[no-redef]  # noqa: E402
 
 log = logging.getLogger("chaos.node")
 
@@ -336,6 +344,8 @@ def make_server(sm: StateManager, port: int) -> ThreadingHTTPServer:
                     self._reply(diagnostics(sm))
                 elif url.path == "/digest":
                     self._reply(digest(sm))
+                elif url.path in event_workload.GET_ROUTES:
+                    self._reply(event_workload.GET_ROUTES[url.path](sm, parse_qs(url.query)))
                 elif url.path == "/state":
                     consistency = parse_qs(url.query).get("consistency", ["linearizable"])[0]
                     try:
@@ -375,6 +385,8 @@ def make_server(sm: StateManager, port: int) -> ThreadingHTTPServer:
                              "seconds": sm.trigger_failover(body["to"], timeout=10.0)}
                 elif self.path == "/members":
                     reply = {"result": "ok", "index": change_members(sm, body["op"], body["id"])}
+                elif self.path in event_workload.POST_ROUTES:
+                    reply = event_workload.POST_ROUTES[self.path](sm, body)
                 else:
                     self._reply({"error": "not found"}, 404)
                     return
@@ -402,6 +414,8 @@ def main() -> None:
     parser.add_argument("--lease-out", type=Path, default=None)      # lease_bot.py
     parser.add_argument("--lease-ttl", type=float, default=2.0)
     parser.add_argument("--lease-keep", action="store_true")
+    parser.add_argument("--events-out", type=Path, default=None)
+    parser.add_argument("--events-bug", choices=event_workload.BUGS, default=None)
     args = parser.parse_args()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks into the node log
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
@@ -421,6 +435,10 @@ def main() -> None:
     if args.lease_out is not None:
         import lease_bot   # next to this script
         lease_bot.start(sm, args.lease_out, stop, args.id, args.lease_ttl, not args.lease_keep)
+    if args.events_out is not None:
+        threading.Thread(target=event_workload.record_subscription,
+                         args=(sm, args.events_out, stop, args.events_bug),
+                         name="events-recorder", daemon=True).start()
     print(f"node {args.id} serving on 127.0.0.1:{args.api_port}", flush=True)
     while not stop.wait(0.2):
         if sm.node.fatal_error:

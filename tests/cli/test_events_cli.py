@@ -20,10 +20,10 @@ def lines(text: str) -> list[dict]:
 def test_read_export_and_tail_print_the_events(ops: EmbeddedCluster) -> None:
     assert ops.sm is not None
     es = ops.sm.events
-    base = es.head()
     es.append("cli-fills", [NewEvent("Filled", {"qty": Decimal("0.25")},
                                      {"correlation_id": "o1"}, id="cli-1")])
-    es.append("cli-other", [NewEvent("Other", id="cli-2"), NewEvent("Filled", id="cli-3")])
+    other = es.append("cli-other",
+                      [NewEvent("Other", id="cli-2"), NewEvent("Filled", id="cli-3")])
     config = ["--config", str(ops.config_path)]
 
     out = ops.cli("events", "read", *config, "--stream", "cli-fills")
@@ -32,17 +32,17 @@ def test_read_export_and_tail_print_the_events(ops: EmbeddedCluster) -> None:
     assert (event["type"], event["data"], event["metadata"], event["version"]) == \
         ("Filled", {"qty": "0.25"}, {"correlation_id": "o1"}, 0)
 
-    out = ops.cli("events", "read", *config, "--from", str(base + 2))
+    out = ops.cli("events", "read", *config, "--from", str(other.positions[0]))
     assert [e["id"] for e in lines(out.stdout)] == ["cli-2", "cli-3"]
 
     out = ops.cli("events", "export", *config)
     exported = lines(out.stdout)
-    assert [e["position"] for e in exported] == list(range(1, es.head() + 1))
+    assert [e["position"] for e in exported] == [e.position for e in es.read_all()]
     assert "exported" in out.stderr
 
     env = dict(os.environ, **{ADMIN_TOKEN_ENV: ops.admin_token})
     tail = subprocess.Popen([sys.executable, "-m", "hastate", "events", "tail", *config,
-                             "--after", str(base + 1), "--count", "3"],
+                             "--after", str(other.positions[0] - 1), "--count", "3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         es.append("cli-live", [NewEvent("Live", id="cli-4")])

@@ -97,6 +97,12 @@ class FakeEngine:
     def records(self, keys: Iterable[str]) -> dict[str, Record]:
         return self.store.machine.records(keys)
 
+    def scan(self, prefix: str) -> tuple[list[tuple[str, Record]], int]:
+        return self.store.machine.scan(prefix)
+
+    def add_change_listener(self, listener: Any) -> None:
+        self.store.machine.add_change_listener(listener)
+
     def revisions(self) -> dict[str, int]:
         return self.store.machine.revisions()
 

@@ -92,7 +92,8 @@ def test_projection_is_exactly_once_through_leader_kill_and_runner_restart(
             want = expected_rows(symbols, booked)
             assert live.view.rows() == want
             notifications = app.recorder.select_notifications(1, 10_000)
-            assert [n.id for n in notifications] == list(range(1, final + 1))
+            ids = [n.id for n in notifications]      # increasing in commit order, with gaps
+            assert ids == sorted(set(ids)) and ids[-1] == final
             assert sum(n.topic.endswith("OrderFilled") for n in notifications) == FILLS
 
             rebuilt = runner({**ENV, "POSITIONS_HASTATE_NAMESPACE": "view-rebuilt"})

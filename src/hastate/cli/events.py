@@ -105,7 +105,7 @@ def export(config_path: str, node_id: str | None, namespace: str | None, output:
         if not page:
             break
         position = page[-1]["position"] + 1
-    click.echo(f"exported {count} events (positions 1..{head})", err=True)
+    click.echo(f"exported {count} events (up to position {head})", err=True)
 
 
 def _sse(url: str, token: str) -> Iterator[dict[str, Any]]:

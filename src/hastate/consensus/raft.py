@@ -407,23 +407,23 @@ class HastateSyncObj(SyncObj):
                 "transmission" not in message and message["term"] >= term:
             self._append_entries(node, message)
             return
-        if kind == "append_entries" and "serialized" in message:
-            # Defect 14: after every snapshot message (a chunk that is not the last, a
-            # dropped stale dump, none ready yet) PySyncObj raises the commit index to
-            # min(leader's commit, own last index), committing an unverified tail (a deposed
-            # leader's own entries). A snapshot proves only what it installs: the commit
-            # index moves with a loaded dump (_SyncObj__loadDumpFile) and nowhere else here.
-            leader_commit = message["commit_index"]
-            message = {**message, "commit_index": self._SyncObj__raftCommitIndex}
-            SyncObj._SyncObj__onMessageReceived(self, node, message)
-            if message["term"] >= term and node == self._getLeader():
-                self._SyncObj__leaderCommitIndex = leader_commit
-                self.stickiness.heard_from_leader()
-            return
         if kind == "timeout_now" and not self._is_healthy():  # health-driven failover
             logger.warning("refusing leadership transfer: this node fails its health check")
             return
+        leader_commit = None
+        if kind == "append_entries" and message["term"] >= term and \
+                message.get("commit_index", 0) > self._SyncObj__raftCommitIndex:
+            # Defect 14: PySyncObj raises a follower's commit index to min(the leader's, its
+            # own last index) on every append_entries it handles, dump chunks included,
+            # before this log was matched against the leader's: a deposed leader then
+            # applies, and acknowledges, its own uncommitted tail. The messages that reach
+            # PySyncObj here (dump chunks, large entries) leave the commit index alone;
+            # loading a dump sets it, the next regular append_entries advances it.
+            leader_commit = message["commit_index"]
+            message = {**message, "commit_index": self._SyncObj__raftCommitIndex}
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+        if leader_commit is not None:
+            self._SyncObj__leaderCommitIndex = leader_commit
         if kind == "append_entries" and message["term"] >= term and node == self._getLeader():
             self.stickiness.heard_from_leader()
 

@@ -35,6 +35,7 @@ from hastate.consensus.membership import Member
 from hastate.state.codec import Command
 from hastate.state.export import StateExport
 from hastate.state.leases import LeaseInfo
+from hastate.state.machine import ChangeListener
 from hastate.state.txn import Record
 from hastate.state.watch import Watcher
 
@@ -92,6 +93,14 @@ class Engine(Protocol):
     def records(self, keys: Iterable[str]) -> dict[str, Record]:
         """This instance's view of ``keys`` that exist: encoded value, mod_revision,
         create_revision, version (``local`` consistency)."""
+
+    def scan(self, prefix: str) -> tuple[list[tuple[str, Record]], int]:
+        """(key, record) of every key under ``prefix`` on this instance and the revision
+        they reflect (``local`` consistency; for derived indexes, not the read path)."""
+
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """Feed ``listener`` (:class:`~hastate.state.machine.ChangeListener`) every change
+        this instance applies, in revision order, after the watch hub, without blocking."""
 
     def revisions(self) -> dict[str, int]:
         """mod_revision of every key (``local`` consistency)."""

@@ -38,7 +38,7 @@ from hastate.state.codec import Command
 from hastate.state.export import StateExport
 from hastate.state.housekeeping import LeaseExpirer
 from hastate.state.leases import LeaseInfo
-from hastate.state.machine import ReplicatedState
+from hastate.state.machine import ChangeListener, ReplicatedState
 from hastate.state.txn import Record
 from hastate.state.watch import Watcher, WatchHub
 from hastate.writes import Observer, Proposer
@@ -199,6 +199,12 @@ class RaftEngine:
 
     def records(self, keys: Iterable[str]) -> dict[str, Record]:
         return self.machine.records(keys)
+
+    def scan(self, prefix: str) -> tuple[list[tuple[str, Record]], int]:
+        return self.machine.scan(prefix)
+
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        self.machine.add_change_listener(listener)
 
     def revisions(self) -> dict[str, int]:
         return self.machine.revisions()

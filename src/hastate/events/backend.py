@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generic, Protocol, Sequence, TypeVar
 
 from hastate.errors import AppendContentionError, WriteError
+from hastate.events.index import EventIndex
 from hastate.state import txn as txn_mod
-from hastate.state.codec import Command
+from hastate.state.codec import Command, decode_value
 from hastate.state.txn import Compare, Op, TxnResult
 
 if TYPE_CHECKING:
@@ -27,16 +28,15 @@ T = TypeVar("T")
 
 
 class Backend(Protocol):
-    """The replicated key-value operations event streams use."""
+    """The replicated key-value operations event streams use, and this replica's index."""
+
+    index: EventIndex
 
     def read(self, keys: Sequence[str], *, linearizable: bool) -> dict[str, Any]:
         """Values of the present ``keys``; ``linearizable`` reflects every acknowledged write."""
 
-    def read_at(self, keys: Sequence[str]) -> tuple[dict[str, Any], int]:
-        """Values of the present ``keys`` on this replica and the revision they were read at."""
-
-    def mod_revisions(self, keys: Sequence[str]) -> dict[str, int]:
-        """The mod_revision of each present key on this replica."""
+    def records(self, keys: Sequence[str]) -> dict[str, tuple[Any, int]]:
+        """(value, create_revision) of the present ``keys`` on this replica."""
 
     def transaction(self, compare: list[Compare], success: list[Op],
                     failure: list[Op]) -> TxnResult:
@@ -55,16 +55,13 @@ class ManagerBackend:
 
     def __init__(self, sm: Any) -> None:
         self.sm = sm
+        self.index: EventIndex = sm.event_index
 
     def read(self, keys: Sequence[str], *, linearizable: bool) -> dict[str, Any]:
         return self.sm.get_state("linearizable" if linearizable else "local", keys=list(keys))
 
-    def read_at(self, keys: Sequence[str]) -> tuple[dict[str, Any], int]:
-        state, revision = self.sm.get_state("local", keys=list(keys), with_revision=True)
-        return state, revision
-
-    def mod_revisions(self, keys: Sequence[str]) -> dict[str, int]:
-        return {k: r[1] for k, r in self.sm.records(keys).items()}
+    def records(self, keys: Sequence[str]) -> dict[str, tuple[Any, int]]:
+        return {k: (decode_value(r[0]), r[2]) for k, r in self.sm.records(keys).items()}
 
     def transaction(self, compare: list[Compare], success: list[Op],
                     failure: list[Op]) -> TxnResult:

@@ -3,17 +3,17 @@
 Key layout of one namespace ``ns`` (every value in the state codec, so Decimal and
 datetime stay exact):
 
-- ``ns/head``: the last global position (absent = no event yet). Positions are gapless
-  ints from 1, one per event, in commit order.
-- ``ns/p/<position>``: the event at that position: stream, version, type, data, metadata,
-  id, time recorded. Its ``mod_revision`` is the cluster revision of the append that wrote
-  it. A position whose event was truncated (retention) has no key.
-- ``ns/v/<stream>/<version>``: the position of that stream's event at that version.
+- ``ns/e/<stream>/<version>``: the event at that version of the stream: type, data,
+  metadata, id, time recorded, and ``i``, its index in its append. Its ``create_revision``
+  is the cluster revision of the append; its global position is that revision
+  * :data:`~hastate.events.index.SLOTS` + ``i`` (see :mod:`hastate.events.index`).
 - ``ns/s/<stream>``: the stream's versions as runs ``[[first, last], ...]`` (one run
   ``[[t, n]]`` for streams appended through :class:`~hastate.events.streams.EventStreams`,
   ``t`` = 0 until the stream is truncated).
-- ``ns/i/<event id>``: the position of the event with that id (idempotent appends).
+- ``ns/i/<event id>``: ``[stream, version]`` of the event with that id (idempotent appends).
 - ``ns/t/<name>``: a tracking record (the last position a projection has applied).
+
+No key is shared by all appends: an append compares only its stream's runs and its ids.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+
+from hastate.events.index import position, revision_of
 
 #: Expected versions (EventStoreDB's): no check, the stream must not exist, must exist.
 ANY = "any"
@@ -45,7 +47,10 @@ class NewEvent:
 
 @dataclass(frozen=True)
 class RecordedEvent:
-    """A stored event: its stream and version (from 0), global position (from 1).
+    """A stored event: its stream and version (from 0), global position.
+
+    ``position`` grows strictly in commit order over all streams of the namespace, with
+    gaps: ``revision * SLOTS + i`` (see :mod:`hastate.events.index`).
 
     ``recorded_at``: the appending node's wall clock (Unix seconds) when it proposed the
     append; what retention by age compares (None for events stored without it).
@@ -59,6 +64,11 @@ class RecordedEvent:
     metadata: Mapping[str, Any]
     id: str | None
     recorded_at: float | None = None
+
+    @property
+    def revision(self) -> int:
+        """The cluster revision of the append that stored this event."""
+        return revision_of(self.position)
 
 
 @dataclass(frozen=True)
@@ -104,17 +114,10 @@ class Layout:
             raise ValueError(f"event namespace must be a non-empty str not ending in '/', "
                              f"got {namespace!r}")
         self.namespace = namespace
-        self.head = f"{namespace}/head"
-        self.position_prefix = f"{namespace}/p/"
+        self.event_prefix = f"{namespace}/e/"
 
-    def position(self, position: int) -> str:
-        return f"{self.position_prefix}{position:012d}"
-
-    def position_of(self, key: str) -> int:
-        return int(key[len(self.position_prefix):])
-
-    def version(self, stream: str, version: int) -> str:
-        return f"{self.namespace}/v/{stream}/{version}"
+    def event(self, stream: str, version: int) -> str:
+        return f"{self.event_prefix}{stream}/{version}"
 
     def stream(self, stream: str) -> str:
         return f"{self.namespace}/s/{stream}"
@@ -126,19 +129,20 @@ class Layout:
         return f"{self.namespace}/t/{name}"
 
 
-def encode_event(stream: str, version: int, event_type: str, data: Any,
+def encode_event(stream: str, version: int, index: int, event_type: str, data: Any,
                  metadata: Mapping[str, Any], event_id: str | None,
                  recorded_at: float) -> dict[str, Any]:
-    """The value stored at an event's position key."""
-    return {"s": stream, "v": version, "t": event_type, "d": data, "m": dict(metadata),
-            "id": event_id, "at": recorded_at}
+    """The value stored at an event's key; ``index``: its place in its append."""
+    return {"s": stream, "v": version, "i": index, "t": event_type, "d": data,
+            "m": dict(metadata), "id": event_id, "at": recorded_at}
 
 
-def decode_event(position: int, value: Mapping[str, Any]) -> RecordedEvent:
-    """A :class:`RecordedEvent` from a position key's value."""
-    return RecordedEvent(stream=value["s"], version=value["v"], position=position,
-                         type=value["t"], data=value["d"], metadata=value["m"],
-                         id=value["id"], recorded_at=value.get("at"))
+def decode_event(value: Mapping[str, Any], create_revision: int) -> RecordedEvent:
+    """A :class:`RecordedEvent` from an event key's value and create_revision."""
+    return RecordedEvent(stream=value["s"], version=value["v"],
+                         position=position(create_revision, value["i"]), type=value["t"],
+                         data=value["d"], metadata=value["m"], id=value["id"],
+                         recorded_at=value.get("at"))
 
 
 def last_version(runs: list[list[int]] | None) -> int:

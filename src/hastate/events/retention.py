@@ -29,7 +29,7 @@ from hastate.state.codec import decode_value, encode_value
 
 logger = logging.getLogger(__name__)
 
-#: Events archived and removed per segment and transaction (3 deletes each).
+#: Events archived and removed per segment and transaction (2 deletes each).
 CHUNK = 300
 SEGMENT_FORMAT = 1
 
@@ -121,7 +121,7 @@ def truncate(streams: EventStreams, stream: str, before_version: int,
                 raise EventStreamError(f"stream {stream!r} changed its first version while "
                                        "being truncated; truncate again")
             deletes = [k for e in chunk for k in
-                       (lay.position(e.position), lay.version(stream, e.version),
+                       (lay.event(stream, e.version),
                         *((lay.event_id(e.id),) if e.id is not None else ()))]
             return Plan({lay.stream(stream): [[cut, versions[-1]]]}, lambda _rev: len(chunk),
                         deletes)

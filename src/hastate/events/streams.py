@@ -9,34 +9,56 @@ Example::
         ...
 
 Semantics (EventStoreDB's): stream versions count from 0 without gaps; every event also
-gets a global position, a gapless int from 1 over all streams of the namespace (also the
-``eventsourcing`` library's notification id). One append is ONE hastate transaction:
-all its events or none, compared against the stream's version, the namespace head and
-every event id. Appending ids that are already stored as exactly this append (a retry
-after an unknown outcome, even via another node) returns the original positions.
+gets a global position over all streams of the namespace (also the ``eventsourcing``
+library's notification id): ``revision * SLOTS + i``, the cluster revision its append
+committed at and its index in the append, so positions grow strictly in commit order, with
+gaps (see :mod:`hastate.events.index`). One append is ONE hastate transaction: all its
+events or none, compared against the stream's versions and every event id, and nothing
+else, so appends to different streams never conflict. Appending ids that are already
+stored as exactly this append (a retry after an unknown outcome, even via another node)
+returns the original positions.
 
-The head is a single key, so concurrent appends (even to different streams) serialize:
-the loser's transaction fails and it retries with the values the failure returned. Appends
-from one process are serialized locally first, so only other processes race.
+Appends to one stream from one process queue on a local lock (one of :data:`STRIPES`,
+chosen by the stream's name), so only other processes race on a stream: the loser's
+transaction fails and it decides again with the values the failure returned.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterable, Sequence
+import zlib
+from contextlib import ExitStack
+from typing import Any, Iterable, Iterator, Sequence
 
 from hastate.errors import DuplicateEventIdError, EventStreamError, WrongExpectedVersionError
 from hastate.events.backend import Backend, Plan, commit
+from hastate.events.index import SLOTS, position
 from hastate.events.records import (ANY, EXPECTED_KINDS, NO_STREAM, STREAM_EXISTS,
                                     AppendResult, Filter, Layout, NewEvent, RecordedEvent,
                                     decode_event, encode_event, iter_versions, last_version)
 from hastate.events.subscription import CatchUpSubscription
 
-#: Events per append (one transaction): 3 keys each, well within the byte cap for small events.
-MAX_APPEND = 1000
-#: Position keys read per round when scanning ``$all``.
+#: Events per append (one transaction; one revision holds SLOTS positions): 2 keys each.
+MAX_APPEND = SLOTS
+#: Events read per round when scanning ``$all``.
 PAGE = 256
+#: Local locks appends to a stream queue on (by a hash of the stream's name).
+STRIPES = 64
+
+
+class StreamLocks:
+    """Striped local locks: appends to one stream from this process take turns."""
+
+    def __init__(self) -> None:
+        self._locks = [threading.Lock() for _ in range(STRIPES)]
+
+    def holding(self, streams: Iterable[str]) -> ExitStack:
+        """A context holding the locks of ``streams`` (taken in one order: no deadlock)."""
+        stack = ExitStack()
+        for stripe in sorted({zlib.crc32(s.encode()) % STRIPES for s in streams}):
+            stack.enter_context(self._locks[stripe])
+        return stack
 
 
 class EventStreams:
@@ -47,7 +69,7 @@ class EventStreams:
         self.backend = backend
         self.layout = Layout(namespace)
         self.timeout = timeout
-        self._append_lock = threading.Lock()
+        self.locks = StreamLocks()
 
     # -- writes ---------------------------------------------------------------------------------
     def append(self, stream: str, events: Sequence[NewEvent],
@@ -65,7 +87,7 @@ class EventStreams:
         _check_append(stream, events, expected_version)
         lay = self.layout
         ids = [e.id for e in events]
-        keys = [lay.head, lay.stream(stream), *(lay.event_id(i) for i in ids)]
+        keys = [lay.stream(stream), *(lay.event_id(i) for i in ids)]
 
         def decide(values: dict[str, Any]) -> Plan[AppendResult]:
             stored = [values[lay.event_id(i)] for i in ids if lay.event_id(i) in values]
@@ -74,36 +96,31 @@ class EventStreams:
             current = last_version(values.get(lay.stream(stream)))
             if not _version_ok(expected_version, current):
                 raise WrongExpectedVersionError(stream, expected_version, current)
-            head = values.get(lay.head, 0)
             now = time.time()
             puts: dict[str, Any] = {}
-            positions = list(range(head + 1, head + 1 + len(events)))
             versions = list(range(current + 1, current + 1 + len(events)))
-            for event, position, version in zip(events, positions, versions):
-                puts[lay.position(position)] = encode_event(stream, version, event.type,
-                                                            event.data, event.metadata,
-                                                            event.id, now)
-                puts[lay.version(stream, version)] = position
-                puts[lay.event_id(event.id)] = position
+            for i, (event, version) in enumerate(zip(events, versions)):   # in index order
+                puts[lay.event(stream, version)] = encode_event(
+                    stream, version, i, event.type, event.data, event.metadata, event.id, now)
+                puts[lay.event_id(event.id)] = [stream, version]
             runs = values.get(lay.stream(stream))
             puts[lay.stream(stream)] = [[runs[0][0] if runs else 0, versions[-1]]]
-            puts[lay.head] = positions[-1]
-            return Plan(puts, lambda rev: AppendResult(positions, versions, rev))
+            return Plan(puts, lambda rev: AppendResult(
+                [position(rev, i) for i in range(len(events))], versions, rev))
 
-        with self._append_lock:
+        with self.locks.holding([stream]):
             return commit(self.backend, keys, decide, timeout=self.timeout,
                           rejections=(EventStreamError,))
 
-    def _replayed(self, stream: str, ids: list[str], stored: list[int]) -> AppendResult:
+    def _replayed(self, stream: str, ids: list[str], stored: list[list[Any]]) -> AppendResult:
         """The original result of an append whose ids are stored, or DuplicateEventIdError."""
-        keys = [self.layout.position(p) for p in stored]
-        records = self.backend.read(keys, linearizable=False)
-        events = [decode_event(p, records[k]) for p, k in zip(stored, keys)]
-        if len(stored) != len(ids) or any(e.stream != stream for e in events) or \
-                stored != list(range(stored[0], stored[0] + len(stored))):
-            raise DuplicateEventIdError([e.id for e in events if e.id is not None])
-        revision = self.backend.mod_revisions(keys[:1]).get(keys[0], 0)
-        return AppendResult(stored, [e.version for e in events], revision, replayed=True)
+        events = self.read_keys(self.layout.event(s, v) for s, v in stored)
+        positions = [e.position for e in events]
+        if len(events) != len(ids) or any(e.stream != stream for e in events) or \
+                positions != list(range(positions[0], positions[0] + len(positions))):
+            raise DuplicateEventIdError([e.id for e in events if e.id is not None] or ids)
+        return AppendResult(positions, [e.version for e in events], events[0].revision,
+                            replayed=True)
 
     # -- reads ----------------------------------------------------------------------------------
     def stream_version(self, stream: str, *, linearizable: bool = True) -> int:
@@ -113,8 +130,9 @@ class EventStreams:
 
     def head(self, *, linearizable: bool = True) -> int:
         """The last global position (0 when no event was appended)."""
-        key = self.layout.head
-        return int(self.backend.read([key], linearizable=linearizable).get(key, 0))
+        if linearizable:
+            self.backend.read([], linearizable=True)
+        return self.backend.index.last(self.layout.event_prefix)
 
     def read_stream(self, stream: str, from_version: int | None = None, *,
                     backwards: bool = False, limit: int | None = None,
@@ -133,16 +151,13 @@ class EventStreams:
             versions = [v for v in versions if v >= (from_version or 0)]
         if limit is not None:
             versions = versions[:max(0, limit)]
-        index_keys = [self.layout.version(stream, v) for v in versions]
-        positions = self.backend.read(index_keys, linearizable=False)
-        return self.read_positions([positions[k] for k in index_keys])
+        return self.read_keys(self.layout.event(stream, v) for v in versions)
 
-    def read_positions(self, positions: Iterable[int]) -> list[RecordedEvent]:
-        """The events at ``positions`` on this replica (truncated ones are left out)."""
-        positions = list(positions)
-        keys = [self.layout.position(p) for p in positions]
-        records = self.backend.read(keys, linearizable=False)
-        return [decode_event(p, records[k]) for p, k in zip(positions, keys) if k in records]
+    def read_keys(self, keys: Iterable[str]) -> list[RecordedEvent]:
+        """The events at event ``keys`` on this replica, in that order (absent ones left out)."""
+        keys = list(keys)
+        records = self.backend.records(keys)
+        return [decode_event(*records[k]) for k in keys if k in records]
 
     def read_all(self, from_position: int = 1, *, limit: int | None = None,
                  filter: Filter | None = None, linearizable: bool = True,
@@ -151,20 +166,30 @@ class EventStreams:
 
         ``filter`` (e.g. :class:`~hastate.events.records.EventFilter`) keeps the events it
         returns True for; ``limit`` counts the events returned; ``to_position`` (inclusive)
-        bounds the scan (default: the head at the call).
+        bounds the scan (default: the last event at the call).
         """
-        end = self.head(linearizable=linearizable) if to_position is None else to_position
+        if linearizable:
+            self.backend.read([], linearizable=True)
         out: list[RecordedEvent] = []
-        position = max(1, from_position)
-        while position <= end and (limit is None or len(out) < limit):
-            page = self.read_positions(range(position, min(end, position + PAGE - 1) + 1))
-            for event in page:
-                if filter is None or filter(event):
-                    out.append(event)
-                    if limit is not None and len(out) >= limit:
-                        break
-            position += PAGE
+        for event in self.scan(from_position - 1, to_position):
+            if filter is None or filter(event):
+                out.append(event)
+                if limit is not None and len(out) >= limit:
+                    break
         return out
+
+    def scan(self, after: int, to_position: int | None = None) -> Iterator[RecordedEvent]:
+        """Events after position ``after`` up to ``to_position`` (None: the last one when a
+        page is read), in global order, read page by page from this replica."""
+        prefix = self.layout.event_prefix
+        while True:
+            entries, _ = self.backend.index.after(prefix, after, PAGE)
+            if to_position is not None:
+                entries = [e for e in entries if e[0] <= to_position]
+            if not entries:
+                return
+            yield from self.read_keys(k for _, k in entries)
+            after = entries[-1][0]
 
     # -- subscriptions --------------------------------------------------------------------------
     def subscribe(self, after: int = 0, *, filter: Filter | None = None) -> CatchUpSubscription:
@@ -177,10 +202,11 @@ class EventStreams:
 
     def subscribe_stream(self, stream: str, after_version: int = -1) -> CatchUpSubscription:
         """Events of ``stream`` with versions after ``after_version``, then live ones."""
-        lay = self.layout
-        values, _ = self.backend.read_at([lay.head, lay.version(stream, after_version + 1)])
-        start = values.get(lay.version(stream, after_version + 1))
-        after = start - 1 if start is not None else values.get(lay.head, 0)
+        after = self.head(linearizable=False)
+        # read after the head: an event absent now is appended later, after the head
+        found = self.read_keys([self.layout.event(stream, after_version + 1)])
+        if found and found[0].position <= after:
+            after = found[0].position - 1
         return self.subscribe(after, filter=lambda e: e.stream == stream and
                               e.version > after_version)
 

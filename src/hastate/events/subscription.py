@@ -1,11 +1,13 @@
 """Catch-up subscriptions: replay from a checkpoint by reads, then go live on a watch.
 
-The subscription reads the namespace head and the revision it was read at (one local
-snapshot), delivers every position up to that head by reads, then watches position keys
-from that revision + 1: every later event has a larger position, so nothing falls between
-the two. Positions are delivered strictly in order, each once: an event the watch offers
-that is not the next position (or any watch error: compaction, overflow, the node stopping
-or installing a dump) sends the subscription back to catching up by reads from the last
+The subscription reads this replica's event index page by page after its position; a page
+that is not full comes with the revision R the index reflected when it was read, and holds
+every event committed up to R. It then watches the event keys from R + 1: every later event
+was committed at a later revision, so it has a larger position and nothing falls between
+the two. The watch delivers changes in revision order, and the events of one append in
+their order, so live events come in position order; one at or before the last delivered
+position is skipped (never delivered twice). Any watch error (compaction, overflow, the node
+stopping or installing a dump) sends the subscription back to reading from the last
 delivered position. A leader change does not disturb it (reads and watch are local); after
 the subscriber restarts, ``subscribe(after=checkpoint)`` resumes with no gap or repeat.
 """
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Iterator, Protocol
+from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
 
 from hastate.errors import WatchError
 from hastate.events.backend import Backend
+from hastate.events.index import position
 from hastate.events.records import Filter, Layout, RecordedEvent, decode_event
 
 if TYPE_CHECKING:
@@ -27,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between checks of ``stop()`` while waiting for live events.
 _POLL = 0.2
+#: Events read per round while catching up.
+_PAGE = 256
 
 
 class Source(Protocol):
@@ -35,10 +40,8 @@ class Source(Protocol):
     backend: Backend
     layout: Layout
 
-    def read_all(self, from_position: int = 1, *, limit: int | None = None,
-                 filter: Filter | None = None, linearizable: bool = True,
-                 to_position: int | None = None) -> list[RecordedEvent]:
-        """Events of every stream from ``from_position`` in global order."""
+    def read_keys(self, keys: Iterable[str]) -> list[RecordedEvent]:
+        """The events at event ``keys`` on this replica, in that order."""
 
 
 class CatchUpSubscription:
@@ -75,39 +78,36 @@ class CatchUpSubscription:
         return self._filter is None or self._filter(event)
 
     def _catch_up(self) -> Iterator[RecordedEvent]:
-        lay = self._streams.layout
-        values, revision = self._streams.backend.read_at([lay.head])
-        head = values.get(lay.head, 0)
-        while self.position < head and not self._stopped.is_set():
-            page = self._streams.read_all(self.position + 1, to_position=head,
-                                          limit=256, linearizable=False)
-            if not page:
-                break
-            for event in page:
+        """Deliver what the index holds; returns the revision the last (short) page was at."""
+        prefix = self._streams.layout.event_prefix
+        while True:
+            entries, revision = self._streams.backend.index.after(prefix, self.position, _PAGE)
+            for event in self._streams.read_keys(k for _, k in entries):
+                if self._stopped.is_set():
+                    return revision
                 if self._deliver(event):
                     yield event
-        if not self._stopped.is_set():
-            self.position = max(self.position, head)   # the rest up to head: truncated
-        return revision
+            if entries:
+                self.position = max(self.position, entries[-1][0])   # the rest: truncated
+            if len(entries) < _PAGE or self._stopped.is_set():
+                return revision
 
     def _live(self, revision: int) -> Iterator[RecordedEvent]:
         lay = self._streams.layout
         try:
-            self._watcher = self._streams.backend.watch(lay.position_prefix, revision + 1)
+            self._watcher = self._streams.backend.watch(lay.event_prefix, revision + 1)
         except WatchError as exc:
             logger.info("subscription catching up again", extra={"reason": str(exc)})
             return
         try:
             while not self._stopped.is_set():
                 change = self._watcher.get(timeout=_POLL)
-                if change is None or change.type != "put":
+                if change is None or change.type != "put" or \
+                        change.create_revision != change.revision:
                     continue
-                position = lay.position_of(change.key)
-                if position <= self.position:
+                if position(change.revision, change.value["i"]) <= self.position:
                     continue
-                if position != self.position + 1:
-                    return  # not the next one: read the missing ones
-                event = decode_event(position, change.value)
+                event = decode_event(change.value, change.create_revision)
                 if self._deliver(event):
                     yield event
         except WatchError as exc:

@@ -296,6 +296,19 @@ class ReplicatedState:
         with self._lock:
             return {k: self._data[k] for k in keys if k in self._data}
 
+    def scan(self, prefix: str) -> tuple[list[tuple[str, Record]], int]:
+        """(key, current record) of the keys starting with ``prefix`` that existed at the
+        returned revision (those deleted since are left out).
+
+        For building derived indexes, not for the read path: apply waits only while the
+        key list is copied, the matching runs outside the lock.
+        """
+        with self._lock:
+            keys, revision = list(self._data), self._revision
+        matched = [k for k in keys if k.startswith(prefix)]
+        with self._lock:
+            return [(k, self._data[k]) for k in matched if k in self._data], revision
+
     def state_hash(self) -> str:
         """SHA-256 over the sorted encoded state: equal on replicas with equal state."""
         digest = hashlib.sha256()

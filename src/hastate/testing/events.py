@@ -12,8 +12,9 @@ import threading
 import time
 from typing import Any, Sequence
 
+from hastate.events.index import EventIndex
 from hastate.state import txn as txn_mod
-from hastate.state.codec import Command
+from hastate.state.codec import Command, decode_value
 from hastate.state.machine import ReplicatedState
 from hastate.state.txn import Compare, Op, TxnResult
 from hastate.state.watch import Watcher, WatchHub
@@ -29,7 +30,9 @@ class MachineBackend:
         self.machine = ReplicatedState()
         self.hub = WatchHub()
         self.machine.add_change_listener(self.hub)
-        self._index = itertools.count(1)
+        self.index = EventIndex(self.machine.scan, self.machine.revision)
+        self.machine.add_change_listener(self.index)
+        self._log_index = itertools.count(1)
         self._lock = threading.Lock()
         self.transactions = 0
 
@@ -39,18 +42,15 @@ class MachineBackend:
             time.sleep(self.read_delay)
         return values
 
-    def read_at(self, keys: Sequence[str]) -> tuple[dict[str, Any], int]:
-        return self.machine.snapshot_at(keys)
-
-    def mod_revisions(self, keys: Sequence[str]) -> dict[str, int]:
-        return {k: r[1] for k, r in self.machine.records(keys).items()}
+    def records(self, keys: Sequence[str]) -> dict[str, tuple[Any, int]]:
+        return {k: (decode_value(r[0]), r[2]) for k, r in self.machine.records(keys).items()}
 
     def transaction(self, compare: list[Compare], success: list[Op],
                     failure: list[Op]) -> TxnResult:
         wire = txn_mod.build(compare, success, failure,
                              max_ops=max(len(compare), len(success), len(failure), 1))
         with self._lock:
-            index = next(self._index)
+            index = next(self._log_index)
             self.transactions += 1
             raw = Command(op="txn", client=b"test", seq=index, txn=wire).encode()
             result = self.machine.apply_at(index, raw)

@@ -127,9 +127,9 @@ class MemoryCluster:
         self.network.partition([self.addresses[i] for i in node_ids],
                                [self.addresses[i] for i in self.others(*node_ids)])
 
-    def heal(self, *, keep_drops: bool = False) -> None:
-        """Restore every link and remove every drop rule (unless ``keep_drops``)."""
-        self.network.heal(keep_drops=keep_drops)
+    def heal(self) -> None:
+        """Restore every link and remove every drop rule."""
+        self.network.heal()
 
     def drop(self, rule: Callable[[str, str, dict[str, Any]], bool]) -> Callable[[], None]:
         """Lose every message ``rule(sender id, receiver id, message)`` selects; returns undo."""

@@ -66,12 +66,11 @@ class MemoryNetwork:
             events = self._link_events(newly, up=False)
         self._post(events)
 
-    def heal(self, *, keep_drops: bool = False) -> None:
-        """Restore every link and forget every drop rule (unless ``keep_drops``)."""
+    def heal(self) -> None:
+        """Restore every link and forget every drop rule."""
         with self._lock:
             healed, self._cut = self._cut, set()
-            if not keep_drops:
-                self._drops = []
+            self._drops = []
             events = self._link_events(healed, up=True)
         self._post(events)
 
