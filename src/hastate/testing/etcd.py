@@ -208,13 +208,22 @@ class EtcdCluster:
 def write_cluster_file(path: str | os.PathLike[str], endpoints: list[str], *,
                        name: str = "contract", ids: tuple[str, ...] = (
                            "instance-1", "instance-2", "instance-3"),
-                       session_ttl: int = 2, http: dict[str, str] | None = None) -> Path:
+                       session_ttl: int = 2, request_timeout: float | None = None,
+                       http: dict[str, str] | None = None,
+                       regions: dict[str, str] | None = None,
+                       discover_members: bool = True) -> Path:
     """A cluster file for bots ``ids`` on the etcd ``endpoints`` (engine = "etcd")."""
     lines = ["[cluster]", f'name = "{name}"', 'engine = "etcd"', "", "[etcd]",
              "endpoints = [" + ", ".join(f'"{e}"' for e in endpoints) + "]",
-             f"session_ttl = {session_ttl}", ""]
+             f"session_ttl = {session_ttl}"]
+    if not discover_members:
+        lines.append("discover_members = false")
+    if request_timeout is not None:
+        lines.append(f"request_timeout = {request_timeout}")
+    lines.append("")
     for instance in ids:
-        lines += ["[[nodes]]", f'id = "{instance}"', 'region = "local"']
+        region = (regions or {}).get(instance, "local")
+        lines += ["[[nodes]]", f'id = "{instance}"', f'region = "{region}"']
         if http and instance in http:
             lines.append(f'http = "{http[instance]}"')
         lines.append("")

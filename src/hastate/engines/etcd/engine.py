@@ -84,6 +84,7 @@ class EtcdEngine:
                                              name=f"hastate-etcd-housekeeping-{instance_id}")
         self.writes_total = 0
         self.retries_total = 0
+        self.replays_total = 0          # writes found applied by a retry (answer lost)
 
     def _poke(self) -> None:
         if self._started:
@@ -92,7 +93,8 @@ class EtcdEngine:
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         try:
-            self.client.discover()
+            if self.settings.discover_members:
+                self.client.discover()
         except (StoreUnreachableError, StoreRefusedError) as exc:
             logger.warning("etcd member list unavailable; using the configured endpoints",
                            extra={"reason": str(exc)})
@@ -263,6 +265,7 @@ class EtcdEngine:
             return result, header_revision(answer)
         revision = commands.marker_revision(answer)
         if revision:                        # applied before; the answer was lost
+            self.replays_total += 1
             return self._replay(plan, revision), revision
         for key, found in zip(plan.guards, (answer.get("responses") or [])[1:]):
             kvs = found.get("response_range", {}).get("kvs") or []
@@ -488,7 +491,8 @@ class EtcdEngine:
             "leader_changes": self.election.leader_changes,
             "etcd": {"endpoints": list(self.client.endpoints), "prefix": self.settings.prefix,
                      "mirror_revision": self.mirror.revision,
-                     "writes": self.writes_total, "retries": self.retries_total},
+                     "writes": self.writes_total, "retries": self.retries_total,
+                     "replays": self.replays_total},
             "members": [{**m.to_dict(), "live": m.id in entries,
                          "healthy": bool(entries.get(m.id, {}).get("health"))}
                         for m in self.members()],

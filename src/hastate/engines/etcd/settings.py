@@ -11,6 +11,7 @@ Example::
     prefix = "/hastate/crypto-bot-prod/"      # default: /hastate/<cluster name>/
     session_ttl = "5s"                        # leader key lease; default 5 s
     request_timeout = "3s"
+    discover_members = true                   # false: only the endpoints above (a proxy, an LB)
     ca = "/etc/hastate/etcd-ca.pem"           # TLS (https endpoints); cert + key: client auth
     cert = "/etc/hastate/etcd-client.pem"
     key = "/etc/hastate/etcd-client-key.pem"
@@ -35,8 +36,8 @@ DEFAULT_SESSION_TTL = 5.0
 #: etcd grants leases in whole seconds and refuses less than about 2 s on default timings.
 MIN_SESSION_TTL = 2.0
 DEFAULT_REQUEST_TIMEOUT = 3.0
-_KNOWN = {"endpoints", "prefix", "session_ttl", "request_timeout", "ca", "cert", "key", "user",
-          "password_env"}
+_KNOWN = {"discover_members", "endpoints", "prefix", "session_ttl", "request_timeout", "ca",
+          "cert", "key", "user", "password_env"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class EtcdSettings:
     key: str | None = None
     user: str | None = None
     password: str | None = None
+    discover_members: bool = True
 
 
 def _path(raw: Mapping[str, Any], name: str, path: str | None) -> str | None:
@@ -131,6 +133,10 @@ def parse(raw: Mapping[str, Any], *, cluster: str, path: str | None = None) -> E
             raise ConfigError(f"environment variable {password_env} is not set; export the "
                               "etcd password in it", field="etcd.password_env",
                               value=password_env, path=path)
-    return EtcdSettings(endpoints=endpoints, prefix=prefix, session_ttl=session_ttl,
+    discover = raw.get("discover_members", True)
+    if not isinstance(discover, bool):
+        raise ConfigError("must be true or false", field="etcd.discover_members",
+                          value=discover, path=path)
+    return EtcdSettings(discover_members=discover, endpoints=endpoints, prefix=prefix, session_ttl=session_ttl,
                         request_timeout=request_timeout, ca=ca, cert=cert, key=key, user=user,
                         password=password)

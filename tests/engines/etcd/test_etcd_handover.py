@@ -1,0 +1,60 @@
+"""Leadership on etcd: a handover to a named target, from the leader or from anyone else."""
+
+from __future__ import annotations
+
+import pytest
+
+from hastate.errors import FailoverError
+from hastate.testing import wait_for
+
+from .conftest import Bots
+
+IDS = ["instance-1", "instance-2", "instance-3"]
+
+
+def start_three(bots: Bots, name: str) -> dict:
+    config = bots.config(name)
+    managers = {i: bots.start(config, i) for i in IDS}
+    wait_for(lambda: [sm.is_leader() for sm in managers.values()].count(True) == 1,
+             timeout=20, what="one leader")
+    return managers
+
+
+def test_the_leader_hands_over_to_the_named_target_and_nobody_else_leads(bots: Bots) -> None:
+    managers = start_three(bots, "handover")
+    leader_id = next(i for i, sm in managers.items() if sm.is_leader())
+    target, bystander = [i for i in IDS if i != leader_id]
+    token = managers[leader_id].fencing_token()
+    became: dict[str, list[int]] = {i: [] for i in IDS}
+    for i, sm in managers.items():
+        sm.watch_leader(on_become_leader=lambda t, i=i: became[i].append(t))
+    wait_for(lambda: became[leader_id], timeout=10)        # told at once: it already leads
+
+    seconds = managers[leader_id].trigger_failover(target)
+    assert seconds >= 0 and not managers[leader_id].is_leader()
+    wait_for(lambda: managers[target].is_leader(), timeout=20, what=f"{target} leads")
+    assert managers[target].fencing_token() > token
+    assert managers[leader_id].fencing_token() is None
+    assert became[bystander] == []                         # only the named target campaigned
+    assert {sm.leader() for sm in managers.values()} == {target}
+
+
+def test_a_handover_asked_by_a_non_leader_moves_leadership_too(bots: Bots) -> None:
+    managers = start_three(bots, "handover-asked")
+    leader_id = next(i for i, sm in managers.items() if sm.is_leader())
+    asker, target = [i for i in IDS if i != leader_id]
+    token = managers[leader_id].fencing_token()
+    managers[asker].trigger_failover(target)
+    wait_for(lambda: managers[target].is_leader() and not managers[leader_id].is_leader(),
+             timeout=20, what=f"{target} leads")
+    assert managers[target].fencing_token() > token
+    assert [sm.is_leader() for sm in managers.values()].count(True) == 1
+
+
+def test_a_handover_to_an_instance_without_a_session_is_refused(bots: Bots) -> None:
+    config = bots.config("handover-absent")
+    leader = bots.start(config, "instance-1")
+    wait_for(leader.is_leader, timeout=20)
+    with pytest.raises(FailoverError, match="instance-3"):
+        leader.trigger_failover("instance-3")
+    assert leader.is_leader()
