@@ -63,6 +63,11 @@ class Election:
         self.stepping_down = False
         self.health = True
         self.leader_changes = 0
+        self._since = 0.0                 # monotonic time just before the winning campaign
+        #: observer(token, since, until, final): this instance may act as leader within
+        #: [since, until) under ``token``; called when it wins, each time the deadline moves,
+        #: and once with ``final`` when it stops acting before the deadline (steps down).
+        self.interval_observers: list[Callable[[int, float, float, bool], None]] = []
         self._thread = threading.Thread(target=self._run, name=f"hastate-etcd-{instance_id}",
                                         daemon=True)
 
@@ -73,8 +78,7 @@ class Election:
 
     def stop(self) -> None:
         """Stop campaigning; revoke the session (the leader key and member entry go with it)."""
-        with self._lock:
-            self.stepping_down = True
+        self._step_down()
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
@@ -115,6 +119,21 @@ class Election:
             return
         with self._lock:
             self.deadline = max(self.deadline, sent + ttl - margin(self.ttl))
+        self._tell()
+
+    def _tell(self, final: bool = False) -> None:
+        with self._lock:
+            token, since = self.token, self._since
+            until = self.clock() if final else self.deadline
+        if token is not None:
+            for observe in self.interval_observers:
+                observe(token, since, until, final)
+
+    def _step_down(self) -> None:
+        """Stop acting as leader now (before the key is released)."""
+        with self._lock:
+            self.stepping_down = True
+        self._tell(final=True)
 
     def _publish(self) -> None:
         """Write this instance's member entry on its session lease."""
@@ -206,6 +225,7 @@ class Election:
         else:
             compares.append({"key": b64(self.layout.handover), "target": "CREATE",
                              "result": "EQUAL", "create_revision": "0"})
+        sent = self.clock()
         try:
             answer = self.client.call("/v3/kv/txn", {"compare": compares, "success": success})
         except StoreRefusedError as exc:
@@ -216,15 +236,16 @@ class Election:
         if answer.get("succeeded"):
             with self._lock:
                 self.token = header_revision(answer)
+                self._since = sent
                 self.stepping_down = False
                 self.leader_changes += 1
+            self._tell()
             logger.info("etcd leadership acquired", extra={"instance": self.instance_id,
                                                            "token": self.token})
 
     def _hand_over_key(self, token: int, target: str | None, target_lease: int | None) -> bool:
         """Stop acting, then delete our key (and name ``target`` on its lease) in one Txn."""
-        with self._lock:
-            self.stepping_down = True
+        self._step_down()
         success: list[dict[str, Any]] = [{"request_delete_range": {"key": b64(self.layout.leader)}}]
         if target is not None:
             success.append({"request_put": {"key": b64(self.layout.handover),
