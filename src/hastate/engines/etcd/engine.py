@@ -230,6 +230,9 @@ class EtcdEngine:
                 continue
             except StoreRefusedError as exc:
                 if exc.code == 5 and "lease" in exc.store_message:
+                    if not self._lease_alive(self.dedup_lease):   # paused past its TTL
+                        self.dedup_lease = self._grant(DEDUP_TTL)
+                        continue
                     return ("no_lease", self._missing_lease(command))
                 raise WriteError(f"etcd refused the write: {exc}", outcome_unknown=False) from None
             if result is None:              # a value guard moved: plan again
@@ -300,11 +303,12 @@ class EtcdEngine:
             return 0
         leases = [lease for ops in (success, failure)
                   for lease in txn_mod.leases_of(ops).values() if lease]
-        for lease in leases:
-            answer = self.client.call("/v3/lease/timetolive", {"ID": str(lease)})
-            if int(answer.get("TTL", -1)) <= 0:
-                return lease
-        return leases[0] if leases else 0
+        return next((lease for lease in leases if not self._lease_alive(lease)),
+                    leases[0] if leases else 0)
+
+    def _lease_alive(self, lease: int) -> bool:
+        answer = self.client.call("/v3/lease/timetolive", {"ID": str(lease)})
+        return int(answer.get("TTL", -1)) > 0
 
     # -- leases -------------------------------------------------------------------------
     def _lease_op(self, command: Command, marker: bytes,
