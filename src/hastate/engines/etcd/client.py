@@ -154,12 +154,17 @@ class EtcdClient:
                     "POST", endpoint + path, body=json.dumps(body).encode(),
                     headers=self._headers(), preload_content=False,
                     timeout=urllib3.Timeout(connect=min(1.0, self.settings.request_timeout),
-                                            read=None))
+                                            read=self.settings.request_timeout))
             except urllib3.exceptions.HTTPError as exc:
                 reason = f"{endpoint}: {exc}"
                 self._advance(endpoint)
                 continue
             if resp.status == 200:
+                # The answer's head came in time; the stream itself may be quiet for long
+                # (the engine notices a stalled stream and shuts it down).
+                sock = getattr(resp.connection, "sock", None)
+                if sock is not None:
+                    sock.settimeout(None)
                 return endpoint, resp
             reason = f"{endpoint}: HTTP {resp.status} {resp.read()[:200]!r}"
             resp.release_conn()
