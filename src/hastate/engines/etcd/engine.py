@@ -14,14 +14,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-import math
 import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Literal, TypeVar
-
-import msgpack
 
 from hastate.consensus.membership import Member
 from hastate.engines import Options
@@ -30,14 +27,14 @@ from hastate.engines.etcd import commands
 from hastate.engines.etcd.client import EtcdClient, b64, header_revision, range_end, unb64
 from hastate.engines.etcd.election import Election
 from hastate.engines.etcd.keys import Layout
+from hastate.engines.etcd.leases import LeaseOps
 from hastate.engines.etcd.mirror import Mirror
 from hastate.engines.etcd.settings import EtcdSettings
 from hastate.engines.etcd.watch import EtcdWatch, feed_hub
 from hastate.errors import (CompactedError, NotSupportedError, ReadError, StoreRefusedError,
                             StoreUnreachableError, WriteError)
-from hastate.state import txn as txn_mod
 from hastate.state.codec import Command, decode_value
-from hastate.state.leases import LeaseInfo, check_ttl
+from hastate.state.leases import LeaseInfo
 from hastate.state.txn import Record
 from hastate.state.watch import Watcher, WatchHub
 
@@ -72,6 +69,7 @@ class EtcdEngine:
         self.election = Election(self.client, self.layout, self.mirror, instance_id,
                                  settings.session_ttl,
                                  {"region": me.region if me else "", "http": me.http if me else None})
+        self.lease_ops = LeaseOps(self.client, self.layout, self.mirror)
         self.client_id = uuid.uuid4().bytes
         self._seq = itertools.count(1)
         self._seq_lock = threading.Lock()
@@ -98,7 +96,7 @@ class EtcdEngine:
         except (StoreUnreachableError, StoreRefusedError) as exc:
             logger.warning("etcd member list unavailable; using the configured endpoints",
                            extra={"reason": str(exc)})
-        self.dedup_lease = self._grant(DEDUP_TTL)
+        self.dedup_lease = self.lease_ops.grant(DEDUP_TTL)
         self.mirror.start()
         self.election.start()
         self._started = True
@@ -169,10 +167,7 @@ class EtcdEngine:
     def _keep_dedup_lease(self) -> None:
         answer = self.client.call("/v3/lease/keepalive", {"ID": str(self.dedup_lease)})
         if int(answer.get("result", answer).get("TTL", 0)) <= 0:
-            self.dedup_lease = self._grant(DEDUP_TTL)
-
-    def _grant(self, ttl: int) -> int:
-        return int(self.client.call("/v3/lease/grant", {"TTL": str(ttl)})["ID"])
+            self.dedup_lease = self.lease_ops.grant(DEDUP_TTL)
 
     # -- writes -------------------------------------------------------------------------
     def next_seq(self) -> int:
@@ -230,10 +225,10 @@ class EtcdEngine:
                 continue
             except StoreRefusedError as exc:
                 if exc.code == 5 and "lease" in exc.store_message:
-                    if not self._lease_alive(self.dedup_lease):   # paused past its TTL
-                        self.dedup_lease = self._grant(DEDUP_TTL)
+                    if not self.lease_ops.alive(self.dedup_lease):   # paused past its TTL
+                        self.dedup_lease = self.lease_ops.grant(DEDUP_TTL)
                         continue
-                    return ("no_lease", self._missing_lease(command))
+                    return ("no_lease", self.lease_ops.missing(command))
                 raise WriteError(f"etcd refused the write: {exc}", outcome_unknown=False) from None
             if result is None:              # a value guard moved: plan again
                 continue
@@ -250,7 +245,7 @@ class EtcdEngine:
         """One try: (result or None to plan again, revision to wait for locally)."""
         marker = self.layout.dedup(self.client_id, seq)
         if command.op in Command.LEASE_OPS:
-            return self._lease_op(command, marker, timeout)
+            return self.lease_ops.execute(command, marker, self.dedup_lease, timeout)
         if command.op == "barrier":         # a quorum read: its revision covers every ack
             revision = header_revision(self.client.call("/v3/kv/range", {
                 "key": b64(self.layout.leader), "count_only": True}, timeout))
@@ -295,63 +290,7 @@ class EtcdEngine:
         return {self.layout.state_key(unb64(kv["key"])) or "": commands.kv_record(kv)
                 for kv in answer.get("kvs") or []}
 
-    def _missing_lease(self, command: Command) -> int:
-        """The first lease a refused write names that etcd no longer has."""
-        try:
-            _, success, failure = txn_mod.parse(command.txn)
-        except ValueError:
-            return 0
-        leases = [lease for ops in (success, failure)
-                  for lease in txn_mod.leases_of(ops).values() if lease]
-        return next((lease for lease in leases if not self._lease_alive(lease)),
-                    leases[0] if leases else 0)
-
-    def _lease_alive(self, lease: int) -> bool:
-        answer = self.client.call("/v3/lease/timetolive", {"ID": str(lease)})
-        return int(answer.get("TTL", -1)) > 0
-
     # -- leases -------------------------------------------------------------------------
-    def _lease_op(self, command: Command, marker: bytes,
-                  timeout: float) -> tuple[tuple | None, int]:
-        if command.op == "lease_grant":
-            return self._grant_lease(command, marker, timeout)
-        lease = int(command.expected["lease"])
-        if command.op == "lease_keepalive":
-            answer = self.client.call("/v3/lease/keepalive", {"ID": str(lease)}, timeout)
-            ttl = int(answer.get("result", answer).get("TTL", 0))
-            return (("lease", lease, float(ttl)) if ttl > 0 else ("lease", 0, 0.0)), 0
-        try:                                # lease_revoke
-            answer = self.client.call("/v3/lease/revoke", {"ID": str(lease)}, timeout)
-        except StoreRefusedError as exc:
-            if exc.code != 5:
-                raise
-            return ("lease_end", [], self.mirror.revision), 0
-        revision = header_revision(answer)
-        return ("lease_end", [lease], revision), revision
-
-    def _grant_lease(self, command: Command, marker: bytes,
-                     timeout: float) -> tuple[tuple | None, int]:
-        """Grant, then register the lease and the marker in one Txn; a retry that finds the
-        marker revokes the lease it just granted and answers the first one."""
-        ttl = check_ttl(msgpack.unpackb(command.values["ttl"]))
-        answer = self.client.call("/v3/lease/grant", {"TTL": str(max(1, math.ceil(ttl)))},
-                                  timeout)
-        lease, granted = int(answer["ID"]), float(answer["TTL"])
-        done = self.client.call("/v3/kv/txn", {
-            "compare": [{"key": b64(marker), "target": "CREATE", "result": "EQUAL",
-                         "create_revision": "0"}],
-            "success": [{"request_put": {"key": b64(self.layout.lease(lease)),
-                                         "value": b64(str(granted)), "lease": str(lease)}},
-                        {"request_put": {"key": b64(marker), "value": b64(f"{lease}:{granted}"),
-                                         "lease": str(self.dedup_lease)}}],
-            "failure": [{"request_range": {"key": b64(marker)}}]}, timeout)
-        if done.get("succeeded"):
-            return ("lease", lease, granted), header_revision(done)
-        self.client.call("/v3/lease/revoke", {"ID": str(lease)}, timeout)
-        kv = done["responses"][0]["response_range"]["kvs"][0]
-        first, first_ttl = unb64(kv["value"]).decode().split(":")
-        return ("lease", int(first), float(first_ttl)), int(kv["mod_revision"])
-
     def leases(self) -> dict[int, LeaseInfo]:
         return self.mirror.leases()
 
