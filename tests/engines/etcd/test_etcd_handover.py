@@ -58,3 +58,26 @@ def test_a_handover_to_an_instance_without_a_session_is_refused(bots: Bots) -> N
     with pytest.raises(FailoverError, match="instance-3"):
         leader.trigger_failover("instance-3")
     assert leader.is_leader()
+
+
+def test_an_unhealthy_leader_hands_over_to_a_healthy_instance(bots: Bots) -> None:
+    config = bots.config("health")
+    healthy = {i: True for i in IDS}
+    managers = {i: bots.start(config, i) for i in IDS}
+    for i, sm in managers.items():
+        sm.configure_failover(health_check_interval=0.1, failover_timeout=0.5,
+                              health_check=lambda i=i: healthy[i])
+    leader_id = wait_for(lambda: next((i for i, sm in managers.items() if sm.is_leader()),
+                                      None), timeout=20, what="a leader")
+    sick = next(i for i in IDS if i != leader_id)
+    healthy[sick] = False                  # it must be neither picked nor campaign
+    wait_for(lambda: sick not in {i for _, i in managers[leader_id].engine.failover_candidates(
+        0.0)}, timeout=10, what=f"{sick} reported unhealthy")
+    healthy[leader_id] = False
+    wait_for(lambda: any(sm.is_leader() for i, sm in managers.items() if i != leader_id),
+             timeout=20, what="a healthy instance leads")
+    new = next(i for i, sm in managers.items() if sm.is_leader())
+    assert new not in (leader_id, sick)
+    assert managers[new].status()["failovers"] == {"manual": 0, "health": 0}
+    wait_for(lambda: managers[leader_id].status()["failovers"]["health"] == 1, timeout=10,
+             what="the handover counted as a health failover")

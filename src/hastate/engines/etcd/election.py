@@ -16,7 +16,9 @@
   target dies its lease takes the handover key away and anyone may campaign again. A
   handover written by another instance makes the leader step down the same way.
 * **Members**: each instance publishes its health, region, http address and session lease;
-  failover candidates are the live entries that report healthy.
+  failover candidates are the live entries that report healthy. An unhealthy instance does
+  not campaign and declines (deletes) a handover naming it, as an unhealthy Raft follower
+  neither stands for election nor accepts a transfer.
 """
 
 from __future__ import annotations
@@ -143,10 +145,12 @@ class Election:
                                         "value": b64(value), "lease": str(self.session)})
 
     def publish_health(self, ok: bool) -> None:
-        """Publish ``ok`` when it changed (the entry's presence already says alive)."""
+        """Publish ``ok`` when it changed (the entry's presence already says alive). An
+        unhealthy instance does not campaign and declines a handover naming it."""
         if ok == self.health:
             return
         self.health = ok
+        self._wake.set()
         try:
             self._publish()
         except HAStateError as exc:
@@ -200,8 +204,13 @@ class Election:
             elif handover is not None and handover.value.decode() != self.instance_id:
                 self._hand_over_key(token, None, None)
             return
-        if leader is None and (handover is None or
-                               handover.value.decode() == self.instance_id):
+        mine = handover is not None and handover.value.decode() == self.instance_id
+        if mine and not self.health:        # an unhealthy target declines the handover
+            self.client.call("/v3/kv/txn", {
+                "compare": [{"key": b64(self.layout.handover), "target": "VALUE",
+                             "result": "EQUAL", "value": b64(self.instance_id)}],
+                "success": [{"request_delete_range": {"key": b64(self.layout.handover)}}]})
+        elif leader is None and self.health and (handover is None or mine):
             self._campaign(handover is not None)
 
     def _lost(self, why: str) -> None:
@@ -270,6 +279,9 @@ class Election:
                                 f"{sorted(self.mirror.member_entries())})")
         if target == self.instance_id and self.is_leader():
             return 0.0
+        if not entry.get("health"):
+            raise FailoverError(f"instance {target!r} reports itself unhealthy; pick another "
+                                "target")
         with self._lock:
             token = self.token
         if token is not None:

@@ -112,7 +112,7 @@ class EtcdEngine:
         self._stop.set()
         if self._started:
             self.election.stop()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False)      # queued writes end with WriteError at once
         self.mirror.stop()
         for watch, hub in self._direct:
             watch.stop()
