@@ -99,6 +99,12 @@ class EtcdClient:
         data = json.dumps(body).encode()
         for endpoint in self._order():
             for _ in range(2):      # a second time only after re-authenticating
+                if self.settings.user and self._token is None:
+                    try:
+                        self._authenticate(endpoint, seconds)
+                    except urllib3.exceptions.HTTPError as exc:
+                        reason = f"{endpoint}: {exc}"
+                        break
                 try:
                     resp = self.pool.request(
                         "POST", endpoint + path, body=data, headers=self._headers(),
@@ -145,11 +151,11 @@ class EtcdClient:
         Returns (endpoint, urllib3 response); iterate the response for JSON lines and call
         its ``shutdown()`` to end it from another thread.
         """
-        if self.settings.user and self._token is None:
-            self._authenticate(self._order()[0], self.settings.request_timeout)
         reason = "no endpoint configured"
         for endpoint in self._order():
             try:
+                if self.settings.user and self._token is None:
+                    self._authenticate(endpoint, self.settings.request_timeout)
                 resp = self.pool.request(
                     "POST", endpoint + path, body=json.dumps(body).encode(),
                     headers=self._headers(), preload_content=False,
@@ -170,6 +176,10 @@ class EtcdClient:
             resp.release_conn()
             self._advance(endpoint)
         raise StoreUnreachableError("etcd", self._order(), reason)
+
+    def forget_token(self) -> None:
+        """Authenticate again before the next request (a stream was refused or broke)."""
+        self._token = None
 
     @staticmethod
     def lines(resp: Any) -> Iterator[dict[str, Any]]:

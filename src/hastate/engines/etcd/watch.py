@@ -99,6 +99,8 @@ class EtcdWatch:
             except (HAStateError, OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
                 if self._stop.is_set():
                     return
+                if self.client.settings.user:     # an expired token ends streams too
+                    self.client.forget_token()
                 logger.info("etcd watch stream broke; reopening",
                             extra={"next_revision": self.next_revision, "reason": repr(exc)})
             except Exception as exc:  # a consumer bug must not kill the stream silently
