@@ -9,13 +9,17 @@ binary is missing.
 
 from __future__ import annotations
 
+import datetime as _dt
 import http.client
+import ipaddress
 import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,15 +55,78 @@ def etcd_version() -> str:
         return "unknown"
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a test CA, a server certificate for 127.0.0.1 and a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def write_tls(directory: str | os.PathLike[str]) -> TlsFiles:
+    """A fresh CA with a 127.0.0.1 server certificate and a client certificate, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(minutes=5)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("hastate test etcd CA"))
+          .issuer_name(name("hastate test etcd CA")).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now)
+          .not_valid_after(now + _dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+
+    def leaf(common: str, usages: list[Any]) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(name(common)).issuer_name(ca.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now).not_valid_after(now + _dt.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        return cert.public_bytes(serialization.Encoding.PEM), pem_key(key)
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(out / "ca.pem", out / "server.pem", out / "server-key.pem",
+                     out / "client.pem", out / "client-key.pem")
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    # etcd's JSON gateway dials etcd's gRPC side with the server certificate: client auth too.
+    server = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    for (cert_path, key_path), usages, common in (
+            ((files.server_cert, files.server_key), server, "etcd"),
+            ((files.client_cert, files.client_key), [ExtendedKeyUsageOID.CLIENT_AUTH], "bot")):
+        cert, key = leaf(common, usages)
+        cert_path.write_bytes(cert)
+        key_path.write_bytes(key)
+        key_path.chmod(0o600)
+    return files
+
+
 class EtcdCluster:
     """Three etcd members as child processes under ``workdir`` (see the module docstring).
 
     ``on_spawn`` sees every member process started (benchmarks register them for cleanup).
+    With ``tls`` the client URLs are https and clients must present a certificate of its CA.
     """
 
     def __init__(self, workdir: str | os.PathLike[str], *, size: int = 3,
                  on_spawn: Callable[[subprocess.Popen[bytes]], Any] | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), tls: TlsFiles | None = None) -> None:
         self.workdir = Path(workdir)
         self.names = [f"e{i}" for i in range(size)]
         self.client_ports = [free_port() for _ in self.names]
@@ -68,12 +135,14 @@ class EtcdCluster:
         self.token = f"hastate-{os.getpid()}-{int(time.time() * 1000)}"
         self.on_spawn = on_spawn
         self.extra_args = extra_args
+        self.tls = tls
         self._started: set[int] = set()
 
     @property
     def endpoints(self) -> list[str]:
-        """Client URLs of every member (``http://127.0.0.1:port``)."""
-        return [f"http://127.0.0.1:{p}" for p in self.client_ports]
+        """Client URLs of every member (``http(s)://127.0.0.1:port``)."""
+        scheme = "https" if self.tls else "http"
+        return [f"{scheme}://127.0.0.1:{p}" for p in self.client_ports]
 
     def argv(self, i: int) -> list[str]:
         """The command line of member ``i``."""
@@ -86,7 +155,21 @@ class EtcdCluster:
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", initial, "--initial-cluster-token", self.token,
                 "--initial-cluster-state", state, "--logger", "zap", "--log-level", "warn",
-                "--log-outputs", "stderr", *self.extra_args]
+                "--log-outputs", "stderr", *self._tls_args(), *self.extra_args]
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return ["--cert-file", str(self.tls.server_cert), "--key-file", str(self.tls.server_key),
+                "--trusted-ca-file", str(self.tls.ca), "--client-cert-auth"]
+
+    def _connection(self, i: int, timeout: float) -> http.client.HTTPConnection:
+        if self.tls is None:
+            return http.client.HTTPConnection("127.0.0.1", self.client_ports[i], timeout=timeout)
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+        return http.client.HTTPSConnection("127.0.0.1", self.client_ports[i], timeout=timeout,
+                                           context=context)
 
     def start_member(self, i: int) -> None:
         """Start (or restart, keeping its data) member ``i``."""
@@ -114,7 +197,7 @@ class EtcdCluster:
             try:
                 if self.healthy(i):
                     return
-            except (OSError, http.client.HTTPException, ValueError):
+            except (OSError, http.client.HTTPException, ValueError, ssl.SSLError):
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"etcd member {self.names[i]} not healthy within {timeout}s "
@@ -151,7 +234,7 @@ class EtcdCluster:
     # -- raw gateway calls (probes of the harness, not the engine's client) -------------------
     def call(self, i: int, path: str, body: dict[str, Any], timeout: float = 3.0) -> dict[str, Any]:
         """POST ``body`` to member ``i``'s v3 JSON gateway; RuntimeError on a non-200."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.client_ports[i], timeout=timeout)
+        conn = self._connection(i, timeout)
         try:
             conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
             resp = conn.getresponse()
@@ -164,7 +247,7 @@ class EtcdCluster:
 
     def healthy(self, i: int) -> bool:
         """Member ``i``'s ``/health`` says true."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.client_ports[i], timeout=2)
+        conn = self._connection(i, 2)
         try:
             conn.request("GET", "/health")
             return json.loads(conn.getresponse().read()).get("health") == "true"
