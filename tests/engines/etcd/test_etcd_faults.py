@@ -6,6 +6,9 @@
 * A bot *process* holding the leader key is frozen (SIGSTOP) past its session TTL: the
   intervals in which each bot could act as leader (traced on the machine-wide monotonic
   clock) never overlap, so the overlap is 0 ms.
+* A leader bot cut off from etcd by a silent partition (a proxy that forwards nothing) keeps
+  running: by its own clock it stops acting before a successor can start, both in its traced
+  intervals and in is_leader() sampled every few milliseconds.
 
 Each checker also gets a negative control built from the same run, proving it would see a
 violation.
@@ -32,6 +35,7 @@ from hastate.errors import ConflictError, HAStateError
 from hastate.state.codec import decode_value
 from hastate.testing import wait_for
 from hastate.testing.etcd import write_cluster_file
+from hastate.testing.lease_trace import IntervalTrace
 
 from .conftest import Bots
 
@@ -189,4 +193,64 @@ def test_a_paused_leader_process_never_overlaps_its_successor(bots: Bots) -> Non
     # of its own) would overlap its successor.
     naive = {node: [(a, max(b, resumed) if node == old else b) for a, b in s]
              for node, s in spans.items()}
+    assert not check_lease_overlap(naive).ok
+
+
+def sampled_leadership(managers: dict, stop: threading.Event,
+                       out: dict[str, list[list[float]]]) -> None:
+    """Sample every bot's is_leader() into [start, end) intervals on the monotonic clock."""
+    since: dict[str, float] = {}
+    while not stop.is_set():
+        for name, sm in managers.items():
+            before = time.monotonic()
+            leading = sm.is_leader()
+            after = time.monotonic()
+            if leading and name not in since:
+                since[name] = before
+            elif not leading and name in since:
+                out.setdefault(name, []).append([since.pop(name), after])
+        time.sleep(0.002)
+    for name, start in since.items():
+        out.setdefault(name, []).append([start, time.monotonic()])
+
+
+def test_a_leader_cut_off_from_etcd_stops_acting_before_a_successor_starts(
+        bots: Bots) -> None:
+    from chaos.proxy import Mode, TcpProxy
+    with TcpProxy() as proxy:
+        proxy.add_link("cut", bots.store.client_ports[0])
+        trace = bots.workdir / "cut-trace.jsonl"
+        config = bots.config("faults-cut")
+        cut_config = write_cluster_file(         # the same cluster, seen through the proxy only
+            bots.workdir / "faults-cut-proxied.toml", [f"http://127.0.0.1:{proxy.port('cut')}"],
+            name="faults-cut", discover_members=False, request_timeout=0.5)
+        managers = {"instance-1": bots.start(cut_config, "instance-1")}
+        wait_for(managers["instance-1"].is_leader, timeout=20, what="instance-1 leads")
+        managers.update({i: bots.start(config, i) for i in IDS[1:]})
+        for name, sm in managers.items():
+            sm.engine.election.interval_observers.append(IntervalTrace(str(trace), name))
+        samples: dict[str, list[list[float]]] = {}
+        stop = threading.Event()
+        sampler = threading.Thread(target=sampled_leadership, args=(managers, stop, samples))
+        sampler.start()
+        try:
+            time.sleep(1.0)
+            proxy.configure("cut", mode=Mode.BLACKHOLE)         # a silent partition
+            new = wait_for(lambda: next((i for i in IDS[1:] if managers[i].is_leader()), None),
+                           timeout=20, what="a successor")
+            time.sleep(0.5)
+            healed = time.monotonic()
+            proxy.configure("cut", mode=Mode.PASS)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            sampler.join(10)
+    assert not managers["instance-1"].is_leader()
+    traced = intervals(trace)
+    assert "instance-1" in samples and new in samples, samples
+    for spans in (traced, {n: [tuple(s) for s in v] for n, v in samples.items()}):
+        result = check_lease_overlap(spans)
+        assert result.ok, result.summary()
+    naive = {node: [(a, max(b, healed) if node == "instance-1" else b) for a, b in s]
+             for node, s in samples.items()}
     assert not check_lease_overlap(naive).ok
