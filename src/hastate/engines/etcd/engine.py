@@ -422,7 +422,7 @@ class EtcdEngine:
     def status(self) -> dict[str, Any]:
         leading = self.is_leader()
         entries = self.mirror.member_entries()
-        leader = self.mirror.leader
+        leader, watch = self.mirror.leader, self.mirror.watch
         return {
             "role": "leader" if leading else "follower",
             "is_leader": leading,
@@ -434,6 +434,8 @@ class EtcdEngine:
             "leader_changes": self.election.leader_changes,
             "etcd": {"endpoints": list(self.client.endpoints), "prefix": self.settings.prefix,
                      "mirror_revision": self.mirror.revision,
+                     "watch_endpoint": watch.endpoint if watch is not None else None,
+                     "watch_reconnects": watch.reconnects if watch is not None else 0,
                      "writes": self.writes_total, "retries": self.retries_total,
                      "replays": self.replays_total},
             "members": [{**m.to_dict(), "live": m.id in entries,

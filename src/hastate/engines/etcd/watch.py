@@ -59,8 +59,8 @@ class EtcdWatch:
         self._stop = threading.Event()
         self._resp: Any = None
         self._lock = threading.Lock()
-        self.reconnects = 0
-        self.endpoint: str | None = None
+        self.reconnects = 0                     # streams reopened (status)
+        self.endpoint: str | None = None        # where the current stream reads from
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> "EtcdWatch":
@@ -83,10 +83,6 @@ class EtcdWatch:
         self.restart()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join(5)
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
