@@ -38,7 +38,8 @@ def test_a_lost_answer_is_retried_and_applied_once(bots: Bots) -> None:
             [txn.version("n") == 0], [txn.put("n", 1)], [txn.get("n")])))
         writer.start()
         wait_for(lambda: bots.store.call(1, "/v3/kv/range", {
-            "key": b64("/hastate/exactly-once/kv/n")}).get("kvs"), timeout=10, what="the first attempt applied in etcd")
+            "key": b64("/hastate/exactly-once/kv/n")}).get("kvs"), timeout=10,
+            what="the first attempt applied in etcd")
         time.sleep(1.0)                       # its answer and a retry's are lost on the way
         proxy.configure("etcd", delay_ms=0)
         writer.join(20)

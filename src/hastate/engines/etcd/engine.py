@@ -64,11 +64,11 @@ class EtcdEngine:
         self.layout = Layout(settings.prefix)
         self.hub = WatchHub(options.watch_history, options.watch_buffer)
         me = next((m for m in members if m.id == instance_id), None)
-        self.election: Election
         self.mirror = Mirror(self.client, self.layout, self.hub, on_change=self._poke)
         self.election = Election(self.client, self.layout, self.mirror, instance_id,
                                  settings.session_ttl,
-                                 {"region": me.region if me else "", "http": me.http if me else None})
+                                 {"region": me.region if me else "",
+                                  "http": me.http if me else None})
         self.lease_ops = LeaseOps(self.client, self.layout, self.mirror)
         self.client_id = uuid.uuid4().bytes
         self._seq = itertools.count(1)
@@ -135,17 +135,14 @@ class EtcdEngine:
 
     def _housekeeping(self) -> None:
         """Reopen a stalled mirror watch; keep the dedup lease; drop finished direct watches."""
-        behind_since: int | None = None
+        due: int | None = None      # committed a tick ago: the mirror must have it by now
         last_dedup = time.monotonic()
         while not self._stop.wait(HOUSEKEEPING_INTERVAL):
             try:
                 newest = self._newest_revision()
-                if self.mirror.revision < newest:
-                    if behind_since == newest:
-                        self.mirror.restart_watch()
-                    behind_since = newest
-                else:
-                    behind_since = None
+                if due is not None and self.mirror.revision < due:
+                    self.mirror.restart_watch()
+                due = newest if self.mirror.revision < newest else None
                 if time.monotonic() - last_dedup > DEDUP_TTL / 10:
                     self._keep_dedup_lease()
                     last_dedup = time.monotonic()
@@ -184,7 +181,13 @@ class EtcdEngine:
                 "etcd", f"the {command.op!r} command",
                 "locks run on transactions and leases, and etcd expires leases itself"))
             return future
-        return self._pool.submit(self._timed, command, seq, deadline, finish)
+        try:
+            return self._pool.submit(self._timed, command, seq, deadline, finish)
+        except RuntimeError:                # the engine stopped
+            future = Future()
+            future.set_exception(WriteError("the etcd engine is stopped",
+                                            outcome_unknown=False))
+            return future
 
     def _timed(self, command: Command, seq: int, deadline: float,
                finish: Callable[[tuple], T]) -> T:

@@ -137,6 +137,6 @@ def parse(raw: Mapping[str, Any], *, cluster: str, path: str | None = None) -> E
     if not isinstance(discover, bool):
         raise ConfigError("must be true or false", field="etcd.discover_members",
                           value=discover, path=path)
-    return EtcdSettings(discover_members=discover, endpoints=endpoints, prefix=prefix, session_ttl=session_ttl,
+    return EtcdSettings(endpoints=endpoints, prefix=prefix, session_ttl=session_ttl,
                         request_timeout=request_timeout, ca=ca, cert=cert, key=key, user=user,
-                        password=password)
+                        password=password, discover_members=discover)
