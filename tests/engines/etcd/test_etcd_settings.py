@@ -80,3 +80,12 @@ def test_a_cluster_file_with_a_bad_etcd_table_fails_before_anything_starts(
     with pytest.raises(ConfigError) as caught:
         StateManager.from_config(config, "instance-1", serve_http=False)
     assert caught.value.field == "etcd.session_ttl" and str(config) in str(caught.value)
+
+
+def test_the_example_cluster_file_loads() -> None:
+    from hastate import load_config
+    example = Path(__file__).resolve().parents[3] / "cluster" / "etcd.toml"
+    config = load_config(example)
+    settings = parse(config.engine_settings, cluster=config.name, path=config.path)
+    assert config.engine == "etcd" and len(config.nodes) == 3
+    assert settings.prefix == "/hastate/crypto-bot-prod/" and settings.session_ttl == 5
