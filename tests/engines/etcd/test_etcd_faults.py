@@ -108,9 +108,9 @@ def test_killing_an_etcd_member_under_writes_loses_nothing(bots: Bots) -> None:
 
     # Negative controls from the same run: a final state holding an overwritten value, and a
     # read that returns a value older than a write acknowledged before the read began.
-    last = max(acked, key=lambda op: op.complete_ns)
-    older = next(op for op in acked if op.key == last.key and op is not last
-                 and op.complete_ns < last.invoke_ns)
+    last, older = next((last, older) for last in sorted(acked, key=lambda op: -op.complete_ns)
+                       for older in acked if older.key == last.key
+                       and older.complete_ns < last.invoke_ns)
     stale = {**final, last.key: older.value if older.f is F.WRITE else older.value[1]}
     assert not check_durability(ops, stale).ok
     after = last.complete_ns + 1
