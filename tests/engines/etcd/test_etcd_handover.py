@@ -81,3 +81,31 @@ def test_an_unhealthy_leader_hands_over_to_a_healthy_instance(bots: Bots) -> Non
     assert managers[new].status()["failovers"] == {"manual": 0, "health": 0}
     wait_for(lambda: managers[leader_id].status()["failovers"]["health"] == 1, timeout=10,
              what="the handover counted as a health failover")
+
+
+def test_a_handover_that_fails_half_way_releases_leadership(bots: Bots) -> None:
+    from chaos.proxy import Mode, TcpProxy
+
+    from hastate.errors import HAStateError
+    from hastate.testing.etcd import write_cluster_file
+    with TcpProxy() as proxy:
+        proxy.add_link("leader", bots.store.client_ports[0])
+        proxied = write_cluster_file(bots.workdir / "halfway-proxied.toml",
+                                     [f"http://127.0.0.1:{proxy.port('leader')}"],
+                                     name="halfway", discover_members=False,
+                                     request_timeout=0.5)
+        leader = bots.start(proxied, "instance-1")
+        wait_for(leader.is_leader, timeout=20, what="instance-1 leads")
+        others = {i: bots.start(bots.config("halfway"), i) for i in IDS[1:]}
+        token = leader.fencing_token()
+        wait_for(lambda: len(leader.engine.mirror.member_entries()) == 3, timeout=10)
+        proxy.configure("leader", mode=Mode.DROP)
+        with pytest.raises(HAStateError):
+            leader.trigger_failover("instance-2", timeout=5)
+        assert not leader.is_leader()                       # it stopped acting first
+        proxy.configure("leader", mode=Mode.PASS)
+        managers = {"instance-1": leader, **others}
+        wait_for(lambda: [sm.is_leader() for sm in managers.values()].count(True) == 1,
+                 timeout=20, what="leadership released and taken again")
+        new = next(sm for sm in managers.values() if sm.is_leader())
+        assert new.fencing_token() > token

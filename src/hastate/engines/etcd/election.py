@@ -63,6 +63,7 @@ class Election:
         self.deadline = 0.0
         self.token: int | None = None     # create revision of the leader key we hold
         self.stepping_down = False
+        self._handing_over = False        # transfer() is writing the handover Txn
         self.health = True
         self.leader_changes = 0
         self._since = 0.0                 # monotonic time just before the winning campaign
@@ -201,7 +202,10 @@ class Election:
             if self.mirror.revision >= token and (leader is None or
                                                   leader.create_revision != token):
                 self._lost("the leader key was deleted or replaced")
-            elif handover is not None and handover.value.decode() != self.instance_id:
+            elif (handover is not None and handover.value.decode() != self.instance_id) or \
+                    (self.stepping_down and not self._handing_over):
+                # a handover named another instance, or ours failed half-way (it may still
+                # apply): release the key rather than hold it without acting
                 self._hand_over_key(token, None, None)
             return
         mine = handover is not None and handover.value.decode() == self.instance_id
@@ -285,7 +289,12 @@ class Election:
         with self._lock:
             token = self.token
         if token is not None:
-            self._hand_over_key(token, target, int(entry["lease"]))
+            self._handing_over = True
+            try:
+                self._hand_over_key(token, target, int(entry["lease"]))
+            finally:
+                self._handing_over = False
+                self._wake.set()
         else:
             self.client.call("/v3/kv/txn", {
                 "compare": [{"key": b64(self.layout.handover), "target": "CREATE",
