@@ -133,6 +133,15 @@ class EtcdEngine:
         """Running, and the session was renewed within its TTL (etcd answers)."""
         return self.running and self.election.remaining() > 0
 
+    def fatal_error(self) -> str | None:
+        """Why the engine gave up (the mirror could not be reloaded), None while it runs."""
+        return self.mirror.fatal
+
+    def log_context(self) -> dict[str, Any]:
+        leader = self.mirror.leader
+        return {"term": leader.create_revision if leader is not None else None,
+                "role": "leader" if self.is_leader() else "follower"}
+
     def _housekeeping(self) -> None:
         """Reopen a stalled mirror watch; keep the dedup lease; drop finished direct watches."""
         due: int | None = None      # committed a tick ago: the mirror must have it by now
@@ -292,6 +301,39 @@ class EtcdEngine:
         answer = self.client.call("/v3/kv/range", body)
         return {self.layout.state_key(unb64(kv["key"])) or "": commands.kv_record(kv)
                 for kv in answer.get("kvs") or []}
+
+    def export(self, timeout: float | None) -> Any:
+        """Every state key and every hastate lease with its keys, read by etcd's quorum at
+        one revision (a ``hastate.state.export.StateExport``, for DR snapshots)."""
+        from hastate.state.export import StateExport
+        deadline = time.monotonic() + (timeout if timeout is not None
+                                       else self.options.write_timeout)
+        ranges = [self.layout.user_range(""), (self.layout.leases,
+                                                range_end(self.layout.leases))]
+        body = {"success": [{"request_range": {"key": b64(start), "range_end": b64(end)}}
+                            for start, end in ranges]}
+        while True:
+            try:
+                answer = self.client.call("/v3/kv/txn", body,
+                                          max(0.05, deadline - time.monotonic()))
+                break
+            except StoreUnreachableError as exc:
+                if time.monotonic() >= deadline:
+                    raise ReadError(f"etcd export failed: {exc}") from None
+                time.sleep(0.05)
+        found = [r.get("response_range", {}).get("kvs") or [] for r in answer["responses"]]
+        records, keys_of = {}, {}
+        for kv in found[0]:
+            key = self.layout.state_key(unb64(kv["key"])) or ""
+            records[key] = commands.kv_record(kv)
+            if int(kv.get("lease", 0)):
+                keys_of.setdefault(int(kv["lease"]), set()).add(key)
+        leases = {}
+        for kv in found[1]:
+            lease = int(unb64(kv["key"])[len(self.layout.leases):])
+            leases[lease] = (float(unb64(kv.get("value")).decode()),
+                             frozenset(keys_of.get(lease, ())))
+        return StateExport(header_revision(answer), records, leases)
 
     # -- leases -------------------------------------------------------------------------
     def leases(self) -> dict[int, LeaseInfo]:

@@ -60,6 +60,7 @@ class Mirror:
         self.revision = 0
         self.loaded = False
         self.watch: EtcdWatch | None = None
+        self.fatal: str | None = None       # why the mirror gave up (reload failed)
         self._stopped = False
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -112,8 +113,9 @@ class Mirror:
                                   "oldest": error.oldest_revision})
             try:
                 self._load()
-            except Exception:
+            except Exception as exc:
                 logger.exception("etcd mirror reload failed")
+                self.fatal = f"the local mirror of etcd could not be reloaded: {exc!r}"
                 self.hub.close()
             return
         logger.error("etcd mirror watch ended: %s", error)
