@@ -105,11 +105,6 @@ def test_readme_example_is_the_seed_code_verbatim() -> None:
 
 
 def test_seed_code_runs_unchanged_in_three_processes(bots: dict[str, Bot]) -> None:
-    exercise_seed_code(bots)
-
-
-def exercise_seed_code(bots: dict[str, Bot]) -> None:
-    """The seed's scenario on three running bot processes (any engine's cluster file)."""
     ready = {i: bot.answer(timeout=90) for i, bot in bots.items()}
     written = {ts for r in ready.values() for ts in r["written"]}
     assert len(written) == 3            # each bot wrote its own datetime.now()

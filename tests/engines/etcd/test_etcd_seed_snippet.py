@@ -20,7 +20,8 @@ REGIONS = {"instance-1": "asia-northeast1", "instance-2": "us-central1",
 
 
 def seed_scenario() -> ModuleType:
-    """tests/integration/test_seed_snippet.py: its bot harness and the seed's scenario."""
+    """tests/integration/test_seed_snippet.py: its bot harness and its scenario, which takes
+    the three running bots of any cluster file."""
     path = Path(__file__).resolve().parents[2] / "integration" / "test_seed_snippet.py"
     spec = importlib.util.spec_from_file_location("seed_snippet_scenario", path)
     module = importlib.util.module_from_spec(spec)
@@ -42,4 +43,4 @@ def etcd_bots(etcd_store: EtcdCluster, tmp_path: Path) -> Iterator[dict]:
 
 
 def test_seed_code_runs_unchanged_on_etcd(etcd_bots: dict) -> None:
-    seed_scenario().exercise_seed_code(etcd_bots)
+    seed_scenario().test_seed_code_runs_unchanged_in_three_processes(etcd_bots)
