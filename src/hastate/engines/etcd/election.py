@@ -219,9 +219,10 @@ class Election:
 
     def _lost(self, why: str) -> None:
         with self._lock:
-            if self.token is not None:
-                logger.warning("etcd leadership lost: %s", why,
-                               extra={"instance": self.instance_id, "token": self.token})
+            if self.token is not None:      # a handover of ours is no surprise: info only
+                logger.log(logging.INFO if self.stepping_down else logging.WARNING,
+                           "etcd leadership lost: %s", why,
+                           extra={"instance": self.instance_id, "token": self.token})
             self.token = None
             self.stepping_down = False
 
