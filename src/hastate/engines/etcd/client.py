@@ -24,10 +24,11 @@ from hastate.errors import StoreRefusedError, StoreUnreachableError
 
 logger = logging.getLogger(__name__)
 
-#: gRPC codes etcd answers with when another member may do better (unavailable, deadline).
+#: gRPC codes etcd answers with when another member may do better (deadline exceeded,
+#: unavailable: no leader, a stopping member).
 RETRY_CODES = (4, 14)
-CODE_NOT_FOUND = 5
-CODE_OUT_OF_RANGE = 11          # "required revision has been compacted"
+#: Codes that are etcd's verdict on the request itself, whatever the HTTP status.
+FINAL_CODES = (3, 5, 9, 11)     # invalid argument, not found, failed precondition, compacted
 CODE_UNAUTHENTICATED = 16
 
 
@@ -121,10 +122,10 @@ class EtcdClient:
                 code = int(answer.get("code", 2))
                 message = str(answer.get("message") or answer.get("error") or resp.status)
                 if code == CODE_UNAUTHENTICATED and self.settings.user:
-                    self._authenticate(endpoint, seconds)
+                    self._token = None          # expired or revoked: log in again
+                    reason = f"{endpoint}: {message} (code {code})"
                     continue
-                if code in RETRY_CODES or resp.status >= 500 and code not in (
-                        CODE_NOT_FOUND, CODE_OUT_OF_RANGE, 3, 9):
+                if code in RETRY_CODES or resp.status >= 500 and code not in FINAL_CODES:
                     reason = f"{endpoint}: {message} (code {code})"
                     break
                 raise StoreRefusedError("etcd", path, code, message)
