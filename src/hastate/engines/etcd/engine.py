@@ -35,6 +35,7 @@ from hastate.errors import (CompactedError, NotSupportedError, ReadError, StoreR
                             StoreUnreachableError, WriteError)
 from hastate.state.codec import Command, decode_value
 from hastate.state.leases import LeaseInfo
+from hastate.state.machine import ChangeListener
 from hastate.state.txn import Record
 from hastate.state.watch import Watcher, WatchHub
 
@@ -387,6 +388,12 @@ class EtcdEngine:
 
     def records(self, keys: Iterable[str]) -> dict[str, Record]:
         return self.mirror.records(keys)
+
+    def scan(self, prefix: str) -> tuple[list[tuple[str, Record]], int]:
+        return self.mirror.scan(prefix)
+
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        self.mirror.add_change_listener(listener)
 
     def revisions(self) -> dict[str, int]:
         return self.mirror.revisions()

@@ -24,6 +24,7 @@ from hastate.errors import CompactedError, WatchError
 from hastate.state.codec import decode_value
 from hastate.state.history import Change
 from hastate.state.leases import LeaseInfo
+from hastate.state.machine import ChangeListener
 from hastate.state.txn import Record
 from hastate.state.watch import WatchHub
 
@@ -61,6 +62,7 @@ class Mirror:
         self.loaded = False
         self.watch: EtcdWatch | None = None
         self.fatal: str | None = None       # why the mirror gave up (reload failed)
+        self._listeners: list[ChangeListener] = []
         self._stopped = False
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -85,6 +87,8 @@ class Mirror:
             self.loaded = True
             self._cond.notify_all()
         self.hub.reset(revision, [])
+        for listener in self._listeners:
+            listener.reset(revision, [])
         self.watch = EtcdWatch(self.client, prefix, range_end(prefix), revision + 1,
                                on_batch=self._on_batch, on_error=self._on_error,
                                name="hastate-etcd-mirror").start()
@@ -139,6 +143,12 @@ class Mirror:
                 self.revision = revision
             if changes:
                 self.hub.changed(revision, changes)
+                for listener in self._listeners:
+                    try:
+                        listener.changed(revision, changes)
+                    except Exception:   # a listener must never stop the mirror
+                        logger.exception("change listener failed",
+                                         extra={"revision": revision})
         with self._cond:
             if not batch:           # a progress notification: nothing up to header is left
                 self.revision = max(self.revision, header)
@@ -203,6 +213,10 @@ class Mirror:
             return True
         return None
 
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """Feed ``listener`` every state change after the watch hub, and each reload."""
+        self._listeners.append(listener)
+
     # -- reads --------------------------------------------------------------------------
     def wait_revision(self, revision: int, timeout: float) -> bool:
         """Wait until the mirror holds everything up to ``revision``; False on timeout."""
@@ -224,6 +238,12 @@ class Mirror:
                 [(k, self.data[k]) for k in keys if k in self.data]
             revision = self.revision
         return {k: decode_value(r[0]) for k, r in items}, revision
+
+    def scan(self, prefix: str) -> tuple[list[tuple[str, Record]], int]:
+        """(key, record) of the state keys under ``prefix`` and the revision they reflect."""
+        with self._cond:
+            return [(k, r) for k, r in self.data.items() if k.startswith(prefix)], \
+                self.revision
 
     def revisions(self) -> dict[str, int]:
         with self._cond:
