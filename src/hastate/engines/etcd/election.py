@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from hastate.engines.etcd.client import EtcdClient, b64, header_revision
+from hastate.engines.etcd.client import EtcdClient, b64, header_revision, unb64
 from hastate.engines.etcd.keys import Layout
 from hastate.engines.etcd.mirror import Mirror
 from hastate.errors import FailoverError, HAStateError, StoreRefusedError
@@ -277,7 +277,7 @@ class Election:
         :raises FailoverError: ``target`` has no live session, or did not take over in time.
         """
         started = self.clock()
-        entry = self.mirror.member_entries().get(target)
+        entry = self.mirror.member_entries().get(target) or self._member_entry(target)
         if entry is None:
             raise FailoverError(f"instance {target!r} has no live etcd session; start it "
                                 "first (known live: "
@@ -310,6 +310,16 @@ class Election:
                 return self.clock() - started
             time.sleep(0.02)
         raise FailoverError(f"{target} did not take leadership within {timeout:.1f}s")
+
+    def _member_entry(self, instance: str) -> dict[str, Any] | None:
+        """``instance``'s entry read by etcd's quorum (one that started a moment ago may not
+        be in this instance's mirror yet); None when it has no live session."""
+        kvs = self.client.call("/v3/kv/range", {"key": b64(self.layout.member(instance))}
+                               ).get("kvs") or []
+        try:
+            return json.loads(unb64(kvs[0].get("value"))) if kvs else None
+        except ValueError:
+            return None
 
     def candidates(self, healthy_only: bool) -> list[tuple[int, str]]:
         """(0, id) of every other instance with a live session (healthy ones only)."""
