@@ -13,127 +13,43 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import shutil
-import subprocess
 import threading
-import time
 from typing import Any
 
-from hastate.testing.stdio import kill_and_reap
+from hastate.testing import etcd as testing_etcd
 
-from benchmarks.common import CLEANUP, free_port, log, wait_for
+from benchmarks.common import CLEANUP, log, wait_for
 from benchmarks.workloads import System
-
-ETCD = "etcd"
 
 
 def etcd_binary() -> str | None:
-    return shutil.which(ETCD)
+    return testing_etcd.etcd_binary()
 
 
 def etcd_version() -> str:
-    try:
-        out = subprocess.run([ETCD, "--version"], capture_output=True, text=True, timeout=10)
-        return out.stdout.splitlines()[0].split(":", 1)[1].strip()
-    except Exception:
-        return "unknown"
+    return testing_etcd.etcd_version()
 
 
 def _b64(s: str | bytes) -> str:
     return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
 
 
-class EtcdCluster:
-    """Three etcd members as child processes (restartable one by one for failover trials)."""
+class EtcdCluster(testing_etcd.EtcdCluster):
+    """hastate.testing's three-member cluster, its processes and data dir under CLEANUP."""
 
     def __init__(self, tag: str = "etcd") -> None:
-        self.workdir = CLEANUP.tempdir(tag)
-        self.names = ["e0", "e1", "e2"]
-        self.client_ports = [free_port() for _ in self.names]
-        self.peer_ports = [free_port() for _ in self.names]
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.token = f"hastate-bench-{int(time.time() * 1000)}"
+        super().__init__(CLEANUP.tempdir(tag), on_spawn=CLEANUP.proc)
 
-    def argv(self, i: int) -> list[str]:
-        initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(self.names, self.peer_ports))
-        client = f"http://127.0.0.1:{self.client_ports[i]}"
-        peer = f"http://127.0.0.1:{self.peer_ports[i]}"
-        return [ETCD, "--name", self.names[i], "--data-dir", str(self.workdir / self.names[i]),
-                "--listen-client-urls", client, "--advertise-client-urls", client,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", initial, "--initial-cluster-token", self.token,
-                "--initial-cluster-state", "new", "--logger", "zap", "--log-level", "warn",
-                "--log-outputs", "stderr"]
-
-    def start_member(self, i: int) -> None:
-        with open(self.workdir / f"{self.names[i]}.log", "ab") as logf:
-            self.procs[i] = CLEANUP.proc(subprocess.Popen(
-                self.argv(i), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True))
-
-    def start(self) -> None:
-        for i in range(3):
+    def start(self, timeout: float = 30.0) -> "EtcdCluster":
+        for i in range(len(self.names)):
             self.start_member(i)
-        for i in range(3):
-            wait_for(lambda i=i: self.healthy(i), 30, f"etcd member {i} healthy")
+        for i in range(len(self.names)):
+            wait_for(lambda i=i: self.healthy(i), timeout, f"etcd member {i} healthy")
+        return self
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-            kill_and_reap(proc)
-        self.procs.clear()
+        super().stop()
         CLEANUP.remove_dir(self.workdir)
-
-    def call(self, i: int, path: str, body: dict[str, Any], timeout: float = 3.0) -> dict[str, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.client_ports[i], timeout=timeout)
-        try:
-            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read()
-            if resp.status != 200:
-                raise RuntimeError(f"etcd {path} -> HTTP {resp.status}: {data[:200]!r}")
-            return json.loads(data)
-        finally:
-            conn.close()
-
-    def healthy(self, i: int) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.client_ports[i], timeout=2)
-        try:
-            conn.request("GET", "/health")
-            return json.loads(conn.getresponse().read()).get("health") == "true"
-        finally:
-            conn.close()
-
-    def status(self, i: int, timeout: float = 3.0) -> dict[str, Any]:
-        return self.call(i, "/v3/maintenance/status", {}, timeout=timeout)
-
-    def leader_index(self) -> int | None:
-        for i, proc in self.procs.items():
-            if proc.poll() is not None:
-                continue
-            try:
-                st = self.status(i)
-            except Exception:
-                continue
-            if st.get("leader") and st["leader"] == st["header"]["member_id"]:
-                return i
-        return None
-
-    def terms(self) -> dict[str, int]:
-        out = {}
-        for i, proc in self.procs.items():
-            if proc.poll() is None:
-                try:
-                    out[self.names[i]] = int(self.status(i).get("raftTerm", 0))
-                except Exception:
-                    pass
-        return out
 
 
 class EtcdSystem(System):

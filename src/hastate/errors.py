@@ -96,6 +96,30 @@ class NodeUnreachableError(HAStateError):
         self.reason = reason
 
 
+class StoreUnreachableError(HAStateError):
+    """Raised when no endpoint of an engine's store (etcd...) answered; names the store, the
+    endpoints tried and the last reason. A write that raised it may have been applied: the
+    engine retries it under its exactly-once key until the write timeout."""
+
+    def __init__(self, store: str, endpoints: list[str], reason: str) -> None:
+        super().__init__(f"no {store} endpoint answered ({', '.join(endpoints)}): {reason}; "
+                         f"check that the {store} cluster runs and is reachable")
+        self.store = store
+        self.endpoints = endpoints
+        self.reason = reason
+
+
+class StoreRefusedError(HAStateError):
+    """Raised when an engine's store refused a request; carries its error code and message."""
+
+    def __init__(self, store: str, request: str, code: int, message: str) -> None:
+        super().__init__(f"{store} refused {request}: {message} (code {code})")
+        self.store = store
+        self.request = request
+        self.code = code
+        self.store_message = message
+
+
 class MembershipRefused(HAStateError):
     """Raised when a membership change is refused; the message says why and what to do."""
 

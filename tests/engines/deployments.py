@@ -16,6 +16,7 @@ from typing import Callable, ContextManager, Iterator
 
 from hastate import StateManager
 from hastate.testing import LocalCluster
+from hastate.testing.etcd import EtcdCluster, require_etcd, write_cluster_file
 
 
 @dataclass
@@ -65,7 +66,23 @@ def raft(workdir: Path) -> Iterator[Deployment]:
             sm.stop()
 
 
+@contextlib.contextmanager
+def etcd(workdir: Path) -> Iterator[Deployment]:
+    """Three bots on a real three-member etcd cluster (Debian's etcd-server) on loopback."""
+    require_etcd()
+    with EtcdCluster(workdir / "etcd") as store:
+        config = write_cluster_file(workdir / "cluster.toml", store.endpoints)
+        deployment = Deployment("etcd", config)
+        try:
+            start_managers(deployment, ["instance-1", "instance-2", "instance-3"])
+            yield deployment
+        finally:
+            for sm in deployment.managers.values():
+                sm.stop()
+
+
 #: engine name -> builder of a running deployment (skips, loudly, when its store is missing).
 DEPLOYMENTS: dict[str, Callable[[Path], ContextManager[Deployment]]] = {
     "raft": raft,
+    "etcd": etcd,
 }

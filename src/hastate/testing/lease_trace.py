@@ -38,6 +38,22 @@ class LeaseTrace:
         self._until = until
 
 
+class IntervalTrace:
+    """Writes an engine's leader intervals (``observer(term, from, until, final)``, e.g. the
+    etcd engine's ``election.interval_observers``) to the file at ``path``, one line each, in
+    the format of :class:`LeaseTrace` plus ``"final": true`` on the line of a step-down: the
+    interval of that term ends there, before the ``until`` promised earlier."""
+
+    def __init__(self, path: str, node_id: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._node_id = node_id
+
+    def __call__(self, term: int, start: float, until: float, final: bool = False) -> None:
+        line = {"node": self._node_id, "term": term, "from": start, "until": until,
+                "final": final}
+        os.write(self._fd, (json.dumps(line) + "\n").encode())
+
+
 def trace_leases_from_env(node: "RaftNode") -> None:
     """With ``HASTATE_LEASE_TRACE=<file>`` set, log ``node``'s lease intervals there."""
     path = os.environ.get(ENV)
