@@ -16,7 +16,8 @@ from typing import Callable, ContextManager, Iterator
 
 from hastate import StateManager
 from hastate.testing import LocalCluster
-from hastate.testing.etcd import EtcdCluster, require_etcd, write_cluster_file
+from hastate.testing import etcd as etcd_store
+from hastate.testing.etcd import write_cluster_file
 
 
 @dataclass
@@ -69,8 +70,7 @@ def raft(workdir: Path) -> Iterator[Deployment]:
 @contextlib.contextmanager
 def etcd(workdir: Path) -> Iterator[Deployment]:
     """Three bots on a real three-member etcd cluster (Debian's etcd-server) on loopback."""
-    require_etcd()
-    with EtcdCluster(workdir / "etcd") as store:
+    with etcd_store.running(workdir) as store:
         config = write_cluster_file(workdir / "cluster.toml", store.endpoints)
         deployment = Deployment("etcd", config)
         try:

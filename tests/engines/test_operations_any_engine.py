@@ -21,6 +21,7 @@ from hastate.cli import cli
 from hastate.observability import logs
 from hastate.testing import LocalCluster, wait_for
 from hastate.testing.cluster import ADMIN_TOKEN_ENV
+from hastate.testing import etcd
 from hastate.testing.engine_files import write_engine_file
 
 from .fake_engine import FakeEngine, FakeStore
@@ -37,19 +38,23 @@ def _fake_config(workdir: Path) -> Path:
                              settings={"endpoints": ["unused: the fake engine"]})
 
 
-@pytest.fixture(params=["fake", "raft"])
+@pytest.fixture(params=["fake", "raft", "etcd"])
 def managers(request: pytest.FixtureRequest, tmp_path: Path,
              monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, dict[str, StateManager]]]:
     monkeypatch.setenv(ADMIN_TOKEN_ENV, TOKEN)
-    if request.param == "fake":
-        store = FakeStore(IDS)
-        monkeypatch.setattr(engines, "open_engine",
-                            lambda config, instance, options: FakeEngine(store, instance))
-        config = _fake_config(tmp_path)
-    else:
-        config = LocalCluster(tmp_path, name="ops").config_path
-    built = {i: StateManager.from_config(config, i, write_timeout=15.0) for i in IDS}
     with contextlib.ExitStack() as stack:
+        if request.param == "fake":
+            store = FakeStore(IDS)
+            monkeypatch.setattr(engines, "open_engine",
+                                lambda config, instance, options: FakeEngine(store, instance))
+            config = _fake_config(tmp_path)
+        elif request.param == "etcd":
+            members = stack.enter_context(etcd.running(tmp_path))
+            config = etcd.write_cluster_file(tmp_path / "cluster.toml", members.endpoints,
+                                             name="ops", http=True)
+        else:
+            config = LocalCluster(tmp_path, name="ops").config_path
+        built = {i: StateManager.from_config(config, i, write_timeout=15.0) for i in IDS}
         for sm in built.values():
             stack.enter_context(sm)
         wait_for(lambda: sum(sm.is_leader() for sm in built.values()) == 1, timeout=30,

@@ -25,6 +25,7 @@ import pytest
 
 from hastate import load_config
 from hastate.testing import LocalCluster, wait_for
+from hastate.testing import etcd
 from hastate.testing.engine_files import write_engine_file
 
 pytestmark = pytest.mark.integration
@@ -110,13 +111,10 @@ def store_file(start: Callable[[Path], ContextManager[Any]], engine: str,
 
 
 #: engine -> builder of the three bots' cluster file (a context manager: it starts the
-#: engine's store and stops it after the test). A store engine's entry is one line with
-#: :func:`store_file` once its store fixture is on this branch, e.g. (names as its
-#: hastate.testing module spells them):
-#:     "etcd": store_file(etcd.EtcdCluster, "etcd", lambda c: {"endpoints": c.endpoints}),
-#:     "firestore": store_file(firestore.Emulator, "firestore", lambda e: e.settings()),
+#: engine's store and stops it after the test); a store engine's entry is one line.
 CLUSTER_FILES: dict[str, Callable[[Path, str], ContextManager[Path]]] = {
     "raft": raft_file,
+    "etcd": store_file(etcd.running, "etcd", lambda c: {"endpoints": c.endpoints}),
 }
 
 

@@ -23,18 +23,27 @@ def _toml(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} into a cluster file table")
 
 
-def write_engine_file(workdir: Path, *, name: str, engine: str, settings: Mapping[str, Any],
+def write_engine_file(target: Path, *, name: str, engine: str, settings: Mapping[str, Any],
                       ids: Sequence[str] = ("instance-1", "instance-2", "instance-3"),
-                      http: bool = False) -> Path:
-    """Write ``workdir/cluster.toml`` for ``ids`` on ``engine`` with table ``settings``."""
+                      http: bool | Mapping[str, str] = False,
+                      regions: Mapping[str, str] | None = None) -> Path:
+    """Write the cluster file of ``ids`` on ``engine`` with table ``settings``; return it.
+
+    ``target``: a ``.toml`` path, or a directory to hold ``cluster.toml``. ``http``: True
+    for a free loopback address per node, or node id -> address for some nodes.
+    ``regions``: node id -> region (default: the three regions of the demo, in turn).
+    """
     lines = ["[cluster]", f"name = {_toml(name)}", f"engine = {_toml(engine)}",
              f"admin_token_env = {_toml(ADMIN_TOKEN_ENV)}", "", f"[{engine}]"]
     lines += [f"{key} = {_toml(value)}" for key, value in settings.items()]
-    for node_id, region in zip(ids, REGIONS):
+    for n, node_id in enumerate(ids):
+        region = (regions or {}).get(node_id, REGIONS[n % len(REGIONS)])
         lines += ["", "[[nodes]]", f"id = {_toml(node_id)}", f"region = {_toml(region)}"]
-        if http:
-            lines.append(f'http = "127.0.0.1:{free_port()}"')
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "cluster.toml"
+        address = http.get(node_id) if isinstance(http, Mapping) else \
+            f"127.0.0.1:{free_port()}" if http else None
+        if address is not None:
+            lines.append(f"http = {_toml(address)}")
+    path = target if target.suffix == ".toml" else target / "cluster.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -9,6 +9,7 @@ binary is missing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import http.client
 import ipaddress
@@ -21,9 +22,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from hastate.testing.cluster import free_port
+from hastate.testing.engine_files import write_engine_file
 from hastate.testing.stdio import kill_and_reap
 
 ETCD = "etcd"
@@ -283,28 +285,27 @@ class EtcdCluster:
         return out
 
 
+@contextlib.contextmanager
+def running(workdir: str | os.PathLike[str]) -> Iterator[EtcdCluster]:
+    """A started three-member cluster under ``workdir`` (skips the calling test, naming the
+    install command, when etcd is missing); stopped on exit."""
+    require_etcd()
+    with EtcdCluster(Path(workdir) / "etcd") as cluster:
+        yield cluster
+
+
 def write_cluster_file(path: str | os.PathLike[str], endpoints: list[str], *,
                        name: str = "contract", ids: tuple[str, ...] = (
                            "instance-1", "instance-2", "instance-3"),
                        session_ttl: int = 2, request_timeout: float | None = None,
-                       http: dict[str, str] | None = None,
+                       http: bool | dict[str, str] = False,
                        regions: dict[str, str] | None = None,
                        discover_members: bool = True) -> Path:
     """A cluster file for bots ``ids`` on the etcd ``endpoints`` (engine = "etcd")."""
-    lines = ["[cluster]", f'name = "{name}"', 'engine = "etcd"', "", "[etcd]",
-             "endpoints = [" + ", ".join(f'"{e}"' for e in endpoints) + "]",
-             f"session_ttl = {session_ttl}"]
+    settings: dict[str, Any] = {"endpoints": list(endpoints), "session_ttl": session_ttl}
     if not discover_members:
-        lines.append("discover_members = false")
+        settings["discover_members"] = False
     if request_timeout is not None:
-        lines.append(f"request_timeout = {request_timeout}")
-    lines.append("")
-    for instance in ids:
-        region = (regions or {}).get(instance, "local")
-        lines += ["[[nodes]]", f'id = "{instance}"', f'region = "{region}"']
-        if http and instance in http:
-            lines.append(f'http = "{http[instance]}"')
-        lines.append("")
-    out = Path(path)
-    out.write_text("\n".join(lines))
-    return out
+        settings["request_timeout"] = request_timeout
+    return write_engine_file(Path(path), name=name, engine="etcd", settings=settings, ids=ids,
+                             http=http, regions=regions)
