@@ -9,13 +9,17 @@ any, are real processes. Each engine adds its builder to :data:`DEPLOYMENTS`.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
 
+import pytest
+
 from hastate import StateManager
 from hastate.testing import LocalCluster
+from hastate.testing import firestore as firestore_emulator
 
 
 @dataclass
@@ -65,7 +69,33 @@ def raft(workdir: Path) -> Iterator[Deployment]:
             sm.stop()
 
 
+@contextlib.contextmanager
+def firestore(workdir: Path) -> Iterator[Deployment]:
+    """Three bots on one real Firestore emulator (started here, stopped at the end)."""
+    reason = firestore_emulator.missing()
+    if reason is not None:
+        pytest.skip(f"firestore engine not tested: {reason}")
+    emulator = firestore_emulator.FirestoreEmulator(workdir / "emulator").start()
+    saved = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
+    config = firestore_emulator.cluster_file(workdir / "cluster.toml", name="contract",
+                                             ids=["bot-1", "bot-2", "bot-3"])
+    deployment = Deployment("firestore", config)
+    try:
+        start_managers(deployment, ["bot-1", "bot-2", "bot-3"])
+        yield deployment
+    finally:
+        for sm in deployment.managers.values():
+            sm.stop()
+        emulator.stop()
+        if saved is None:
+            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+        else:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = saved
+
+
 #: engine name -> builder of a running deployment (skips, loudly, when its store is missing).
 DEPLOYMENTS: dict[str, Callable[[Path], ContextManager[Deployment]]] = {
     "raft": raft,
+    "firestore": firestore,
 }

@@ -44,8 +44,8 @@ class Member:
                                   "'_' or '-', starting with a letter or digit")
         for name in ("raft", "http"):
             value = getattr(self, name)
-            if value is None and name == "http":
-                continue
+            if (value is None and name == "http") or (value == "" and name == "raft"):
+                continue                   # raft "": an instance of a non-raft engine
             if not isinstance(value, str) or not _ADDRESS.match(value) or \
                     not 0 < int(value.rsplit(":", 1)[1]) < 65536:
                 raise MembershipError(f"member {self.id!r}: {name} address {value!r} must be "
