@@ -30,7 +30,7 @@ def main() -> None:
                 time.sleep(0.2)
                 continue
             out.write(f"{n}\n")
-            time.sleep(0.05)
+            time.sleep(0.2)
 
 
 if __name__ == "__main__":

@@ -105,11 +105,11 @@ def test_a_paused_leader_and_its_successor_never_both_act_and_no_acknowledged_wr
     intervals = leader_intervals(bots.trace, "hastate", time.monotonic())
     assert {paused, successor} <= {node for node, _a, _b in intervals}, intervals
     assert overlaps(intervals) == [], "two bots could act as leader at once"
-    # Negative control: the same checker flags the paused leader's last interval had it
-    # lasted one second past its successor's start.
-    last = max((iv for iv in intervals if iv[0] == paused), key=lambda iv: iv[2])
-    first = min((iv for iv in intervals if iv[0] != paused and iv[1] > last[2]),
-                key=lambda iv: iv[1])
+    # Negative control: the same checker flags the paused leader's interval before its
+    # successor took over, had it lasted one second into the successor's.
+    first = min((iv for iv in intervals if iv[0] == successor), key=lambda iv: iv[1])
+    last = max((iv for iv in intervals if iv[0] == paused and iv[2] <= first[1]),
+               key=lambda iv: iv[2])
     stretched = [iv if iv != last else (last[0], last[1], first[1] + 1.0) for iv in intervals]
     assert overlaps(stretched), "the overlap checker missed an injected overlap"
 

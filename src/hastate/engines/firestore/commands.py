@@ -17,7 +17,8 @@ from typing import Any, Iterable
 
 import msgpack
 
-from hastate.engines.firestore.store import DEDUP_SECONDS, Store, record_of, state_fields
+from hastate.engines.firestore.store import (DEDUP_SECONDS, RPC, Store, record_of,
+                                             state_fields)
 from hastate.state import txn as txn_mod
 from hastate.state.codec import Command
 from hastate.state.history import Change
@@ -59,7 +60,7 @@ class _View:
         self.changes: list[Change] = []
 
     def read_meta(self) -> None:
-        snap = self.store.revision_ref.get(transaction=self.tx)
+        snap = self.store.revision_ref.get(transaction=self.tx, **RPC)
         self.store.costs.read(self.op)
         self.meta = snap.to_dict() if snap.exists else {}
 
@@ -73,7 +74,7 @@ class _View:
             return
         refs = [self.store.state_ref(k) for k in wanted]
         found = {}
-        for snap in self.store.client.get_all(refs, transaction=self.tx):
+        for snap in self.store.client.get_all(refs, transaction=self.tx, **RPC):
             if snap.exists:
                 fields = snap.to_dict()
                 found[fields["key"]] = (record_of(fields), int(fields.get("lease", 0)))
@@ -85,7 +86,7 @@ class _View:
                 self.absent.add(key)
 
     def read_prefix(self, prefix: str) -> None:
-        docs = self.store.prefix_query(prefix).get(transaction=self.tx)
+        docs = self.store.prefix_query(prefix).get(transaction=self.tx, **RPC)
         self.store.costs.read(self.op, len(docs))
         for snap in docs:
             fields = snap.to_dict()
@@ -97,7 +98,7 @@ class _View:
         if not wanted:
             return
         snaps = self.store.client.get_all([self.store.lease_ref(i) for i in wanted],
-                                          transaction=self.tx)
+                                          transaction=self.tx, **RPC)
         self.store.costs.read(self.op, len(wanted))
         got = {int(s.id): s.to_dict() for s in snaps if s.exists}
         for lease in wanted:
@@ -114,7 +115,7 @@ def execute(store: Store, tx: Any, command: Command) -> Outcome:
     dedup = store.client_ref(command.client, command.seq) \
         if command.client and command.op not in IDEMPOTENT else None
     if dedup is not None:
-        snap = dedup.get(transaction=tx)
+        snap = dedup.get(transaction=tx, **RPC)
         store.costs.read(command.op)
         if snap.exists:
             return Outcome(decode_result(snap.get("result")), -1)

@@ -185,6 +185,8 @@ class FirestoreEngine:
 
         outcome = self.store.run(command.op, body, deadline=deadline)
         revision = result_revision(outcome.result)
+        if revision is not None:
+            self.feed.known(revision)
         if revision is not None and not self.feed.mirror.wait_for(
                 revision, max(0.0, deadline - time.monotonic())):
             logger.warning("write committed but the change feed has not delivered it yet",
@@ -204,7 +206,7 @@ class FirestoreEngine:
         """Wait until the mirror reflects every write committed before the call."""
         deadline = time.monotonic() + timeout
         try:
-            snap = self.store.revision_ref.get(timeout=timeout)
+            snap = self.store.revision_ref.get(retry=None, timeout=timeout)
         except Exception as exc:
             raise ReadError(f"linearizable read failed: the revision counter could not be "
                             f"read from Firestore: {exc}") from None

@@ -37,7 +37,7 @@ from typing import Any, Callable
 from google.cloud import firestore
 
 from hastate.engines.firestore.settings import FirestoreSettings
-from hastate.engines.firestore.store import Store
+from hastate.engines.firestore.store import RPC, Store
 from hastate.errors import FailoverError, HAStateError
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class Leadership:
             return
 
         def body(tx: Any) -> None:
-            doc = LeaseDoc.of(self.store.leader_ref.get(transaction=tx))
+            doc = LeaseDoc.of(self.store.leader_ref.get(transaction=tx, **RPC))
             self.store.costs.read("leadership")
             if doc.holder == self.me and doc.token == token:
                 tx.set(self.store.leader_ref, LeaseDoc("", doc.token, doc.beat + 1).fields())
@@ -142,7 +142,7 @@ class Leadership:
         outcome: dict[str, Any] = {}
 
         def body(tx: Any) -> LeaseDoc:
-            doc = LeaseDoc.of(self.store.leader_ref.get(transaction=tx))
+            doc = LeaseDoc.of(self.store.leader_ref.get(transaction=tx, **RPC))
             self.store.costs.read("leadership")
             seen = self._clock()
             outcome.clear()
@@ -225,7 +225,7 @@ class Leadership:
             doc = self._doc
         if fresh:
             try:
-                doc = LeaseDoc.of(self.store.leader_ref.get(timeout=5))
+                doc = LeaseDoc.of(self.store.leader_ref.get(**RPC))
                 self.store.costs.read("leader")
                 with self._lock:
                     self._doc, self._doc_at = doc, self._clock()
@@ -246,7 +246,7 @@ class Leadership:
             token = self._token
 
         def body(tx: Any) -> None:
-            doc = LeaseDoc.of(self.store.leader_ref.get(transaction=tx))
+            doc = LeaseDoc.of(self.store.leader_ref.get(transaction=tx, **RPC))
             self.store.costs.read("leadership")
             if doc.holder == target and not doc.pending:
                 return

@@ -22,6 +22,7 @@ per document), exposed in ``status()["firestore_costs"]``.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import Counter
@@ -42,6 +43,9 @@ TRANSIENT = (gexc.Aborted, gexc.ServiceUnavailable, gexc.DeadlineExceeded,
              gexc.InternalServerError, gexc.TooManyRequests, gexc.Unknown, gexc.Cancelled)
 #: Seconds a client's write result is kept for retries (a retry comes within the timeout).
 DEDUP_SECONDS = 3600.0
+#: Every read of a transaction: no client-side retry (the transaction is retried as a whole,
+#: within the caller's deadline) and a bounded wait, so a write's timeout is kept.
+RPC: dict[str, Any] = {"retry": None, "timeout": 5.0}
 #: Documents one Firestore transaction may write.
 MAX_WRITES = 500
 
@@ -150,7 +154,9 @@ class Store:
                     raise WriteError(f"firestore {op} did not commit before its deadline "
                                      f"after {attempts} attempt(s): {cause}",
                                      outcome_unknown=committing) from None
-                time.sleep(0.005 if contention else 0.1)
+                # Jittered backoff: contending writers (all bump one counter) spread out.
+                time.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** attempts)) if contention
+                           else 0.1)
 
 
 def record_of(fields: dict[str, Any]) -> Record:

@@ -7,6 +7,11 @@ and the :class:`~hastate.state.watch.WatchHub` that history (so watchers may res
 before this instance started, as far back as the change log holds). Then a Firestore
 snapshot listener on ``<prefix>_changes`` (``revision > mirror``, ordered by revision)
 hands over each new change-log document; they are applied strictly in revision order.
+When the instance knows of a newer revision (its own write, a linearizable read) and the
+listener has delivered nothing for :data:`STALL` seconds (it reconnects with a backoff after
+the store was unreachable), the feed queries the change log itself; an instance that
+heard nothing for :data:`HEARTBEAT` seconds reads the revision counter to learn whether it
+lags (and whether the store went back).
 
 Why no gap and no duplicate: every write transaction reads and bumps one counter and writes
 its change document with it, so the change documents visible in any consistent snapshot
@@ -27,7 +32,7 @@ from typing import Any, Iterable, Sequence
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from hastate.engines.firestore.store import Store, record_of
+from hastate.engines.firestore.store import RPC, Store, record_of
 from hastate.errors import HAStateError, StoreRegressedError
 from hastate.state.codec import decode_value
 from hastate.state.history import Change
@@ -35,6 +40,14 @@ from hastate.state.txn import Record
 from hastate.state.watch import WatchHub
 
 logger = logging.getLogger(__name__)
+
+#: Seconds the listener may lag behind a revision this instance knows of before the feed
+#: reads the change log itself.
+STALL = 1.0
+#: Seconds without a delivery after which the feed reads the revision counter (one read).
+HEARTBEAT = 5.0
+#: Change documents one catch-up query reads.
+CATCH_UP = 500
 
 
 class Mirror:
@@ -129,7 +142,9 @@ class ChangeFeed:
         self._listener: Any = None
         self._thread: threading.Thread | None = None
         self.reloads = 0
+        self.catch_ups = 0
         self.fatal_error: str | None = None
+        self._known = 0             # the newest revision this instance knows committed
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -154,12 +169,12 @@ class ChangeFeed:
     def load(self) -> None:
         """Read the state, the counter and the change log's tail at one snapshot."""
         def body(tx: Any) -> tuple[int, dict[str, tuple[Record, int]], list]:
-            meta = self.store.revision_ref.get(transaction=tx)
+            meta = self.store.revision_ref.get(transaction=tx, **RPC)
             revision = int(meta.get("revision")) if meta.exists else 0
-            docs = self.store.state.get(transaction=tx)
+            docs = self.store.state.get(transaction=tx, **RPC)
             tail = self.store.changes.where(
                 filter=FieldFilter("revision", ">", max(0, revision - self.history))) \
-                .order_by("revision").get(transaction=tx)
+                .order_by("revision").get(transaction=tx, **RPC)
             self.store.costs.read("load", 1 + len(docs) + len(tail))
             data = {}
             for snap in docs:
@@ -174,8 +189,13 @@ class ChangeFeed:
         self.hub.reset(revision, _history(tail))
         logger.info("firestore state loaded", extra={"revision": revision, "keys": len(data)})
 
+    def known(self, revision: int) -> None:
+        """Revision ``revision`` is committed (the feed catches up by itself if it lags)."""
+        self._known = max(self._known, revision)
+
     def check_revision(self, revision: int) -> None:
         """Raise (and remember) StoreRegressedError when the store's counter went back."""
+        self.known(revision)
         if revision < self.mirror.revision:
             self.fatal_error = (f"the store's revision went back from {self.mirror.revision} "
                                 f"to {revision}: it lost acknowledged writes (an emulator "
@@ -199,13 +219,23 @@ class ChangeFeed:
 
     def _loop(self) -> None:
         pending: dict[int, list[dict[str, Any]]] = {}
+        heard = time.monotonic()
         while not self._stop.is_set():
             try:
-                batch = self._queue.get(timeout=0.5)
+                batch = self._queue.get(timeout=STALL)
+                heard = time.monotonic()
             except queue.Empty:
-                if not self.listening and not self._stop.is_set():
+                if self._stop.is_set():
+                    return
+                if not self.listening:
                     self._restart("the snapshot listener stopped")
-                continue
+                    continue
+                if time.monotonic() - heard >= HEARTBEAT:
+                    heard = time.monotonic()
+                    self._heartbeat()
+                if self._known <= self.mirror.revision:
+                    continue
+                batch = self._catch_up()
             for revision, entries in batch:
                 if revision > self.mirror.revision:
                     pending[revision] = entries
@@ -216,6 +246,32 @@ class ChangeFeed:
                 self._restart(f"revision {self.mirror.revision + 1} left the change log "
                               f"before this instance saw it (next held: {min(pending)})")
                 pending.clear()
+
+    def _heartbeat(self) -> None:
+        """Read the revision counter: does this instance lag, did the store go back?"""
+        try:
+            snap = self.store.revision_ref.get(**RPC)
+        except Exception as exc:     # unreachable: the next round tries again
+            logger.warning("revision counter unreadable", extra={"error": str(exc)})
+            return
+        self.store.costs.read("heartbeat")
+        try:
+            self.check_revision(int(snap.get("revision")) if snap.exists else 0)
+        except StoreRegressedError:
+            pass                     # remembered: reads and writes now refuse
+
+    def _catch_up(self) -> list[tuple[int, list[dict[str, Any]]]]:
+        """The change documents after the mirror, read directly (the listener lags)."""
+        self.catch_ups += 1
+        try:
+            docs = self.store.changes.where(
+                filter=FieldFilter("revision", ">", self.mirror.revision)) \
+                .order_by("revision").limit(CATCH_UP).get(timeout=10)
+        except Exception as exc:     # unreachable: the next round tries again
+            logger.warning("change log catch-up failed", extra={"error": str(exc)})
+            return []
+        self.store.costs.read("watch", len(docs))
+        return [(d.get("revision"), d.get("changes")) for d in docs]
 
     def _restart(self, why: str) -> None:
         """Reload at one snapshot and listen again (a gap or a dead listener)."""
