@@ -119,9 +119,10 @@ def execute(store: Store, tx: Any, command: Command) -> Outcome:
         store.costs.read(command.op)
         if snap.exists:
             return Outcome(decode_result(snap.get("result")), -1)
-    view.read_meta()
+    if command.op != "lease_keepalive":       # the only op that needs no revision
+        view.read_meta()
     outcome = _run(view, command)
-    outcome.base = view.revision
+    outcome.base = view.revision if command.op != "lease_keepalive" else -1
     if dedup is not None:
         tx.set(dedup, {"result": encode_result(outcome.result),
                        "expire_at": time.time() + DEDUP_SECONDS})
