@@ -56,17 +56,27 @@ class _View:
         self.data: dict[str, tuple[Record, int]] = {}     # key -> (record, lease)
         self.absent: set[str] = set()
         self.lease_docs: dict[int, dict[str, Any] | None] = {}
-        self.meta: dict[str, Any] = {}
+        self.meta: dict[str, Any] | None = None
         self.changes: list[Change] = []
-
-    def read_meta(self) -> None:
-        snap = self.store.revision_ref.get(transaction=self.tx, **RPC)
-        self.store.costs.read(self.op)
-        self.meta = snap.to_dict() if snap.exists else {}
 
     @property
     def revision(self) -> int:
+        """The revision counter, read on first use: as late as possible in the transaction,
+        so that concurrent writers (which all bump it) overlap as little as possible."""
+        if self.meta is None:
+            snap = self.store.revision_ref.get(transaction=self.tx, **RPC)
+            self.store.costs.read(self.op)
+            self.meta = snap.to_dict() if snap.exists else {}
         return int(self.meta.get("revision", 0))
+
+    def next_lease(self) -> int:
+        """Take the next lease id from its own counter (grants never touch the revision)."""
+        snap = self.store.lease_counter_ref.get(transaction=self.tx, **RPC)
+        self.store.costs.read(self.op)
+        lease = int(snap.get("next")) if snap.exists else 1
+        self.tx.set(self.store.lease_counter_ref, {"next": lease + 1})
+        self.store.costs.write(self.op)
+        return lease
 
     def read_keys(self, keys: Iterable[str]) -> None:
         wanted = sorted({k for k in keys if k not in self.data and k not in self.absent})
@@ -110,7 +120,8 @@ class _View:
 
 def execute(store: Store, tx: Any, command: Command) -> Outcome:
     """Run ``command`` in transaction ``tx`` (the caller commits). Exactly once: a command
-    with a client id whose dedup document exists returns the stored result."""
+    with a client id whose dedup document exists returns the stored result. Ops that change
+    no key (lease grants and keep-alives) do not touch the revision counter."""
     view = _View(store, tx, command.op)
     dedup = store.client_ref(command.client, command.seq) \
         if command.client and command.op not in IDEMPOTENT else None
@@ -119,10 +130,8 @@ def execute(store: Store, tx: Any, command: Command) -> Outcome:
         store.costs.read(command.op)
         if snap.exists:
             return Outcome(decode_result(snap.get("result")), -1)
-    if command.op != "lease_keepalive":       # the only op that needs no revision
-        view.read_meta()
     outcome = _run(view, command)
-    outcome.base = view.revision if command.op != "lease_keepalive" else -1
+    outcome.base = view.revision if view.meta is not None else -1
     if dedup is not None:
         tx.set(dedup, {"result": encode_result(outcome.result),
                        "expire_at": time.time() + DEDUP_SECONDS})
@@ -188,12 +197,11 @@ def _lease(view: _View, command: Command) -> Outcome:
     try:
         if op == "lease_grant":
             ttl = check_ttl(msgpack.unpackb(command.values["ttl"]))
-            lease = int(view.meta.get("next_lease", 1))
+            lease = view.next_lease()
             tx.set(store.lease_ref(lease), {"id": lease, "ttl": ttl, "refreshed": 1,
                                             "keys": []})
-            tx.set(store.revision_ref, {"revision": view.revision, "next_lease": lease + 1})
-            store.costs.write(op, 2)
-            return Outcome(("lease", lease, ttl), view.revision)
+            store.costs.write(op)
+            return Outcome(("lease", lease, ttl), -1)
         if op == "lease_expire":
             pairs = [(check_id(lease), int(refreshed))
                      for lease, refreshed in msgpack.unpackb(command.values["leases"])]
@@ -206,10 +214,10 @@ def _lease(view: _View, command: Command) -> Outcome:
             doc = view.lease_docs[lease]
             if op == "lease_keepalive":
                 if doc is None:
-                    return Outcome(("lease", 0, 0.0), view.revision)
+                    return Outcome(("lease", 0, 0.0), -1)
                 tx.update(store.lease_ref(lease), {"refreshed": doc["refreshed"] + 1})
                 store.costs.write(op)
-                return Outcome(("lease", lease, float(doc["ttl"])), view.revision)
+                return Outcome(("lease", lease, float(doc["ttl"])), -1)
             due = [lease] if doc is not None else []
     except (KeyError, ValueError, TypeError, msgpack.UnpackException) as exc:
         return Outcome(("invalid", f"malformed {op} command: {exc!r}"), view.revision)
@@ -231,15 +239,15 @@ def _commit(view: _View, writes: dict[str, Record | None], leases: dict[str, int
     """
     store, tx, op = view.store, view.tx, view.op
     view.changes = []
-    ended = list(ended)
+    rev = view.revision + 1               # every read precedes the first write
+    if writes:
+        old_leases = {key: view.data[key][1] for key in writes if key in view.data}
+        view.read_leases(list(old_leases.values()) + list(leases.values()))
     for lease in ended:
         tx.delete(store.lease_ref(lease))
         store.costs.write(op)
     if not writes:
         return view.revision
-    rev = view.revision + 1
-    old_leases = {key: view.data[key][1] for key in writes if key in view.data}
-    view.read_leases(list(old_leases.values()) + list(leases.values()))
     lease_keys = {lease: set(doc["keys"]) for lease, doc in view.lease_docs.items()
                   if doc is not None}
     touched: set[int] = set()
@@ -266,8 +274,7 @@ def _commit(view: _View, writes: dict[str, Record | None], leases: dict[str, int
                         "l": new_lease})
     for lease in touched:
         tx.update(store.lease_ref(lease), {"keys": sorted(lease_keys[lease])})
-    tx.set(store.revision_ref, {"revision": rev,
-                                "next_lease": int(view.meta.get("next_lease", 1))})
+    tx.set(store.revision_ref, {"revision": rev})
     tx.set(store.change_ref(rev), {"revision": rev, "changes": entries})
     store.costs.write(op, len(writes) + len(touched) + 2)
     return rev

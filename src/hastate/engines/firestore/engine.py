@@ -3,7 +3,8 @@ docs/engine-firestore.md for the design, the guarantees and the costs).
 
 Writes run as Firestore transactions (:mod:`.commands`), one at a time per instance (the
 revision counter serializes the cluster's writes anyway; queuing them locally avoids
-aborting our own transactions). Reads: ``local`` from this instance's mirror (fed by the
+aborting our own transactions); lease keep-alives, which do not touch the counter, have a
+queue of their own. Reads: ``local`` from this instance's mirror (fed by the
 change log, :mod:`.watch`); ``linearizable`` first reads the revision counter with a
 strongly consistent get (Firestore's document reads are strongly consistent), then waits
 until the mirror reached it. Leadership is a lease document (:mod:`.leadership`), leases
@@ -90,6 +91,9 @@ class FirestoreEngine:
         self._seq = itertools.count(1)
         self._seq_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="hastate-firestore-write")
+        # Keep-alives touch only their lease document: they never wait behind writes that
+        # contend for the revision counter.
+        self._keeper = ThreadPoolExecutor(1, thread_name_prefix="hastate-firestore-keepalive")
         self._running = False
         self.trimmed = 0
 
@@ -113,6 +117,7 @@ class FirestoreEngine:
         self.housekeeper.stop()
         self.leadership.stop()
         self._writer.shutdown(wait=True, cancel_futures=True)
+        self._keeper.shutdown(wait=True, cancel_futures=True)
         self.lease_view.stop()
         self.feed.stop()
         self.hub.close()
@@ -146,7 +151,8 @@ class FirestoreEngine:
         deadline = time.monotonic() + timeout
         if not self._running:
             raise WriteError("the firestore engine is stopped", outcome_unknown=False)
-        return self._writer.submit(self._write, command, deadline, finish)
+        queue = self._keeper if command.op == "lease_keepalive" else self._writer
+        return queue.submit(self._write, command, deadline, finish)
 
     def _propose(self, command: Command) -> tuple:
         """The engine's own commands (lease expiry), waited for."""
@@ -166,8 +172,12 @@ class FirestoreEngine:
             status = "timeout" if exc.outcome_unknown else status
             raise
         finally:
+            seconds = time.monotonic() - started
+            if seconds > self.settings.renew_interval:
+                logger.warning("slow firestore write", extra={"op": command.op, "status": status,
+                                                              "seconds": round(seconds, 3)})
             for observe in self.options.observers:
-                observe(command.op, time.monotonic() - started, status)
+                observe(command.op, seconds, status)
         return finish(outcome.result)
 
     def execute(self, command: Command, deadline: float) -> commands.Outcome:

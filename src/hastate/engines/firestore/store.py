@@ -7,14 +7,15 @@ Collections (``<prefix>`` = ``[firestore] collection_prefix``):
   hastate codec), ``mod_revision``, ``create_revision``, ``version``, ``lease`` (0: none).
   Document ids escape the key (``k`` + percent-encoding) because Firestore ids may not hold
   ``/``, be ``.``/``..`` or look like ``__x__``.
-* ``<prefix>_meta/revision``: the cluster ``revision`` and ``next_lease``; every write
-  transaction reads and updates it, so revisions are etcd-style and gapless. This makes the
+* ``<prefix>_meta/revision``: the cluster ``revision``; every write transaction that
+  changes keys reads and updates it, so revisions are etcd-style and gapless. This makes the
   cluster's writes one serial stream (see docs/engine-firestore.md for the throughput).
 * ``<prefix>_changes/<revision, 20 digits>``: the changes made at one revision, for the
   change feed and watchers; trimmed by the leader to ``change_log_retention`` revisions.
 * ``<prefix>_clients/<client hex>_<seq>``: the result of a write, written in the write's own
   transaction and read first by a retry (exactly once).
-* ``<prefix>_leases/<id>``, ``<prefix>_meta/leader``, ``<prefix>_members/<instance>``.
+* ``<prefix>_leases/<id>`` (ids from the counter ``<prefix>_meta/leases``),
+  ``<prefix>_meta/leader``, ``<prefix>_members/<instance>``.
 
 Every document read or written by this engine is counted by :class:`Costs` (Firestore bills
 per document), exposed in ``status()["firestore_costs"]``.
@@ -100,6 +101,7 @@ class Store:
         self.members = self.client.collection(f"{p}_members")
         self.revision_ref = self.meta.document("revision")
         self.leader_ref = self.meta.document("leader")
+        self.lease_counter_ref = self.meta.document("leases")
         self.costs = Costs()
 
     def state_ref(self, key: str) -> Any:
