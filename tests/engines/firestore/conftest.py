@@ -12,7 +12,8 @@ from hastate.testing import firestore as firestore_emulator
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[firestore_emulator.FirestoreEmulator]:
+def emulator(tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[firestore_emulator.FirestoreEmulator]:
     """A started emulator; FIRESTORE_EMULATOR_HOST points at it while the module runs."""
     reason = firestore_emulator.missing()
     if reason is not None:

@@ -34,14 +34,13 @@ from hastate.engines.firestore.members import MemberBoard
 from hastate.engines.firestore.settings import FirestoreSettings
 from hastate.engines.firestore.store import Store
 from hastate.engines.firestore.watch import ChangeFeed
-from hastate.errors import (FailoverError, HAStateError, NotSupportedError, ReadError,
-                            StoreRegressedError, WriteError)
+from hastate.errors import (FailoverError, NotSupportedError, ReadError, StoreRegressedError,
+                            WriteError)
 from hastate.state.codec import Command
 from hastate.state.leases import LeaseInfo
 from hastate.state.txn import Record
 from hastate.state.watch import Watcher, WatchHub
 from hastate.testing.lease_trace import ENV as LEASE_TRACE_ENV
-from hastate.writes import Observer
 
 logger = logging.getLogger(__name__)
 

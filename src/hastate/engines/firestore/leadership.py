@@ -122,7 +122,7 @@ class Leadership:
 
         try:
             self.store.run("release", body, deadline=self._clock() + 5)
-        except (HAStateError, Exception) as exc:   # the lease lapses by itself
+        except Exception as exc:   # unreachable: the lease lapses by itself
             logger.warning("could not release leadership", extra={"error": str(exc)})
         with self._lock:
             self._token = None

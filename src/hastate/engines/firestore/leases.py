@@ -52,7 +52,8 @@ class LeaseView:
 
     def _on_snapshot(self, docs: Any, changes: Any, _read_time: Any) -> None:
         now = self._clock()
-        self.store.costs.read("lease_watch", len(changes)) if changes else None
+        if changes:
+            self.store.costs.read("lease_watch", len(changes))
         table = {}
         for snap in docs:
             f = snap.to_dict()

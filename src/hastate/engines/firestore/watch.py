@@ -214,7 +214,8 @@ class ChangeFeed:
     def _on_snapshot(self, _docs: Any, changes: Any, _read_time: Any) -> None:
         batch = [(c.document.get("revision"), c.document.get("changes")) for c in changes
                  if c.type.name != "REMOVED"]
-        self.store.costs.read("watch", len(batch)) if batch else None
+        if batch:
+            self.store.costs.read("watch", len(batch))
         self._queue.put(batch)
 
     def _loop(self) -> None:
