@@ -127,6 +127,8 @@ def check_change(change: Change, members: Mapping[str, Member], live: Iterable[s
     new = change.member
     ids = {m.id: m for m in members.values()}
     if change.op == "add":
+        if not new.raft:
+            return f"{new.id!r} needs a raft address (host:port) to join a Raft cluster"
         if new.id in ids:
             return f"{new.id!r} is already a member (at {ids[new.id].raft})"
         if new.raft in members:
