@@ -3,7 +3,9 @@ paused past its lease (SIGSTOP) and another is killed (SIGKILL).
 
 Checks: the engines' leader-lease intervals (``HASTATE_LEASE_TRACE``, on the machine-wide
 monotonic clock) never overlap between two instances (0 ms), with a negative control on the
-same trace; every write a bot saw acknowledged is in the store afterwards.
+same trace; every write a bot saw acknowledged is in the store afterwards; the key each bot
+holds under a kept-alive lease survives the leader changes for the bot never disturbed,
+and vanishes for the killed one (its lease expired by whoever leads then).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def bots(emulator: FirestoreEmulator, tmp_path: Path) -> Iterator[Bots]:
 
 def test_a_paused_leader_and_its_successor_never_both_act_and_no_acknowledged_write_is_lost(
         bots: Bots) -> None:
-    wait_for(lambda: bots.holder() and all(len(bots.acks(i)) >= 3 for i in IDS), timeout=60,
+    wait_for(lambda: bots.holder() and all(len(bots.acks(i)) >= 2 for i in IDS), timeout=60,
              what="a leader and writes from every bot")
     paused = bots.holder()
     bots.signal(paused, signal.SIGSTOP)                 # frozen past its lease
@@ -100,6 +102,10 @@ def test_a_paused_leader_and_its_successor_never_both_act_and_no_acknowledged_wr
     marks = {i: len(bots.acks(i)) for i in survivors}
     wait_for(lambda: all(len(bots.acks(i)) > marks[i] + 3 for i in survivors), timeout=30,
              what="the surviving bots writing again")
+    held = lambda i: bots.store.state_ref(f"held/{i}").get().exists  # noqa: E731
+    wait_for(lambda: not held(successor), timeout=45, what="the killed bot's lease expiring")
+    undisturbed = next(i for i in IDS if i not in (paused, successor))
+    assert held(undisturbed), "a lease kept alive by a running bot expired"
     bots.close()
 
     intervals = leader_intervals(bots.trace, "hastate", time.monotonic())
@@ -116,6 +122,6 @@ def test_a_paused_leader_and_its_successor_never_both_act_and_no_acknowledged_wr
     stored = {snap.get("key"): decode_value(bytes(snap.get("value")))
               for snap in bots.store.state.stream()}
     acked = {f"w/{i}/{n}": n for i in IDS for n in bots.acks(i)}
-    assert len(acked) > 20
+    assert len(acked) > 10
     lost = {k: v for k, v in acked.items() if stored.get(k) != v}
     assert not lost, f"acknowledged writes missing from the store: {sorted(lost)[:10]}"
