@@ -1,4 +1,5 @@
-"""One real Firestore emulator per test module (it is a JVM: starting one takes seconds)."""
+"""One real Firestore emulator for the Firestore engine's tests (a JVM: starting one takes
+seconds); each test uses collections of its own, and the restart tests restart it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from hastate.testing import firestore as firestore_emulator
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[firestore_emulator.FirestoreEmulator]:
     """A started emulator; FIRESTORE_EMULATOR_HOST points at it while the module runs."""
