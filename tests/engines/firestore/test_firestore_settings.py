@@ -38,3 +38,13 @@ def test_a_firestore_cluster_file_loads_without_raft_addresses(tmp_path: Path) -
     assert config.engine == "firestore" and config.engine_settings["project"] == "hastate-test"
     assert [(m.id, m.raft, m.region) for m in config.members()] == [("a", "", "r1"),
                                                                     ("b", "", "r2")]
+
+
+def test_the_example_cluster_file_is_valid() -> None:
+    path = Path(__file__).resolve().parents[3] / "cluster" / "firestore.toml"
+    config = load_config(path)
+    settings = parse(config.engine_settings, cluster=config.name, path=str(path))
+    assert (settings.project, settings.prefix, settings.lease_ttl) == \
+        ("my-gcp-project", "crypto-bot-prod", 5.0)
+    assert [m.region for m in config.members()] == ["asia-northeast1", "us-east1",
+                                                   "europe-west1"]
