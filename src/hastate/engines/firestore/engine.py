@@ -74,7 +74,9 @@ class FirestoreEngine:
         self.feed = ChangeFeed(self.store, self.hub,
                                history=min(options.watch_history,
                                            settings.change_log_retention))
+        self._health_ok = True
         self.leadership = Leadership(self.store, instance_id, settings,
+                                     eligible=lambda: self._health_ok,
                                      trace_path=os.environ.get(LEASE_TRACE_ENV) or None)
         self.lease_view = LeaseView(self.store)
         self.expirer = LeaseExpirer(self.lease_view,
@@ -296,6 +298,7 @@ class FirestoreEngine:
                 [(0, m.id) for m in self._members if m.id != self.instance_id]
 
     def publish_health(self, ok: bool) -> None:
+        self._health_ok = ok        # an unhealthy instance takes no leadership
         try:
             self.board.publish(ok)
         except Exception as exc:    # unreachable store: the others see a stale report

@@ -19,6 +19,8 @@ Safety rests on monotonic clocks, never on comparing wall clocks:
 * A released lease (``holder == ""``, written after the releaser stopped acting) may be
   taken at once; a handover (``pending == target``, written after the leader stopped
   acting) may be taken at once by its target only; others wait a TTL as above.
+* An instance whose health check fails takes no lease (one it holds, the failover policy
+  hands over).
 
 Firestore's server timestamps are not used for decisions: a transaction cannot compare
 "now" on the server, and the client's wall clock may be wrong by more than a TTL.
@@ -76,8 +78,10 @@ class Leadership:
 
     def __init__(self, store: Store, instance_id: str, settings: FirestoreSettings, *,
                  clock: Callable[[], float] = time.monotonic,
+                 eligible: Callable[[], bool] = lambda: True,
                  trace_path: str | None = None) -> None:
         self.store = store
+        self.eligible = eligible             # False: this instance's health check fails
         self.me = instance_id
         self.ttl = settings.lease_ttl
         self.margin = settings.clock_skew_margin
@@ -192,7 +196,7 @@ class Leadership:
             if self._first_seen is None or self._first_seen[0] != doc.version:
                 self._first_seen = (doc.version, seen)
             expired = seen >= self._first_seen[1] + self.ttl
-            if not doc.holder or doc.pending == self.me or expired:
+            if (not doc.holder or doc.pending == self.me or expired) and self.eligible():
                 outcome["act"], outcome["seen"] = "take", seen
                 return LeaseDoc(self.me, doc.token + 1, 0)
             return None
