@@ -244,6 +244,12 @@ class LeaseNotFoundError(HAStateError):
         self.lease = lease
 
 
+class StoreRegressedError(HAStateError):
+    """Raised when an engine's store reports an older revision than the instance already
+    saw: the store lost acknowledged writes (e.g. a Firestore emulator restarted without
+    its data). The instance refuses to go on rather than serve a past that changed."""
+
+
 class NotSupportedError(HAStateError):
     """Raised when the engine under a StateManager cannot do what was asked (an operation
     another engine offers); the message names the engine, the operation and why."""

@@ -59,6 +59,12 @@ def _config(n: int) -> dict[str, Member]:
     return {f"h:{i}": Member(f"n{i}", f"h:{i}") for i in range(1, n + 1)}
 
 
+def test_a_member_without_a_raft_address_may_not_join_a_raft_cluster() -> None:
+    """Instances of other engines have no raft address; Raft refuses to add one."""
+    refused = check_change(Change("add", Member("n9", "")), _config(3), ["h:1", "h:2"], "h:1")
+    assert refused is not None and "raft address" in refused
+
+
 @given(st.integers(1, 7), st.data())
 def test_add_is_allowed_iff_live_members_are_a_majority_of_the_new_size(n: int,
                                                                         data: st.DataObject

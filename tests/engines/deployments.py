@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
 
+
 from hastate import StateManager
 from hastate.testing import LocalCluster
 from hastate.testing import etcd as etcd_store
 from hastate.testing.etcd import write_cluster_file
+from hastate.testing import firestore as firestore_emulator
 
 
 @dataclass
@@ -81,8 +83,24 @@ def etcd(workdir: Path) -> Iterator[Deployment]:
                 sm.stop()
 
 
+@contextlib.contextmanager
+def firestore(workdir: Path) -> Iterator[Deployment]:
+    """Three bots on one real Firestore emulator (started here, stopped at the end)."""
+    with firestore_emulator.running(workdir):
+        config = firestore_emulator.cluster_file(workdir / "cluster.toml", name="contract",
+                                                 ids=["bot-1", "bot-2", "bot-3"])
+        deployment = Deployment("firestore", config)
+        try:
+            start_managers(deployment, ["bot-1", "bot-2", "bot-3"])
+            yield deployment
+        finally:
+            for sm in deployment.managers.values():
+                sm.stop()
+
+
 #: engine name -> builder of a running deployment (skips, loudly, when its store is missing).
 DEPLOYMENTS: dict[str, Callable[[Path], ContextManager[Deployment]]] = {
     "raft": raft,
     "etcd": etcd,
+    "firestore": firestore,
 }

@@ -25,7 +25,7 @@ import pytest
 
 from hastate import load_config
 from hastate.testing import LocalCluster, wait_for
-from hastate.testing import etcd
+from hastate.testing import etcd, firestore
 from hastate.testing.engine_files import write_engine_file
 
 pytestmark = pytest.mark.integration
@@ -115,6 +115,8 @@ def store_file(start: Callable[[Path], ContextManager[Any]], engine: str,
 CLUSTER_FILES: dict[str, Callable[[Path, str], ContextManager[Path]]] = {
     "raft": raft_file,
     "etcd": store_file(etcd.running, "etcd", lambda c: {"endpoints": c.endpoints}),
+    "firestore": store_file(firestore.running, "firestore",
+                            lambda _emulator: {"project": "crypto-bot-prod"}),
 }
 
 

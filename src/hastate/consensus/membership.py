@@ -44,8 +44,8 @@ class Member:
                                   "'_' or '-', starting with a letter or digit")
         for name in ("raft", "http"):
             value = getattr(self, name)
-            if value is None and name == "http" or value == "" and name == "raft":
-                continue    # no http endpoint; no Raft address (an instance of a store engine)
+            if (value is None and name == "http") or (value == "" and name == "raft"):
+                continue                   # raft "": an instance of a non-raft engine
             if not isinstance(value, str) or not _ADDRESS.match(value) or \
                     not 0 < int(value.rsplit(":", 1)[1]) < 65536:
                 raise MembershipError(f"member {self.id!r}: {name} address {value!r} must be "
@@ -127,6 +127,8 @@ def check_change(change: Change, members: Mapping[str, Member], live: Iterable[s
     new = change.member
     ids = {m.id: m for m in members.values()}
     if change.op == "add":
+        if not new.raft:
+            return f"{new.id!r} needs a raft address (host:port) to join a Raft cluster"
         if new.id in ids:
             return f"{new.id!r} is already a member (at {ids[new.id].raft})"
         if new.raft in members:

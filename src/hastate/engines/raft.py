@@ -30,7 +30,7 @@ from hastate.consensus.seed import is_empty, seed_data_dir
 from hastate.consensus.transport import TransportSecurity, make_transport_class
 from hastate.engines import Options
 from hastate.engines.contract import Consistency
-from hastate.errors import MembershipRefused, ReadError, SnapshotNotFoundError, WriteError
+from hastate.errors import ReadError, SnapshotNotFoundError, WriteError
 from hastate.observability import stats
 from hastate.observability.operations import traced_write
 from hastate.snapshots.service import SnapshotService
@@ -281,9 +281,6 @@ class RaftEngine:
 
     def change_membership(self, action: Literal["add", "remove"], member: Member | str,
                           timeout: float) -> int:
-        if isinstance(member, Member) and not member.raft:
-            raise MembershipRefused(f"member {member.id!r} has no raft address; give it the "
-                                    "host:port its Raft peers connect to")
         return self.node.change_membership(action, member, timeout)
 
     def status(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from hastate.engines.etcd.watch import EtcdWatch, feed_hub
 from hastate.errors import (CompactedError, NotSupportedError, ReadError, StoreRefusedError,
                             StoreUnreachableError, WriteError)
 from hastate.state.codec import Command, decode_value
+from hastate.state.export import StateExport
 from hastate.state.leases import LeaseInfo
 from hastate.state.machine import ChangeListener
 from hastate.state.txn import Record
@@ -303,10 +304,10 @@ class EtcdEngine:
         return {self.layout.state_key(unb64(kv["key"])) or "": commands.kv_record(kv)
                 for kv in answer.get("kvs") or []}
 
-    def export(self, timeout: float | None) -> Any:
+    def export(self, timeout: float | None) -> StateExport:
         """Every state key and every hastate lease with its keys, read by etcd's quorum at
         one revision (a ``hastate.state.export.StateExport``, for DR snapshots)."""
-        from hastate.state.export import StateExport
+
         deadline = time.monotonic() + (timeout if timeout is not None
                                        else self.options.write_timeout)
         ranges = [self.layout.user_range(""), (self.layout.leases,
