@@ -21,7 +21,7 @@ from hastate.cli import cli
 from hastate.observability import logs
 from hastate.testing import LocalCluster, wait_for
 from hastate.testing.cluster import ADMIN_TOKEN_ENV
-from hastate.testing import etcd
+from hastate.testing import etcd, firestore
 from hastate.testing.engine_files import write_engine_file
 
 from .fake_engine import FakeEngine, FakeStore
@@ -38,7 +38,7 @@ def _fake_config(workdir: Path) -> Path:
                              settings={"endpoints": ["unused: the fake engine"]})
 
 
-@pytest.fixture(params=["fake", "raft", "etcd"])
+@pytest.fixture(params=["fake", "raft", "etcd", "firestore"])
 def managers(request: pytest.FixtureRequest, tmp_path: Path,
              monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, dict[str, StateManager]]]:
     monkeypatch.setenv(ADMIN_TOKEN_ENV, TOKEN)
@@ -52,13 +52,18 @@ def managers(request: pytest.FixtureRequest, tmp_path: Path,
             members = stack.enter_context(etcd.running(tmp_path))
             config = etcd.write_cluster_file(tmp_path / "cluster.toml", members.endpoints,
                                              name="ops", http=True)
+        elif request.param == "firestore":
+            stack.enter_context(firestore.running(tmp_path))
+            config = write_engine_file(tmp_path, name="ops", engine="firestore", http=True,
+                                       settings={"project": "hastate-test"})
         else:
             config = LocalCluster(tmp_path, name="ops").config_path
         built = {i: StateManager.from_config(config, i, write_timeout=15.0) for i in IDS}
         for sm in built.values():
             stack.enter_context(sm)
-        wait_for(lambda: sum(sm.is_leader() for sm in built.values()) == 1, timeout=30,
-                 what="one leader")
+        wait_for(lambda: sum(sm.is_leader() for sm in built.values()) == 1 and
+                 all(sm.ready() for sm in built.values()), timeout=30,
+                 what="one leader, every instance ready")
         yield config, built
 
 
