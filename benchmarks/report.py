@@ -192,7 +192,9 @@ def scenario_text(results: dict[str, Any]) -> str:
     ls = results.get("large_state")
     if ls and "memory" in ls:
         mem = ", ".join(f"{n} {m['rss_mb']:.0f} MB" + (
-            f" ({m['bytes_per_key']:.0f} B/key)" if m.get("bytes_per_key") else
+            f" ({m['bytes_per_key']:.0f} B/key" + (
+                f", {m['bytes_per_key_after_dump']:.0f} after the dumps"
+                if "bytes_per_key_after_dump" in m else "") + ")" if m.get("bytes_per_key") else
             " (driver process incl. in-process member)") for n, m in ls["memory"].items())
         c = ls["compaction"]
         lines.append(f"large state: {ls['keys']:,} keys of 64 B loaded in {ls['load_s']:.1f} s; "

@@ -237,6 +237,12 @@ def large_state(system: Any, keys: int, window_max: float) -> dict[str, Any]:
     captures = system.capture_durations[cap0:]
     dumped = {n: _mtime(p) != mtimes0[n] for n, p in dump_paths.items()}
     sizes = {n: (p.stat().st_size if p.exists() else 0) for n, p in dump_paths.items()}
+    # Again once the log that carried the load is compacted away (the dumps above).
+    for node_id in system.peer_ids:
+        m = proc_mem(pids[node_id])
+        memory[node_id]["bytes_per_key_after_dump"] = (m["rss"] - mem0[node_id]["rss"]) / keys
+    log("  RSS after the dumps: " + ", ".join(
+        f"{n} {memory[n]['bytes_per_key_after_dump']:.0f} B/key" for n in system.peer_ids))
     out = {
         "keys": keys, "load_s": load_s, "load_keys_per_s": keys / load_s, "memory": memory,
         "compaction": {
