@@ -24,6 +24,7 @@ from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import _RAFT_STATE
 
+from hastate import _malloc
 from hastate.consensus import rules
 from hastate.consensus.backpressure import EntrySizes, Limits, ProposalQueue, UncommittedTail
 from hastate.consensus.entry_trace import EntryTraces
@@ -653,6 +654,7 @@ class HastateSyncObj(SyncObj):
             self._SyncObj__deleteEntriesTo(job.upto)
             self._SyncObj__lastSerializedEntry = job.upto
             self.compactions_total += 1
+            _malloc.trim_in_background()  # the dropped entries' pages back to the OS
             return
         conf = self.conf
         if not rules.compaction_due(
