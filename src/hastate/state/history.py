@@ -23,9 +23,9 @@ from hastate.state import record as rec
 
 #: Revisions a node keeps for watchers unless configured otherwise.
 DEFAULT_HISTORY = 10_000
-#: Bytes of values (new and previous) the history may hold; older revisions go first. The
-#: history holds references to values the state may no longer hold, so large values would
-#: otherwise pin ``DEFAULT_HISTORY`` times their size.
+#: Bytes of values (new and previous, with their packed revisions) the history may hold;
+#: older revisions go first. The history holds references to values the state may no longer
+#: hold, so large values would otherwise pin ``DEFAULT_HISTORY`` times their size.
 DEFAULT_HISTORY_BYTES = 64 << 20
 #: Bytes of values a dump carries of the history (its newest revisions).
 PERSISTED_BYTES = 4 << 20
@@ -55,13 +55,23 @@ class PackedChanges(Sequence[Change]):
     ``flat`` is ``(key, new record or None, old record or None, ...)``, one triple per key
     (None as the new record: deleted). A :class:`Change` is built only when read, so a
     history of a million changes costs three references each, not a million objects.
+    ``nbytes``: the bytes of the records it holds (new and old), as the history counts
+    them against its bound.
     """
 
-    __slots__ = ("revision", "_flat")
+    __slots__ = ("revision", "_flat", "nbytes")
 
-    def __init__(self, revision: int, flat: tuple[Any, ...]) -> None:
+    def __init__(self, revision: int, flat: tuple[Any, ...], nbytes: int) -> None:
         self.revision = revision
         self._flat = flat
+        self.nbytes = nbytes
+
+    @classmethod
+    def of(cls, revision: int, flat: Sequence[Any]) -> "PackedChanges":
+        """The changes in ``flat`` (a list in the layout above) at ``revision``."""
+        nbytes = sum(map(len, filter(None, flat[1::3]))) + \
+            sum(map(len, filter(None, flat[2::3])))
+        return cls(revision, tuple(flat), nbytes)
 
     def __len__(self) -> int:
         return len(self._flat) // 3
@@ -97,13 +107,6 @@ class PackedChanges(Sequence[Change]):
 
     def __repr__(self) -> str:
         return f"PackedChanges({tuple(self)!r})"
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of values (new and previous) these changes hold."""
-        flat = self._flat
-        return sum(rec.value_size(r) for r in flat[1::3] if r is not None) + \
-            sum(rec.value_size(r) for r in flat[2::3] if r is not None)
 
 
 def _nbytes(changes: Sequence[Change]) -> int:

@@ -35,7 +35,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import msgpack
 
@@ -116,7 +116,7 @@ class ReplicatedState:
             self._applied_index = index
             revision = self._revision
         if changes:
-            packed = PackedChanges(revision, tuple(changes))
+            packed = PackedChanges.of(revision, changes)
             for sink in self._change_listeners:
                 try:
                     sink.changed(revision, packed)
@@ -165,7 +165,7 @@ class ReplicatedState:
             lease for ops in (success, failure) for lease in txn_mod.leases_of(ops).values())
         if missing:
             return ("no_lease", missing)
-        ok, writes, responses = txn_mod.run(_Records(self._data), compares, success, failure,
+        ok, writes, responses = txn_mod.run(rec.RecordView(self._data), compares, success, failure,
                                             revision)
         self._write({k: rec.pack(*r) if r is not None else None for k, r in writes.items()},
                     revision, changes, txn_mod.leases_of(success if ok else failure))
@@ -411,31 +411,6 @@ def _put(old: bytes | None, value: bytes, revision: int) -> bytes:
         return rec.pack(value, revision, revision, 1)
     _, create, version = rec.revisions(old)
     return rec.pack(value, revision, create, version + 1)
-
-
-class _Records(Mapping[str, Record]):
-    """The packed state seen as key -> record tuple (what transactions evaluate)."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: dict[str, bytes]) -> None:
-        self._data = data
-
-    def __getitem__(self, key: str) -> Record:
-        return rec.unpack(self._data[key])
-
-    def get(self, key: str, default: Any = None) -> Any:
-        packed = self._data.get(key)
-        return default if packed is None else rec.unpack(packed)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 def _record(entry: Sequence[Any]) -> Record:

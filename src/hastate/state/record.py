@@ -14,6 +14,7 @@ value as encoded by :mod:`hastate.state.codec`.
 from __future__ import annotations
 
 import struct
+from typing import Any, Iterator, Mapping
 
 Record = tuple[bytes, int, int, int]  # (encoded value, mod_revision, create_revision, version)
 
@@ -45,11 +46,6 @@ def value(packed: bytes) -> bytes:
     return packed[_head(packed).size:]
 
 
-def value_size(packed: bytes) -> int:
-    """Length of the encoded value, without copying it."""
-    return len(packed) - _head(packed).size
-
-
 def mod_revision(packed: bytes) -> int:
     """The revision of the key's last change."""
     return _head(packed).unpack_from(packed)[1]
@@ -58,3 +54,28 @@ def mod_revision(packed: bytes) -> int:
 def revisions(packed: bytes) -> tuple[int, int, int]:
     """``(mod_revision, create_revision, version)`` of a packed record."""
     return _head(packed).unpack_from(packed)[1:]
+
+
+class RecordView(Mapping[str, Record]):
+    """A dict of packed records seen as key -> record tuple (read-only, no copy)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, bytes]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Record:
+        return unpack(self._data[key])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        packed = self._data.get(key)
+        return default if packed is None else unpack(packed)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
