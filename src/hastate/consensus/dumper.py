@@ -82,7 +82,7 @@ class DumpWriter:
 
     def write(self, capture: Capture, raft: dict, last: tuple, created_at: float) -> None:
         """Encode ``capture`` with the Raft position and write it durably to ``path``."""
-        _, blob = encode_dump({"state": capture.body(), "raft": raft}, cluster=self.cluster,
+        _, blob = encode_dump({"state": capture.body(lazy=True), "raft": raft}, cluster=self.cluster,
                               index=last[1], term=last[2], keys=len(capture),
                               extra={"node": self.node_id}, created_at=created_at)
         atomic_write(self.path, blob)

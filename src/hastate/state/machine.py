@@ -42,6 +42,7 @@ import msgpack
 from hastate.state import record as rec
 from hastate.state import txn as txn_mod
 from hastate.state.codec import Command, decode_value
+from hastate.state.dump import UnpackedView
 from hastate.state.history import Change, PackedChanges
 from hastate.state.leases import LeaseInfo, LeaseTable
 from hastate.state.record import Record
@@ -447,19 +448,21 @@ class Capture:
     def __len__(self) -> int:
         return len(self.data)
 
-    def body(self) -> dict[str, Any]:
+    def body(self, *, lazy: bool = False) -> dict[str, Any]:
         """Plain msgpack types: {"data", "applied_index", "revision", "sessions", "locks",
         "leases", "history"} (history: [[revision, [[type, key, value, create_revision, version,
         prev], ...]], ...], the watch history's last revisions, so a restarted node can
         serve watchers that resume before its dump).
 
         ``data`` maps each key to a (value, mod_revision, create_revision, version) tuple
-        unpacked from this capture's packed records: msgpack packs tuples as arrays. A node
-        normally encodes its dumps in a forked child (``consensus/dumper.py``), so these
-        transient tuples do not live in the node's own process.
+        unpacked from this capture's packed records (msgpack packs tuples as arrays). With
+        ``lazy``, ``data`` is an :class:`~hastate.state.dump.UnpackedView` of the packed
+        records instead: :func:`~hastate.state.dump.encode_dump` unpacks a chunk at a time,
+        so dumps and snapshots of a million keys never hold a million tuples.
         """
         return {
-            "data": {k: rec.unpack(packed) for k, packed in self.data.items()},
+            "data": UnpackedView(self.data, rec.unpack) if lazy else
+            {k: rec.unpack(packed) for k, packed in self.data.items()},
             "applied_index": self.applied_index,
             "revision": self.revision,
             "sessions": [[c, h, list(r.items())] for c, h, r in self.sessions],
