@@ -94,7 +94,11 @@ def pack_in_chunks(obj: Any, chunk: int = 4096) -> bytes:
     items = list(obj.items())
     for start in range(0, len(items), chunk):
         part = dict(items[start:start + chunk])
-        parts.append(packer.pack(part)[len(packer.pack_map_header(len(part))):])
+        if any(_walk(v) for v in part.values()):
+            for key, value in part.items():
+                parts += (packer.pack(key), pack_in_chunks(value, chunk))
+        else:
+            parts.append(packer.pack(part)[len(packer.pack_map_header(len(part))):])
     return b"".join(parts)
 
 
