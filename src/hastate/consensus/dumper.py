@@ -82,9 +82,10 @@ class DumpWriter:
 
     def write(self, capture: Capture, raft: dict, last: tuple, created_at: float) -> None:
         """Encode ``capture`` with the Raft position and write it durably to ``path``."""
-        _, blob = encode_dump({"state": capture.body(lazy=True), "raft": raft}, cluster=self.cluster,
-                              index=last[1], term=last[2], keys=len(capture),
-                              extra={"node": self.node_id}, created_at=created_at)
+        body = {"state": capture.body(lazy=True), "raft": raft}
+        _, blob = encode_dump(body, cluster=self.cluster, index=last[1], term=last[2],
+                              keys=len(capture), extra={"node": self.node_id},
+                              created_at=created_at)
         atomic_write(self.path, blob)
 
     def _fork(self, raft: dict, last: tuple, created_at: float) -> int | None:
