@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import threading
 from typing import Callable
 
-logger = logging.getLogger(__name__)
+#: Bytes freed (compacted journal entries) that make a trim worth its cost: a trim hands
+#: pages back that the allocator must fault in again when it reuses them.
+WORTH_TRIMMING = 64 << 20
 
 
 def _load_trim() -> Callable[[int], int] | None:

@@ -123,6 +123,7 @@ class HastateSyncObj(SyncObj):
         self._held_replies: list[tuple[Any, Any]] | None = None
         self._compaction: _Compaction | None = None
         self.compactions_total = 0
+        self._trimmed_at = 0  # journal bytes compacted away at the last malloc_trim
         kwargs = {"transportClass": transport_class} if transport_class is not None else {}
         super().__init__(self_addr, peers, conf, consumers=consumers, **kwargs)
         # Bounded, and drained by the leader only while its uncommitted tail has room.
@@ -654,7 +655,7 @@ class HastateSyncObj(SyncObj):
             self._SyncObj__deleteEntriesTo(job.upto)
             self._SyncObj__lastSerializedEntry = job.upto
             self.compactions_total += 1
-            _malloc.trim_in_background()  # the dropped entries' pages back to the OS
+            self._release_compacted_memory()
             return
         conf = self.conf
         if not rules.compaction_due(
@@ -673,6 +674,20 @@ class HastateSyncObj(SyncObj):
         members = [m.to_dict() for m in sorted(at_dump.values(), key=lambda m: m.id)]
         self._compaction = _Compaction(self._prepare_dump(last, prev, members), upto=prev[1])
         self._compaction.start()
+
+    def _release_compacted_memory(self) -> None:
+        """Hand the pages of dropped entries back to the OS once there are many of them.
+
+        Only after large drops (a bulk load's entries): a trim on every compaction of small
+        entries made the allocator fault the same pages back in under load.
+        """
+        log = self._SyncObj__raftLog
+        if not isinstance(log, DurableJournal):
+            return
+        dropped = log.stats["compacted_bytes"]
+        if dropped - self._trimmed_at >= _malloc.WORTH_TRIMMING:
+            self._trimmed_at = dropped
+            _malloc.trim_in_background()
 
     def _install_durable_storage(self, journal: DurableJournal) -> None:
         self._SyncObj__raftLog._destroy()
