@@ -192,7 +192,9 @@ def scenario_text(results: dict[str, Any]) -> str:
     ls = results.get("large_state")
     if ls and "memory" in ls:
         mem = ", ".join(f"{n} {m['rss_mb']:.0f} MB" + (
-            f" ({m['bytes_per_key']:.0f} B/key)" if m.get("bytes_per_key") else
+            f" ({m['bytes_per_key']:.0f} B/key" + (
+                f", {m['bytes_per_key_after_dump']:.0f} after the dumps"
+                if "bytes_per_key_after_dump" in m else "") + ")" if m.get("bytes_per_key") else
             " (driver process incl. in-process member)") for n, m in ls["memory"].items())
         c = ls["compaction"]
         lines.append(f"large state: {ls['keys']:,} keys of 64 B loaded in {ls['load_s']:.1f} s; "
@@ -205,6 +207,12 @@ def scenario_text(results: dict[str, Any]) -> str:
                      f"{[round(d, 2) for d in c['leader_dump_s']]} s (copy on the Raft thread "
                      f"{[round(d, 3) for d in c.get('leader_capture_on_raft_thread_s', [])]} s); "
                      f"members dumped {sum(c['members_dumped'].values())}/3")
+        idle = c.get("idle_latency")
+        if idle:
+            lines.append(f"  idle writes on the same state: p50 {fmt(idle.get('p50_ms'))} ms, "
+                         f"p99 {fmt(idle.get('p99_ms'))} ms, max {fmt(idle.get('max_ms'))} ms "
+                         f"(p99 during the dumps / idle p99: x"
+                         f"{lat.get('p99_ms', 0) / max(1e-9, idle.get('p99_ms', 0)):.1f})")
     elif ls and ls.get("error"):
         lines.append(f"large state: failed: {ls['error']}")
     pr = results.get("profile")

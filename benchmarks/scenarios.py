@@ -186,6 +186,13 @@ def large_state(system: Any, keys: int, window_max: float) -> dict[str, Any]:
         f"{n} {m['rss_mb']:.0f}" + (f" ({m['bytes_per_key']:.0f} B/key)" if m["bytes_per_key"]
                                     else " (driver)") for n, m in memory.items()))
 
+    # Idle reference on the same cluster and state: sequential writes while no dump runs
+    # (the load left fewer entries in the log than the compaction threshold).
+    idle = run_sequential(lambda i: sm.save_state({f"k{i % 1024}": value}), 1.5)
+    idle_latency = latency_summary(idle.latencies)
+    log(f"  idle writes on the large state: p50 {idle_latency.get('p50_ms', 0):.2f} ms, p99 "
+        f"{idle_latency.get('p99_ms', 0):.1f} ms, max {idle_latency.get('max_ms', 0):.0f} ms")
+
     # Bring the log close to the compaction threshold with fast async writes, then time
     # sequential writes until every member has dumped the large state (or the window ends).
     threshold = sm.spec.log_compaction_entries
@@ -237,10 +244,17 @@ def large_state(system: Any, keys: int, window_max: float) -> dict[str, Any]:
     captures = system.capture_durations[cap0:]
     dumped = {n: _mtime(p) != mtimes0[n] for n, p in dump_paths.items()}
     sizes = {n: (p.stat().st_size if p.exists() else 0) for n, p in dump_paths.items()}
+    # Again once the log that carried the load is compacted away (the dumps above).
+    for node_id in system.peer_ids:
+        m = proc_mem(pids[node_id])
+        memory[node_id]["bytes_per_key_after_dump"] = (m["rss"] - mem0[node_id]["rss"]) / keys
+    log("  RSS after the dumps: " + ", ".join(
+        f"{n} {memory[n]['bytes_per_key_after_dump']:.0f} B/key" for n in system.peer_ids))
     out = {
         "keys": keys, "load_s": load_s, "load_keys_per_s": keys / load_s, "memory": memory,
         "compaction": {
             "window_s": window, "writes": len(lat), "latency": latency_summary(lat),
+            "idle_latency": idle_latency,
             "elections": elections, "lease_lost_samples_50ms": lease_lost[0],
             "members_dumped": dumped, "leader_dump_s": dumps,
             "leader_capture_on_raft_thread_s": captures,

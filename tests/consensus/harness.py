@@ -27,10 +27,11 @@ class ProcCluster(NodeProcesses):
 
     def __init__(self, workdir: Path, engine: str, size: int = 3, *, compaction: int = 5000,
                  raw_batch: bool = True, lease_trace: bool = False,
-                 write_timeout: float = 10.0) -> None:
+                 write_timeout: float = 10.0, durability_trace: bool = False) -> None:
         super().__init__(workdir, [f"n{i + 1}" for i in range(size)])
         self.engine = engine
         self.trace = workdir / "lease-trace.jsonl" if lease_trace else None
+        self.durability_trace = workdir / "durability.jsonl" if durability_trace else None
         spec = {"cluster": "ctest", "data": str(workdir / "data"), "compaction": compaction,
                 "raw_batch": raw_batch, "profile": "lan", "write_timeout": write_timeout,
                 "nodes": {i: {"raft": f"127.0.0.1:{free_port()}"} for i in self.ids}}
@@ -43,6 +44,8 @@ class ProcCluster(NodeProcesses):
         env = dict(os.environ)
         if self.trace is not None:
             env["HASTATE_LEASE_TRACE"] = str(self.trace)
+        if self.durability_trace is not None:
+            env["HASTATE_DURABILITY_TRACE"] = str(self.durability_trace)
         ctl_file = self._ctl_file(node_id)
         ctl_file.unlink(missing_ok=True)
         self.spawn(node_id, [sys.executable, str(NODE_MAIN), "--engine", self.engine,

@@ -17,6 +17,9 @@ as an application would use it. Both serve the same small JSON control API
 
 With ``HASTATE_LEASE_TRACE`` set, hastate nodes log their lease intervals (``hastate.testing.lease_trace``,
 a tick observer on the RaftNode) and raw nodes log every Raft state change, one JSON line each.
+With ``HASTATE_DURABILITY_TRACE`` set, hastate nodes append to that file one JSON line per
+journal flush (the last index made durable) and per applied write of this node's own client
+(its index), each stamped with ``time.monotonic_ns()`` (one clock for every process here).
 """
 
 from __future__ import annotations
@@ -140,14 +143,38 @@ class HastateEngine:
                                write_timeout=spec.get("write_timeout", 10.0),
                                log_compaction_entries=spec.get("compaction", 5000))
         self.executed: Counter[str] = Counter()
+        durability = os.environ.get("HASTATE_DURABILITY_TRACE")
+        self._durability_fd = os.open(durability, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                      0o644) if durability else None
         self.sm.machine.add_listener(self._on_apply)
         trace_leases_from_env(self.sm.node)
         self.sm.start()
+        if self._durability_fd is not None:
+            self._trace_flushes(node_id)
         so = self.sm.node.syncobj
         self.sampler = Sampler(lambda: (so.raftCommitIndex, so.last_log_index(),
                                         so.role == "leader"))
 
+    def _trace(self, record: dict[str, Any]) -> None:
+        os.write(self._durability_fd, (json.dumps(record) + "\n").encode())
+
+    def _trace_flushes(self, node_id: str) -> None:
+        """Log the end of every journal flush that made entries durable."""
+        log = self.sm.node.syncobj._SyncObj__raftLog
+        flush = log.flush
+
+        def traced_flush() -> int:
+            count = flush()
+            if count:
+                self._trace({"node": node_id, "kind": "flush", "index": log[-1][1],
+                             "t": time.monotonic_ns()})
+            return count
+        log.flush = traced_flush
+
     def _on_apply(self, index: int, _previous: int, command: Any, result: Any) -> None:
+        if self._durability_fd is not None and command.client == self.sm.engine.client_id:
+            self._trace({"node": self.sm.instance_id, "kind": "apply", "index": index,
+                         "t": time.monotonic_ns()})
         # A dedup hit returns the first application's result, whose index is not this one.
         if command.client and result and result[0] == "ok" and result[-1] == index:
             self.executed[f"{command.client.hex()}:{command.seq}"] += 1

@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 
 from hastate import StateManager
-from hastate.consensus.dumper import DumpChildError, DumpWriter
+from hastate.consensus.dumper import DUMP_NICENESS, DumpChildError, DumpWriter
 from hastate.state.codec import Command, encode_value
 from hastate.state.dump import decode_dump
 from hastate.state.machine import ReplicatedState
@@ -158,3 +158,20 @@ def test_every_node_dumps_by_fork_and_a_node_survives_its_childs_crash(
     header, _ = decode_dump((sm.spec.data_dir / "state.dump").read_bytes(), source="dump",
                             cluster=sm.spec.cluster)
     assert 0 < header.index <= sm.status()["applied_index"]   # a log index, not a revision
+
+
+def test_the_dump_child_runs_nicer_than_its_node(tmp_path: Path) -> None:
+    """The child encodes at a lower CPU priority than the node that forked it."""
+    machine = filled(10)
+    seen = tmp_path / "child-niceness"
+    capture = machine.capture
+
+    def capture_noting_priority():  # runs in the child, which then writes the dump
+        seen.write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
+        return capture()
+    machine.capture = capture_noting_priority  # type: ignore[method-assign]
+    writer = DumpWriter(machine, tmp_path / "state.dump", cluster="c", node_id="n1")
+    writer.prepare((b"", 10, 1), (b"", 9, 1), [])()
+    assert writer.stats()["forked"] == 1
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert int(seen.read_text()) == min(19, own + DUMP_NICENESS) > own

@@ -143,6 +143,18 @@ class TestGroupCommit:
         assert len(calls) - before == 1
         j._destroy()
 
+    def test_compaction_counts_the_command_bytes_it_drops(self, tmp_path: Path) -> None:
+        """What compaction freed (the node trims the C heap after large drops)."""
+        j = open_journal(tmp_path / "raft.journal")
+        batch = entries_of(50)
+        for e in batch:
+            j.add(*e)
+        j.flush()
+        j.deleteEntriesTo(20)
+        assert j.stats["compacted_bytes"] == sum(len(e[0]) for e in batch[:20])
+        assert [e[1] for e in j[0:1]] == [batch[20][1]]
+        j._destroy()
+
     def test_add_refuses_a_gap(self, tmp_path: Path) -> None:
         """Entries must be contiguous: a gap is a bug upstream, never written."""
         j = open_journal(tmp_path / "raft.journal")

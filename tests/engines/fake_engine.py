@@ -116,9 +116,7 @@ class FakeEngine:
         return self.store.machine.state_hash()
 
     def export(self, timeout: float | None) -> StateExport:
-        capture = self.store.machine.capture()
-        return StateExport(capture.revision, capture.data,
-                           {i: (ttl, frozenset(keys)) for i, ttl, _, keys in capture.leases})
+        return self.store.machine.export()
 
     def leases(self) -> dict[int, LeaseInfo]:
         return self.store.machine.leases()

@@ -64,3 +64,20 @@ def test_chunked_packing_of_a_large_state_shaped_body() -> None:
                       "applied_index": 9, "sessions": [], "locks": {}},
             "raft": {"last": [b"\x01", 9, 2], "cluster": [{"id": "a", "raft": "h:1"}]}}
     assert pack_in_chunks(body) == msgpack.packb(body, use_bin_type=True)
+
+
+@given(st.dictionaries(st.text(max_size=6), st.binary(max_size=20), max_size=40),
+       st.integers(1, 8))
+def test_a_lazy_body_encodes_as_its_plain_body(values: dict[str, bytes], chunk: int) -> None:
+    """Dumps and snapshots pack a view of the packed records: the same bytes as tuples."""
+    from hastate.state.codec import Command
+    from hastate.state.machine import ReplicatedState
+    machine = ReplicatedState()
+    if values:
+        machine.apply_at(1, Command(op="update", client=b"c" * 16, seq=1,
+                                    values=values).encode())
+    capture = machine.capture()
+    lazy = {"state": capture.body(lazy=True), "raft": {"last": [b"", 1, 1]}}
+    plain = {"state": capture.body(), "raft": {"last": [b"", 1, 1]}}
+    assert pack_in_chunks(lazy, chunk) == msgpack.packb(plain, use_bin_type=True)
+    assert dict(lazy["state"]["data"]) == plain["state"]["data"]

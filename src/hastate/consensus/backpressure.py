@@ -67,11 +67,15 @@ class ProposalQueue:
             self._items.append(item)
 
     def get_nowait(self) -> tuple[bytes, object]:
-        with self._lock:
-            if not self._items or (self._entries_left is not None and
-                                   (self._entries_left <= 0 or self._bytes_left <= 0)):
-                raise queue.Empty()
+        # Only the tick thread takes; deque.popleft is atomic, so no lock (the lock keeps
+        # put_nowait's check-then-append from overshooting the bound).
+        if self._entries_left is not None and (self._entries_left <= 0 or
+                                               self._bytes_left <= 0):
+            raise queue.Empty()
+        try:
             item = self._items.popleft()
+        except IndexError:
+            raise queue.Empty() from None
         size = len(item[0])
         self.drained_bytes += size
         self.drained_sizes.append(size)

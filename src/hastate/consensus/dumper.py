@@ -7,6 +7,10 @@ while the parent goes on ticking; neither the copy nor the encode holds the pare
 format). The compaction thread only waits for the child. If the child fails (crash, kill,
 full disk) the parent keeps its journal, writes the next dump on a thread from a shallow
 copy taken on the Raft thread, and forks again after that.
+
+The child runs at a lower CPU priority (``DUMP_NICENESS``): on a machine with few cores,
+a child encoding a large state for seconds would otherwise take a core from the Raft
+threads of this node and of the nodes beside it, and writes would wait for it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from hastate.state.machine import Capture, ReplicatedState
 logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+#: How much nicer than its node the dump child runs (os.nice increment).
+DUMP_NICENESS = 10
 
 
 class DumpChildError(HAStateError):
@@ -76,9 +82,10 @@ class DumpWriter:
 
     def write(self, capture: Capture, raft: dict, last: tuple, created_at: float) -> None:
         """Encode ``capture`` with the Raft position and write it durably to ``path``."""
-        _, blob = encode_dump({"state": capture.body(), "raft": raft}, cluster=self.cluster,
-                              index=last[1], term=last[2], keys=len(capture),
-                              extra={"node": self.node_id}, created_at=created_at)
+        body = {"state": capture.body(lazy=True), "raft": raft}
+        _, blob = encode_dump(body, cluster=self.cluster, index=last[1], term=last[2],
+                              keys=len(capture), extra={"node": self.node_id},
+                              created_at=created_at)
         atomic_write(self.path, blob)
 
     def _fork(self, raft: dict, last: tuple, created_at: float) -> int | None:
@@ -94,6 +101,7 @@ class DumpWriter:
         code = 1
         try:  # the child: never returns to the caller
             _die_with(parent)
+            _lower_priority()
             gc.disable()  # a collection would touch (and so copy) every page of the image
             # Another thread of the parent (a reader) may have held the state's lock at the
             # fork; that thread does not exist here, so the lock would never be released.
@@ -117,6 +125,14 @@ class DumpWriter:
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
         raise DumpChildError(f"dump child {pid} ended with {how}; the journal is kept and the "
                              "next dump is written on a thread")
+
+
+def _lower_priority() -> None:
+    """Let the node's own threads (and its neighbours') have the CPU before the dump."""
+    try:
+        os.nice(DUMP_NICENESS)
+    except OSError:
+        pass
 
 
 def _die_with(parent: int) -> None:

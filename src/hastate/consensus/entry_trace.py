@@ -86,8 +86,8 @@ class EntryTraces:
         #: index -> traced entry not applied yet; empty whenever nothing is traced.
         self.pending: dict[int, _Traced] = {}
         self._enqueued: dict[bytes, int] = {}   # leader: queued command -> enqueue time
-        # Recent flushes: a leader answering forwarded commands flushes once per answer
-        # inside the drain, before the drained entries are followed here.
+        # Recent flushes, for entries followed after the flush that made them durable
+        # (any flush that runs inside the drain, before on_appended).
         self._flushes: collections.deque[tuple[int, int, int, int, int]] = \
             collections.deque(maxlen=RECENT_FLUSHES)
 
@@ -136,8 +136,8 @@ class EntryTraces:
             self._follow(entry, "leader", enqueued)
             traced = self.pending.get(entry[1])
             if traced is not None and traced.command is entry[0]:
-                # Appended before any fsync that covers it began (a reply to a forwarding
-                # follower flushes the journal inside the drain).
+                # Appended before any fsync that covers it began (should a flush run
+                # inside the drain).
                 tracing.record_span("hastate.queue_wait", parent=traced.context,
                                     start_ns=enqueued, end_ns=min(appended, traced.synced or
                                                                   appended),

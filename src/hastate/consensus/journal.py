@@ -190,7 +190,7 @@ class DurableJournal(Journal):
         self._fd = -1
         #: Counters for metrics and tests: fsyncs, flushes, entries made durable, rewrites.
         self.stats = {"syncs": 0, "flushes": 0, "entries_synced": 0, "rewrites": 0,
-                      "truncations": 0, "torn_bytes_dropped": 0}
+                      "truncations": 0, "torn_bytes_dropped": 0, "compacted_bytes": 0}
         self._meta: dict[str, Any] = {"term": 0, "vote": None, "commit": 1}
         self._meta_dirty = False
         #: Told about every flush that made entries durable, with wall-clock times (tracing).
@@ -407,6 +407,7 @@ class DurableJournal(Journal):
         """
         if entryTo <= 0:
             return
+        self.stats["compacted_bytes"] += sum(len(entry[0]) for entry in self._entries[:entryTo])
         del self._entries[:entryTo]
         self._check_usable()
         try:

@@ -24,6 +24,7 @@ from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import _RAFT_STATE
 
+from hastate import _malloc
 from hastate.consensus import rules
 from hastate.consensus.backpressure import EntrySizes, Limits, ProposalQueue, UncommittedTail
 from hastate.consensus.entry_trace import EntryTraces
@@ -119,8 +120,11 @@ class HastateSyncObj(SyncObj):
         self._log_cap: int | None = None  # flow control: see _SyncObj__sendAppendEntries
         self._acks: dict[Any, tuple[int, float]] = {}  # follower -> (last ack, when it moved)
         self._send_unsynced = False  # leader: see _checkCommandsToApply
+        # Leader, while draining: answers to forwarded proposals, sent after the batch's fsync.
+        self._held_replies: list[tuple[Any, Any]] | None = None
         self._compaction: _Compaction | None = None
         self.compactions_total = 0
+        self._trimmed_at = 0  # journal bytes compacted away at the last malloc_trim
         kwargs = {"transportClass": transport_class} if transport_class is not None else {}
         super().__init__(self_addr, peers, conf, consumers=consumers, **kwargs)
         # Bounded, and drained by the leader only while its uncommitted tail has room.
@@ -199,27 +203,44 @@ class HastateSyncObj(SyncObj):
                                self.limits.max_uncommitted_bytes - nbytes)
         else:
             queue.drain_budget(None)
-        super()._checkCommandsToApply()
-        if leading and self.last_log_index() != before:
-            self._tail.add(self.last_log_index(), queue.drained_bytes)
-            sizes = queue.drained_sizes
-            if len(sizes) != self.last_log_index() - before:  # a refused membership change
-                sizes = [len(e[0]) for e in self._SyncObj__getEntries(before + 1)]
-            self._sizes.add(before + 1, sizes)
-            if traces.active:
-                traces.on_appended(self._SyncObj__getEntries(before + 1))
-            # Defect 4, with Raft thesis 10.2.1: the leader sends first and makes its own copy
-            # durable while the followers write theirs (one fsync for the whole drained
-            # batch). It still counts itself toward commit only once durable: commit is
-            # computed on this thread, in a later tick, after the fsync below has returned.
-            self._send_unsynced = True
-            try:
-                self._SyncObj__sendAppendEntries()
-            finally:
-                self._send_unsynced = False
-            if traces.active:
-                traces.on_sent()
-            self.flush_journal()
+        if leading:
+            self._held_replies = []
+        try:
+            super()._checkCommandsToApply()
+            if leading:
+                self._replicate_drained(before, queue.drained_bytes, queue.drained_sizes)
+        finally:
+            replies, self._held_replies = self._held_replies, None
+        # Forwarded proposals learn their entry's position only now, after the one fsync of
+        # the batch (PySyncObj answers each as it appends; with the journal's send-after-sync
+        # rule that was one fsync per forwarded command). The answer acknowledges nothing:
+        # the follower still waits until that entry commits (durable on a majority).
+        for node, message in replies or ():
+            self._SyncObj__transport.send(node, message)
+
+    def _replicate_drained(self, before: int, nbytes: int, sizes: list[int]) -> None:
+        """Leader: send the entries appended after ``before``, then make them durable."""
+        if self.last_log_index() == before:
+            return
+        traces = self.traces
+        self._tail.add(self.last_log_index(), nbytes)
+        if len(sizes) != self.last_log_index() - before:  # a refused membership change
+            sizes = [len(e[0]) for e in self._SyncObj__getEntries(before + 1)]
+        self._sizes.add(before + 1, sizes)
+        if traces.active:
+            traces.on_appended(self._SyncObj__getEntries(before + 1))
+        # Defect 4, with Raft thesis 10.2.1: the leader sends first and makes its own copy
+        # durable while the followers write theirs (one fsync for the whole drained
+        # batch). It still counts itself toward commit only once durable: commit is
+        # computed on this thread, in a later tick, after the fsync below has returned.
+        self._send_unsynced = True
+        try:
+            self._SyncObj__sendAppendEntries()
+        finally:
+            self._send_unsynced = False
+        if traces.active:
+            traces.on_sent()
+        self.flush_journal()
 
     def _applyCommand(self, command: bytes, callback: Any,  # noqa: N802 (PySyncObj's name)
                       commandType: int | None = None) -> None:  # noqa: N803
@@ -664,6 +685,7 @@ class HastateSyncObj(SyncObj):
             self._SyncObj__deleteEntriesTo(job.upto)
             self._SyncObj__lastSerializedEntry = job.upto
             self.compactions_total += 1
+            self._release_compacted_memory()
             return
         conf = self.conf
         if not rules.compaction_due(
@@ -682,6 +704,20 @@ class HastateSyncObj(SyncObj):
         members = [m.to_dict() for m in sorted(at_dump.values(), key=lambda m: m.id)]
         self._compaction = _Compaction(self._prepare_dump(last, prev, members), upto=prev[1])
         self._compaction.start()
+
+    def _release_compacted_memory(self) -> None:
+        """Hand the pages of dropped entries back to the OS once there are many of them.
+
+        Only after large drops (a bulk load's entries): a trim on every compaction of small
+        entries made the allocator fault the same pages back in under load.
+        """
+        log = self._SyncObj__raftLog
+        if not isinstance(log, DurableJournal):
+            return
+        dropped = log.stats["compacted_bytes"]
+        if dropped - self._trimmed_at >= _malloc.WORTH_TRIMMING:
+            self._trimmed_at = dropped
+            _malloc.trim_in_background()
 
     def _install_durable_storage(self, journal: DurableJournal) -> None:
         self._SyncObj__raftLog._destroy()
@@ -703,6 +739,10 @@ class HastateSyncObj(SyncObj):
         raw_send = transport.send
 
         def send_after_sync(node: Any, message: Any) -> Any:
+            held = self._held_replies
+            if held is not None and message.get("type") == "apply_command_response":
+                held.append((node, message))  # sent once the drained batch is durable
+                return True
             if not self._send_unsynced:  # only the leader's fresh batch may go unsynced
                 journal.flush()
             return raw_send(node, message)

@@ -221,10 +221,7 @@ class RaftEngine:
     def export(self, timeout: float | None) -> StateExport:
         """The replica's state captured after a linearizing barrier (one revision)."""
         self._linearize(timeout)
-        capture = self.machine.capture()
-        return StateExport(capture.revision, capture.data,
-                           {lease: (ttl, frozenset(keys))
-                            for lease, ttl, _refreshed, keys in capture.leases})
+        return self.machine.export()
 
     # -- leases -------------------------------------------------------------------------
     def leases(self) -> dict[int, LeaseInfo]:

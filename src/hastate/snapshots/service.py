@@ -129,7 +129,7 @@ class SnapshotService:
         if not self._is_leader():
             return None
         capture = self._machine.capture()
-        body, term = capture.body(), self._term()
+        body, term = capture.body(lazy=True), self._term()
         for mirror in self.mirrors:
             mirror.uploader.submit(body, index=capture.applied_index, term=term,
                                    keys=len(capture))

@@ -14,7 +14,7 @@ import struct
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator, Mapping
 
 import msgpack
 
@@ -41,6 +41,31 @@ class DumpHeader:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class UnpackedView(Mapping[str, Any]):
+    """``data`` with each value passed through ``unpack`` when read (or packed, a chunk at a
+    time by :func:`pack_in_chunks`), so a body can stand for a million values without
+    building them all at once. Encodes as the plain map ``{k: unpack(v)}`` would."""
+
+    __slots__ = ("_data", "_unpack")
+
+    def __init__(self, data: Mapping[str, Any], unpack: Callable[[Any], Any]) -> None:
+        self._data = data
+        self._unpack = unpack
+
+    def __getitem__(self, key: str) -> Any:
+        return self._unpack(self._data[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def _walk(value: Any) -> bool:
+    return type(value) is dict or type(value) is UnpackedView
+
+
 def pack_in_chunks(obj: Any, chunk: int = 4096) -> bytes:
     """``msgpack.packb(obj, use_bin_type=True)``, byte for byte, a few ms of GIL at a time.
 
@@ -48,20 +73,32 @@ def pack_in_chunks(obj: Any, chunk: int = 4096) -> bytes:
     stalls the Raft thread for about a second while a dump is written in the background.
     Maps larger than ``chunk`` are packed ``chunk`` entries per call (each call's map
     header dropped), and maps holding maps are walked, so other threads run in between.
+    An :class:`UnpackedView` is packed as its plain map, ``chunk`` values unpacked at a time.
     """
-    if type(obj) is not dict or (len(obj) <= chunk and
-                                 not any(type(v) is dict for v in obj.values())):
+    if not _walk(obj) or (type(obj) is dict and len(obj) <= chunk and
+                          not any(_walk(v) for v in obj.values())):
         return msgpack.packb(obj, use_bin_type=True)
     packer = msgpack.Packer(use_bin_type=True)
     parts = [packer.pack_map_header(len(obj))]
-    if len(obj) <= chunk:
+    if type(obj) is dict and len(obj) <= chunk:
         for key, value in obj.items():
             parts += (packer.pack(key), pack_in_chunks(value, chunk))
+        return b"".join(parts)
+    if type(obj) is UnpackedView:
+        items = list(obj._data.items())
+        unpack = obj._unpack
+        for start in range(0, len(items), chunk):
+            part = {k: unpack(v) for k, v in items[start:start + chunk]}
+            parts.append(packer.pack(part)[len(packer.pack_map_header(len(part))):])
         return b"".join(parts)
     items = list(obj.items())
     for start in range(0, len(items), chunk):
         part = dict(items[start:start + chunk])
-        parts.append(packer.pack(part)[len(packer.pack_map_header(len(part))):])
+        if any(_walk(v) for v in part.values()):
+            for key, value in part.items():
+                parts += (packer.pack(key), pack_in_chunks(value, chunk))
+        else:
+            parts.append(packer.pack(part)[len(packer.pack_map_header(len(part))):])
     return b"".join(parts)
 
 

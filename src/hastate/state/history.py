@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Iterator, Sequence, overload
 
 from hastate.errors import CompactedError
+from hastate.state import record as rec
 
 #: Revisions a node keeps for watchers unless configured otherwise.
 DEFAULT_HISTORY = 10_000
-#: Bytes of values (new and previous) the history may hold; older revisions go first. The
-#: history holds references to values the state may no longer hold, so large values would
-#: otherwise pin ``DEFAULT_HISTORY`` times their size.
+#: Bytes of values (new and previous, with their packed revisions) the history may hold;
+#: older revisions go first. The history holds references to values the state may no longer
+#: hold, so large values would otherwise pin ``DEFAULT_HISTORY`` times their size.
 DEFAULT_HISTORY_BYTES = 64 << 20
 #: Bytes of values a dump carries of the history (its newest revisions).
 PERSISTED_BYTES = 4 << 20
@@ -48,6 +49,72 @@ class Change:
     prev: bytes | None
 
 
+class PackedChanges(Sequence[Change]):
+    """The changes of one revision, held as the state's own packed records (no copies).
+
+    ``flat`` is ``(key, new record or None, old record or None, ...)``, one triple per key
+    (None as the new record: deleted). A :class:`Change` is built only when read, so a
+    history of a million changes costs three references each, not a million objects.
+    ``nbytes``: the bytes of the records it holds (new and old), as the history counts
+    them against its bound.
+    """
+
+    __slots__ = ("revision", "_flat", "nbytes")
+
+    def __init__(self, revision: int, flat: tuple[Any, ...], nbytes: int) -> None:
+        self.revision = revision
+        self._flat = flat
+        self.nbytes = nbytes
+
+    @classmethod
+    def of(cls, revision: int, flat: Sequence[Any]) -> "PackedChanges":
+        """The changes in ``flat`` (a list in the layout above) at ``revision``."""
+        nbytes = sum(map(len, filter(None, flat[1::3]))) + \
+            sum(map(len, filter(None, flat[2::3])))
+        return cls(revision, tuple(flat), nbytes)
+
+    def __len__(self) -> int:
+        return len(self._flat) // 3
+
+    @overload
+    def __getitem__(self, i: int) -> Change: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Change, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> Change | tuple[Change, ...]:
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(len(self))))
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        key, new, old = self._flat[3 * i:3 * i + 3]
+        prev = rec.value(old) if old is not None else None
+        if new is None:
+            return Change("delete", key, self.revision, None, 0, 0, prev)
+        value, _, create, version = rec.unpack(new)
+        return Change("put", key, self.revision, value, create, version, prev)
+
+    def __iter__(self) -> Iterator[Change]:
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PackedChanges({tuple(self)!r})"
+
+
+def _nbytes(changes: Sequence[Change]) -> int:
+    if isinstance(changes, PackedChanges):
+        return changes.nbytes
+    return sum(len(c.value or b"") + len(c.prev or b"") for c in changes)
+
+
 class History:
     """Bounded, revision-ordered list of (revision, changes); not thread-safe by itself.
 
@@ -62,7 +129,7 @@ class History:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._revisions: list[int] = []
-        self._changes: list[tuple[Change, ...]] = []
+        self._changes: list[Sequence[Change]] = []
         self._sizes: list[int] = []
         self._start = 0              # entries before _start are evicted (trimmed lazily)
         self.compacted = 0           # revisions <= this are no longer held
@@ -80,9 +147,9 @@ class History:
         """Record ``changes`` at ``revision`` (greater than every revision before)."""
         if revision <= self.last:
             raise ValueError(f"history revision {revision} is not after {self.last}")
-        size = sum(len(c.value or b"") + len(c.prev or b"") for c in changes)
+        size = _nbytes(changes)
         self._revisions.append(revision)
-        self._changes.append(tuple(changes))
+        self._changes.append(changes if isinstance(changes, PackedChanges) else tuple(changes))
         self._sizes.append(size)
         self.bytes += size
         self.last = revision
@@ -103,9 +170,9 @@ class History:
         self.bytes = 0
         self.compacted = self.last = revision
 
-    def export(self, max_bytes: int = PERSISTED_BYTES) -> list[tuple[int, tuple[Change, ...]]]:
+    def export(self, max_bytes: int = PERSISTED_BYTES) -> list[tuple[int, Sequence[Change]]]:
         """The newest revisions whose values fit in ``max_bytes`` (at least the newest one),
-        oldest first: what a dump keeps."""
+        oldest first: what a dump keeps (references; a revision's changes may be packed)."""
         first, total = len(self._revisions), 0
         while first > self._start and (total + self._sizes[first - 1] <= max_bytes
                                        or first == len(self._revisions)):
@@ -130,4 +197,4 @@ class History:
             raise CompactedError(start, self.oldest)
         i = bisect.bisect_left(self._revisions, start, lo=self._start)
         j = min(i + limit, len(self._revisions))
-        return list(zip(self._revisions[i:j], self._changes[i:j]))
+        return [(r, tuple(c)) for r, c in zip(self._revisions[i:j], self._changes[i:j])]

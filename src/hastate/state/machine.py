@@ -1,5 +1,9 @@
 """The replicated state machine: a dict of top-level keys with etcd-style revisions.
 
+Length: one deterministic apply path over the dict, its revisions, dedup sessions, the lease
+and legacy lock tables, and the consistent copies dumps and exports take of them; split, the
+pieces would share the one lock and the one revision counter through each other's privates.
+
 Apply is deterministic: it depends only on the command and the log index, never on
 clocks, randomness or I/O, so every replica computes the same state. Values are kept
 msgpack-encoded, so a read decodes a fresh copy and the state can be dumped as is.
@@ -16,6 +20,10 @@ log index of their last change) loads with mod_revision = create_revision = that
 version 1, and the cluster revision = the body's applied index; a command in the old
 envelope (format 1, replayed from an old log) sets the revision to its log index, as
 revisions were log indexes then. Every replica derives the same numbers from the same log.
+
+Each key's record is kept packed in one bytes object (:mod:`hastate.state.record`), shared
+with the watch history; dumps and :meth:`ReplicatedState.records` give the
+``(value, mod_revision, create_revision, version)`` tuples.
 
 Beside the dict, a lock table (name -> owner, fencing token, expires_at) holds the locks of
 older versions, whose lock recipe proposed lock commands carrying the proposer's clock
@@ -40,11 +48,14 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import msgpack
 
+from hastate.state import record as rec
 from hastate.state import txn as txn_mod
 from hastate.state.codec import Command, decode_value
-from hastate.state.history import Change
+from hastate.state.dump import UnpackedView
+from hastate.state.export import StateExport
+from hastate.state.history import Change, PackedChanges
 from hastate.state.leases import LeaseInfo, LeaseTable
-from hastate.state.txn import Record
+from hastate.state.record import Record
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +88,7 @@ class ChangeListener(Protocol):
         """The whole state was replaced by one at ``revision`` (a dump was loaded), whose
         ``history`` holds the changes of its last revisions (oldest first; may be empty)."""
 
-    def export(self) -> list[tuple[int, tuple[Change, ...]]]:
+    def export(self) -> list[tuple[int, Sequence[Change]]]:
         """The recent changes to keep in a dump (apply thread; references, no copies)."""
 
 
@@ -86,7 +97,7 @@ class ReplicatedState:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._data: dict[str, Record] = {}
+        self._data: dict[str, bytes] = {}   # key -> packed record (state/record.py)
         self._applied_index = 0
         self._revision = 0
         # client id -> (highest seq applied, {seq: result}) for exactly-once retries.
@@ -102,7 +113,7 @@ class ReplicatedState:
     def apply_at(self, index: int, raw: bytes) -> Result:
         """Apply an encoded command at log ``index`` (Raft thread, or restore's replay)."""
         command = Command.decode(raw)
-        changes: list[Change] = []
+        changes: list[Any] = []   # flat: key, new packed record or None, old one or None
         with self._lock:
             previous = self._applied_index
             result = self._dedup_lookup(command)
@@ -117,9 +128,10 @@ class ReplicatedState:
             self._applied_index = index
             revision = self._revision
         if changes:
+            packed = PackedChanges.of(revision, changes)
             for sink in self._change_listeners:
                 try:
-                    sink.changed(revision, changes)
+                    sink.changed(revision, packed)
                 except Exception:  # a listener must never break apply
                     logger.exception("change listener failed", extra={"revision": revision})
         for listener in self._listeners:
@@ -131,7 +143,7 @@ class ReplicatedState:
 
     # -- pure helpers (deterministic) ---------------------------------------------------
     def _execute(self, command: Command, index: int, revision: int,
-                 changes: list[Change]) -> Result:
+                 changes: list[Any]) -> Result:
         """Run ``command``; a mutation appends its changes (all at ``revision``)."""
         if command.op in Command.LOCK_OPS:
             return self._execute_lock(command, index)
@@ -147,7 +159,7 @@ class ReplicatedState:
             return self._execute_txn(command, revision, changes)
         if command.op == "cas":
             for key, expected in command.expected.items():
-                actual = self._data[key][1] if key in self._data else 0
+                actual = rec.mod_revision(self._data[key]) if key in self._data else 0
                 if actual != expected:
                     return ("conflict", key, expected, actual)
         if command.op in ("update", "cas"):
@@ -158,7 +170,7 @@ class ReplicatedState:
                         changes)
         return ("ok", revision if changes or command.legacy else self._revision, index)
 
-    def _execute_txn(self, command: Command, revision: int, changes: list[Change]) -> Result:
+    def _execute_txn(self, command: Command, revision: int, changes: list[Any]) -> Result:
         try:
             compares, success, failure = txn_mod.parse(command.txn)
         except ValueError as exc:
@@ -167,27 +179,31 @@ class ReplicatedState:
             lease for ops in (success, failure) for lease in txn_mod.leases_of(ops).values())
         if missing:
             return ("no_lease", missing)
-        ok, writes, responses = txn_mod.run(self._data, compares, success, failure, revision)
-        self._write(writes, revision, changes, txn_mod.leases_of(success if ok else failure))
+        ok, writes, responses = txn_mod.run(rec.RecordView(self._data), compares, success, failure,
+                                            revision)
+        self._write({k: rec.pack(*r) if r is not None else None for k, r in writes.items()},
+                    revision, changes, txn_mod.leases_of(success if ok else failure))
         return ("txn", ok, revision if changes or command.legacy else self._revision,
                 responses)
 
-    def _write(self, writes: dict[str, Record | None], revision: int,
-               changes: list[Change], leases: dict[str, int] | None = None) -> None:
-        """Apply new records (None = delete) and describe each real change.
+    def _write(self, writes: dict[str, bytes | None], revision: int,
+               changes: list[Any], leases: dict[str, int] | None = None) -> None:
+        """Apply new packed records (None = delete); append each real change to ``changes``
+        as key, new record, old record (the layout of :class:`PackedChanges`).
 
         A put attaches its key to ``leases[key]`` (detaches it when absent); a delete detaches.
         """
-        for key, record in writes.items():
-            old = self._data.get(key)
-            self._leases.bind(key, leases.get(key, 0) if leases and record is not None else 0)
-            if record is not None:
-                self._data[key] = record
-                changes.append(Change("put", key, revision, record[0], record[2], record[3],
-                                      old[0] if old is not None else None))
+        data = self._data
+        bind = self._leases.bind
+        for key, packed in writes.items():
+            old = data.get(key)
+            bind(key, leases.get(key, 0) if leases and packed is not None else 0)
+            if packed is not None:
+                data[key] = packed
+                changes += (key, packed, old)
             elif old is not None:
-                del self._data[key]
-                changes.append(Change("delete", key, revision, None, 0, 0, old[0]))
+                del data[key]
+                changes += (key, None, old)
 
     def _execute_lock(self, command: Command, index: int) -> Result:
         """Lock table transitions; time comes only from the command's ``now``.
@@ -284,17 +300,17 @@ class ReplicatedState:
             items = list(self._data.items()) if keys is None else \
                 [(k, self._data[k]) for k in keys if k in self._data]
             revision = self._revision
-        return {k: decode_value(record[0]) for k, record in items}, revision
+        return {k: decode_value(rec.value(packed)) for k, packed in items}, revision
 
     def revisions(self) -> dict[str, int]:
         """mod_revision of every key (the revision of its last change; for compare_and_set)."""
         with self._lock:
-            return {k: record[1] for k, record in self._data.items()}
+            return {k: rec.mod_revision(packed) for k, packed in self._data.items()}
 
     def records(self, keys: Iterable[str]) -> dict[str, Record]:
         """(encoded value, mod_revision, create_revision, version) of those ``keys`` present."""
         with self._lock:
-            return {k: self._data[k] for k in keys if k in self._data}
+            return {k: rec.unpack(self._data[k]) for k in keys if k in self._data}
 
     def scan(self, prefix: str) -> tuple[list[tuple[str, Record]], int]:
         """(key, current record) of the keys starting with ``prefix`` that existed at the
@@ -307,14 +323,15 @@ class ReplicatedState:
             keys, revision = list(self._data), self._revision
         matched = [k for k in keys if k.startswith(prefix)]
         with self._lock:
-            return [(k, self._data[k]) for k in matched if k in self._data], revision
+            packed = [(k, self._data[k]) for k in matched if k in self._data]
+        return [(k, rec.unpack(p)) for k, p in packed], revision
 
     def state_hash(self) -> str:
         """SHA-256 over the sorted encoded state: equal on replicas with equal state."""
         digest = hashlib.sha256()
         with self._lock:
             for key in sorted(self._data):
-                value, mod, create, version = self._data[key]
+                value, mod, create, version = rec.unpack(self._data[key])
                 digest.update(key.encode())
                 for number in (mod, create, version):
                     digest.update(number.to_bytes(8, "big"))
@@ -392,6 +409,13 @@ class ReplicatedState:
                            history=history, leases=self._leases.to_body(),
                            lease_expiries=self._lease_expiries)
 
+    def export(self) -> StateExport:
+        """Every key and lease at this replica's revision (an engine's DR export)."""
+        capture = self.capture()
+        return StateExport(capture.revision, rec.RecordView(capture.data),
+                           {lease: (ttl, frozenset(keys))
+                            for lease, ttl, _refreshed, keys in capture.leases})
+
     def to_body(self) -> dict[str, Any]:
         """The state as plain msgpack types, for dumps and snapshots."""
         return self.capture().body()
@@ -406,7 +430,7 @@ class ReplicatedState:
         body's watch history (none in older bodies).
         """
         with self._lock:
-            self._data = {k: _record(entry) for k, entry in body["data"].items()}
+            self._data = {k: rec.pack(*_record(entry)) for k, entry in body["data"].items()}
             self._applied_index = body["applied_index"]
             self._revision = body.get("revision", self._applied_index)
             self._sessions = OrderedDict(
@@ -422,10 +446,12 @@ class ReplicatedState:
             sink.reset(revision, history)
 
 
-def _put(old: Record | None, value: bytes, revision: int) -> Record:
-    """The record of a key set to ``value`` at ``revision`` (``old``: its record before)."""
-    return (value, revision, old[2], old[3] + 1) if old is not None else \
-        (value, revision, revision, 1)
+def _put(old: bytes | None, value: bytes, revision: int) -> bytes:
+    """The packed record of a key set to ``value`` at ``revision`` (``old``: before)."""
+    if old is None:
+        return rec.pack(value, revision, revision, 1)
+    _, create, version = rec.revisions(old)
+    return rec.pack(value, revision, create, version + 1)
 
 
 def _record(entry: Sequence[Any]) -> Record:
@@ -445,11 +471,11 @@ def _lock_result(granted: bool, held: tuple[str, int, float] | None) -> Result:
 class Capture:
     """A copy of the state at ``applied_index``, taken by :meth:`ReplicatedState.capture`."""
 
-    def __init__(self, data: dict[str, Record], applied_index: int,
+    def __init__(self, data: dict[str, bytes], applied_index: int,
                  sessions: list[tuple[bytes, int, dict[int, Result]]], *,
                  locks: dict[str, tuple[str, int, float]] | None = None,
                  revision: int = 0,
-                 history: list[tuple[int, tuple[Change, ...]]] | None = None,
+                 history: list[tuple[int, Sequence[Change]]] | None = None,
                  leases: list[list[Any]] | None = None, lease_expiries: int = 0) -> None:
         self.data = data
         self.applied_index = applied_index
@@ -463,19 +489,21 @@ class Capture:
     def __len__(self) -> int:
         return len(self.data)
 
-    def body(self) -> dict[str, Any]:
+    def body(self, *, lazy: bool = False) -> dict[str, Any]:
         """Plain msgpack types: {"data", "applied_index", "revision", "sessions", "locks",
         "leases", "lease_expiries", "history"} (history: [[revision, [[type, key, value,
         create_revision, version, prev], ...]], ...], the watch history's last revisions, so
         a restarted node can serve watchers that resume before its dump).
 
-        ``data`` is this capture's own dict of (value, mod_revision, create_revision,
-        version) tuples, not a copy: msgpack
-        packs tuples as arrays, and a million fresh lists would only feed the garbage
-        collector (a full collection holds the GIL, stalling the Raft thread).
+        ``data`` maps each key to a (value, mod_revision, create_revision, version) tuple
+        unpacked from this capture's packed records (msgpack packs tuples as arrays). With
+        ``lazy``, ``data`` is an :class:`~hastate.state.dump.UnpackedView` of the packed
+        records instead: :func:`~hastate.state.dump.encode_dump` unpacks a chunk at a time,
+        so dumps and snapshots of a million keys never hold a million tuples.
         """
         return {
-            "data": self.data,
+            "data": UnpackedView(self.data, rec.unpack) if lazy else
+            {k: rec.unpack(packed) for k, packed in self.data.items()},
             "applied_index": self.applied_index,
             "revision": self.revision,
             "sessions": [[c, h, list(r.items())] for c, h, r in self.sessions],

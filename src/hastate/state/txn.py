@@ -32,6 +32,7 @@ from hastate.errors import (TxnDuplicateKeyError, TxnInvalidError, TxnTooLargeEr
                             TxnTooManyOpsError)
 from hastate.state.codec import decode_value, encode_value
 from hastate.state.leases import check_id
+from hastate.state.record import Record
 
 TARGETS = ("value", "version", "create_revision", "mod_revision")
 OPERATORS = ("=", "!=", "<", ">")
@@ -40,8 +41,6 @@ OP_KINDS = ("put", "delete", "delete_prefix", "get", "get_prefix")
 DEFAULT_MAX_OPS = 128
 DEFAULT_MAX_BYTES = 1536 * 1024
 
-#: A key's record in the state: (encoded value, mod_revision, create_revision, version).
-Record = tuple[bytes, int, int, int]
 
 
 @dataclass(frozen=True)

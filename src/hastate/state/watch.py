@@ -224,7 +224,7 @@ class WatchHub:
                     watcher._synced = False
                     self._live.discard(watcher)
 
-    def export(self) -> list[tuple[int, tuple[Change, ...]]]:
+    def export(self) -> list[tuple[int, Sequence[Change]]]:
         """The history's newest revisions, for a dump (see History.export)."""
         with self._lock:
             return self._history.export()

@@ -20,11 +20,14 @@ from pysyncobj.tcp_connection import CONNECTION_STATE, set_keepalive
 
 from hastate.consensus import tls, wire
 from hastate.consensus.transport.config import TransportSecurity
+from hastate.consensus.transport.write_queue import WriteQueue
 
 logger = logging.getLogger(__name__)
 
 #: Largest slice handed to one ``send`` call (bounds the copy TLS makes per record batch).
 _WRITE_CHUNK = 256 * 1024
+#: Largest slice handed to one ``sendmsg`` on a plain socket (no copy: views of the frames).
+_SENDMSG_CHUNK = 1024 * 1024
 
 
 
@@ -83,7 +86,7 @@ class SecureConnection:
         self._started = 0.0
         self._awaiting_since: float | None = None
         self._decoder = wire.FrameDecoder(security.max_frame_bytes)
-        self._wbuf = bytearray()
+        self._wbuf = WriteQueue()
         self._retry_size = 0
         self._want_write = False
         self._mask = 0
@@ -170,7 +173,7 @@ class SecureConnection:
         self._phase = _Phase.IDLE
         self.peer_id = None
         self._cipher = None
-        self._wbuf = bytearray()
+        self._wbuf = WriteQueue()
         self._decoder = wire.FrameDecoder(self._security.max_frame_bytes)
         self._retry_size = self._mask = 0
         self._want_write = False
@@ -305,7 +308,7 @@ class SecureConnection:
             self._resubscribe()
 
     def _queue(self, frame: bytes) -> None:
-        self._wbuf += frame
+        self._wbuf.append(frame)
         if self._awaiting_since is None:
             self._awaiting_since = time.monotonic()
         self._flush()
@@ -316,8 +319,10 @@ class SecureConnection:
             # After a WANT_* OpenSSL must be retried with the same bytes: keep the size.
             size = self._retry_size or min(len(self._wbuf), _WRITE_CHUNK)
             try:
-                with memoryview(self._wbuf) as view, view[:size] as chunk:
-                    sent = self._sock.send(chunk)
+                if isinstance(self._sock, ssl.SSLSocket):
+                    sent = self._sock.send(self._wbuf.peek(size))
+                else:
+                    sent = self._sock.sendmsg(self._wbuf.slices(_SENDMSG_CHUNK))
             except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError,
                     InterruptedError):
                 self._retry_size = size
@@ -326,7 +331,7 @@ class SecureConnection:
                 self._close(f"send failed: {exc}")
                 return
             self._retry_size = 0
-            del self._wbuf[:sent]
+            self._wbuf.consume(sent)
 
     def _receive(self) -> None:
         generation = self._generation
