@@ -55,9 +55,11 @@ SHORT_RUNS = [
 def test_short_campaign_finds_no_violation(_stale_namespaces_removed: None, seed: int,
                                            kinds: tuple[str, ...]) -> None:
     """A 13 s run with two faults: linearizable (transactions included), durable, no lease
-    overlap, converged, every node's watch stream gapless and equal."""
+    overlap, converged, every node's watch stream gapless and equal; the TTL keys of the
+    lease workload expired within their bounds and the event workload lost, duplicated or
+    reordered no event (its subscriptions included)."""
     config = RunConfig(seed=seed, nodes=3, duration=13.0, tail=3.0, hold=(2.0, 3.0),
-                       gap=(0.5, 1.5), kinds=kinds, label="short", tmpfs_mb=None)
+                       gap=(0.5, 1.5), kinds=kinds, label="short", tmpfs_mb=None, events=True)
     result = run_campaign(config)
     SESSION["runs"].append(result)
     assert result.ok, describe(result)
@@ -65,6 +67,9 @@ def test_short_campaign_finds_no_violation(_stale_namespaces_removed: None, seed
     assert result.ops["ok"] > 200, result.ops
     assert result.linearizable == "valid"
     assert result.watch_ok and result.watch_revisions > 100, describe(result)
+    assert result.diagnostics["lease_workload"]["deletes_checked"] > 0, describe(result)
+    assert result.events_ok is True and result.event_counts["events"] > 50, describe(result)
+    assert set(result.event_counts["subscribed"].values()) == {result.event_counts["events"]}
 
 
 def test_stale_local_reads_on_isolated_node_are_flagged(_stale_namespaces_removed: None) -> None:

@@ -23,6 +23,7 @@ from .campaign import SESSION, RunConfig, chaos_option, run_campaign
 from .test_campaign import describe
 
 
+@pytest.mark.chaos   # the default tier runs the event workload in every short campaign run
 def test_event_workload_under_faults_finds_no_violation(_stale_namespaces_removed: None) -> None:
     config = RunConfig(seed=31, nodes=3, duration=13.0, tail=3.0, hold=(2.0, 3.0),
                        gap=(0.5, 1.5), kinds=("kill-leader", "partition-leader-minority"),

@@ -58,6 +58,7 @@ def test_a_key_outliving_its_bound_is_late_unless_no_leader_owed_it() -> None:
     assert check_expiry_bound({1: revoked}, [(0.0, 30.0)], {"k"}, LATE_SLACK) == []
 
 
+@pytest.mark.chaos   # the default tier checks the lease workload in every short campaign run
 def test_partitions_expire_no_key_early_and_none_late(_stale_namespaces_removed: None) -> None:
     """Bots on every node, the leader isolated then left in a minority: every delete seen
     on any node is within [TTL, bound] of what its bot was promised."""

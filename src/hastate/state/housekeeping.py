@@ -14,14 +14,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from hastate.errors import HAStateError
 from hastate.state.codec import Command
-from hastate.state.leases import expire_command
+from hastate.state.leases import LeaseInfo, expire_command
 from hastate.state.machine import ReplicatedState
 
 logger = logging.getLogger(__name__)
+
+class LeaseSource(Protocol):
+    """A lease table as one node sees it."""
+
+    def leases(self) -> dict[int, LeaseInfo]:
+        """lease id -> its ttl, last refresh and attached keys."""
+
 
 #: Seconds between two looks at the lease table (etcd checks every 500 ms).
 DEFAULT_LEASE_INTERVAL = 0.5
@@ -66,16 +73,19 @@ class _Periodic:
 class LeaseExpirer(_Periodic):
     """Proposes ``lease_expire`` on the leader for leases whose countdown ran out.
 
-    ``leader_term`` returns the term this node leads in (None when it does not lead with a
-    lease): a new term, or leading again after not leading, restarts every countdown.
+    ``table`` is this node's lease table: a :class:`ReplicatedState` (whose apply path tells
+    when each grant or keep-alive took effect) or any other view of the leases (another
+    engine's), whose refreshes count from when this expirer first sees them (later: never
+    early). ``leader_term`` returns the term (or fencing token) this node leads in, None when
+    it does not lead with a lease: a new one, or leading again, restarts every countdown.
     """
 
     name = "hastate-lease-expirer"
 
-    def __init__(self, machine: ReplicatedState, *, leader_term: Callable[[], int | None],
+    def __init__(self, table: LeaseSource, *, leader_term: Callable[[], int | None],
                  propose: Callable[[Command], Any], interval: float = DEFAULT_LEASE_INTERVAL,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.machine = machine
+        self.table = table
         self.leader_term = leader_term
         self.propose = propose
         self.interval = interval
@@ -86,7 +96,8 @@ class LeaseExpirer(_Periodic):
         self._leader_since = float("inf")
         # Leases this node's own proposals ended (for tests; the metric counts applies).
         self.expired_total = 0
-        machine.add_listener(self._on_apply)
+        if isinstance(table, ReplicatedState):
+            table.add_listener(self._on_apply)
 
     def _on_apply(self, index: int, _previous: int, command: Command, result: Any) -> None:
         """Raft thread: note when a grant or keep-alive took effect on this replica."""
@@ -102,7 +113,7 @@ class LeaseExpirer(_Periodic):
         the first time it looks at it (later than the apply: never early).
         """
         now = self._clock()
-        table = self.machine.leases()
+        table = self.table.leases()
         out = {}
         with self._lock:
             for lease in set(self._seen) - set(table):

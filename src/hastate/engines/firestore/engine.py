@@ -28,8 +28,7 @@ from hastate.engines import Options
 from hastate.engines.contract import Consistency
 from hastate.engines.firestore import commands, retention
 from hastate.engines.firestore.leadership import Leadership
-from hastate.engines.firestore.leases import EXPIRY_INTERVAL, Housekeeper, LeaseExpirer, \
-    LeaseView
+from hastate.engines.firestore.leases import EXPIRY_INTERVAL, Housekeeper, LeaseView
 from hastate.engines.firestore.members import MemberBoard
 from hastate.engines.firestore.settings import FirestoreSettings
 from hastate.engines.firestore.store import Store
@@ -38,6 +37,7 @@ from hastate.errors import (FailoverError, NotSupportedError, ReadError, StoreRe
                             WriteError)
 from hastate.state.codec import Command
 from hastate.state.export import StateExport
+from hastate.state.housekeeping import LeaseExpirer
 from hastate.state.leases import LeaseInfo
 from hastate.state.machine import ChangeListener
 from hastate.state.txn import Record
@@ -81,8 +81,7 @@ class FirestoreEngine:
                                      eligible=lambda: self._health_ok,
                                      trace_path=os.environ.get(LEASE_TRACE_ENV) or None)
         self.lease_view = LeaseView(self.store)
-        self.expirer = LeaseExpirer(self.lease_view,
-                                    fencing_token=self.leadership.fencing_token,
+        self.expirer = LeaseExpirer(self.lease_view, leader_term=self.leadership.fencing_token,
                                     propose=self._propose)
         self.housekeeper = Housekeeper([(EXPIRY_INTERVAL, self.expirer.run_once),
                                         (TRIM_INTERVAL, self._trim)])
