@@ -231,12 +231,7 @@ class RaftEngine:
         return self.machine.has_lease(lease_id)
 
     def lease_expiry(self) -> dict[int, float]:
-        """Seconds left per lease on the leader's expiry clock; {} on a follower."""
-        if not self.lease_expirer.observe_leadership():
-            return {}
-        now = time.monotonic()
-        return {lease: max(0.0, deadline - now)
-                for lease, (_, deadline) in self.lease_expirer.deadlines().items()}
+        return self.lease_expirer.time_left()
 
     # -- watch --------------------------------------------------------------------------
     def watch(self, prefix: str, start_revision: int | None, *, prev_value: bool,

@@ -9,33 +9,14 @@ standing for election or accepting a transfer.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 logger = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], bool]
-
-
-def default_health_check(raft_alive: Callable[[], bool], data_dir: Path) -> HealthCheck:
-    """Healthy = the Raft thread runs and the data directory accepts a synced write."""
-    def check() -> bool:
-        if not raft_alive():
-            return False
-        try:
-            with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".health-") as f:
-                f.write(b"ok")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError:
-            return False
-        return True
-    return check
 
 
 @dataclass(frozen=True)

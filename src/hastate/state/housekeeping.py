@@ -125,6 +125,14 @@ class LeaseExpirer(_Periodic):
                 out[lease] = (info.refreshed, max(seen[1], self._leader_since) + info.ttl)
         return out
 
+    def time_left(self) -> dict[int, float]:
+        """Seconds each lease has left on this leader's clock; {} while not leading."""
+        if not self.observe_leadership():
+            return {}
+        now = self._clock()
+        return {lease: max(0.0, deadline - now) for lease, (_, deadline)
+                in self.deadlines().items()}
+
     def observe_leadership(self) -> bool:
         """Track leadership; True while leading. A new leadership restarts the countdowns."""
         term = self.leader_term()

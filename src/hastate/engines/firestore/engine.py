@@ -277,11 +277,7 @@ class FirestoreEngine:
         return lease_id in self.lease_view.leases()
 
     def lease_expiry(self) -> dict[int, float]:
-        if not self.expirer.observe_leadership():
-            return {}
-        now = time.monotonic()
-        return {lease: max(0.0, deadline - now)
-                for lease, (_, deadline) in self.expirer.deadlines().items()}
+        return self.expirer.time_left()
 
     def _trim(self) -> None:
         if self.leadership.is_leader():
