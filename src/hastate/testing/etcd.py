@@ -43,7 +43,8 @@ def require_etcd() -> str:
     found = etcd_binary()
     if found is None:
         import pytest
-        pytest.skip(f"etcd is not installed: {INSTALL_HINT} (Debian's etcd-server package)")
+        pytest.skip(f"missing tool: etcd (Debian's etcd-server package); "
+                    f"enable with: {INSTALL_HINT}")
     return found
 
 

@@ -135,7 +135,8 @@ def running(workdir: str | os.PathLike[str]) -> Iterator[FirestoreEmulator]:
     reason = missing()
     if reason is not None:
         import pytest
-        pytest.skip(f"firestore engine not tested: {reason}")
+        what, _, command = reason.rpartition(": ")
+        pytest.skip(f"missing tool: {what}; enable with: {command}")
     emulator = FirestoreEmulator(Path(workdir) / "emulator").start()
     saved = os.environ.get("FIRESTORE_EMULATOR_HOST")
     os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
