@@ -3,11 +3,25 @@ seconds); each test uses collections of its own, and the restart tests restart i
 
 from __future__ import annotations
 
-from typing import Iterator
+import contextlib
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 import pytest
 
+from hastate import StateManager
 from hastate.testing import firestore as firestore_emulator
+
+
+@contextlib.contextmanager
+def started(config: Path, ids: Iterable[str], **options: Any) -> Iterator[dict[str, StateManager]]:
+    """A started manager (no HTTP) per instance id of ``config``; all stopped on exit."""
+    managers = {i: StateManager.from_config(config, i, serve_http=False, **options)
+                for i in ids}
+    with contextlib.ExitStack() as stack:
+        for sm in managers.values():
+            stack.enter_context(sm)
+        yield managers
 
 
 @pytest.fixture(scope="session")

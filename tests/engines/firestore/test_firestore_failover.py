@@ -15,6 +15,8 @@ from hastate import StateManager
 from hastate.testing import wait_for
 from hastate.testing.firestore import FirestoreEmulator, cluster_file
 
+from .conftest import started
+
 pytestmark = pytest.mark.integration
 
 IDS = ["bot-1", "bot-2", "bot-3"]
@@ -23,14 +25,8 @@ IDS = ["bot-1", "bot-2", "bot-3"]
 @pytest.fixture
 def bots(emulator: FirestoreEmulator, tmp_path: Path) -> Iterator[dict[str, StateManager]]:
     config = cluster_file(tmp_path / "cluster.toml", name="failover", ids=IDS)
-    managers = {i: StateManager.from_config(config, i, serve_http=False) for i in IDS}
-    for sm in managers.values():
-        sm.start()
-    try:
+    with started(config, IDS) as managers:
         yield managers
-    finally:
-        for sm in managers.values():
-            sm.stop()
 
 
 def test_an_unhealthy_leader_hands_over_to_a_healthy_bot_and_stays_out(

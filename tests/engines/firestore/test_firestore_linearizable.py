@@ -17,6 +17,8 @@ import pytest
 from hastate import StateManager
 from hastate.testing.firestore import FirestoreEmulator, cluster_file
 
+from .conftest import started
+
 pytestmark = pytest.mark.integration
 
 IDS = ["bot-1", "bot-2", "bot-3"]
@@ -41,15 +43,8 @@ def stale_reads(writes: list[Write], reads: list[Read]) -> list[tuple]:
 @pytest.fixture
 def bots(emulator: FirestoreEmulator, tmp_path: Path) -> Iterator[list[StateManager]]:
     config = cluster_file(tmp_path / "cluster.toml", name="linearizable", ids=IDS)
-    managers = [StateManager.from_config(config, i, serve_http=False, write_timeout=20.0)
-                for i in IDS]
-    for sm in managers:
-        sm.start()
-    try:
-        yield managers
-    finally:
-        for sm in managers:
-            sm.stop()
+    with started(config, IDS, write_timeout=20.0) as managers:
+        yield list(managers.values())
 
 
 def test_linearizable_reads_see_every_write_acknowledged_before_them(

@@ -20,6 +20,8 @@ from hastate.errors import HAStateError, StoreRegressedError
 from hastate.testing import wait_for
 from hastate.testing.firestore import FirestoreEmulator, cluster_file
 
+from .conftest import started
+
 pytestmark = pytest.mark.integration
 
 
@@ -28,15 +30,8 @@ def pair(emulator: FirestoreEmulator, tmp_path: Path,
          request: pytest.FixtureRequest) -> Iterator[list[StateManager]]:
     config = cluster_file(tmp_path / "cluster.toml", name=f"restart-{request.node.name[5:20]}",
                           ids=["bot-1", "bot-2"])
-    managers = [StateManager.from_config(config, i, serve_http=False, write_timeout=20.0)
-                for i in ("bot-1", "bot-2")]
-    for sm in managers:
-        sm.start()
-    try:
-        yield managers
-    finally:
-        for sm in managers:
-            sm.stop()
+    with started(config, ["bot-1", "bot-2"], write_timeout=20.0) as managers:
+        yield list(managers.values())
 
 
 def eventually_written(sm: StateManager, values: dict) -> int:
