@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -77,6 +78,24 @@ class Model:
 
     def all(self) -> list[tuple[int, str, int, str]]:
         return [(p, *self.events[p]) for p in sorted(self.events)]
+
+
+def in_threads(work: Callable[[int], None], count: int) -> list[BaseException]:
+    """Run ``work(0)`` .. ``work(count - 1)`` on threads of their own; the errors they raised."""
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:  # reported to the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return errors
 
 
 expected_st = st.one_of(st.sampled_from([ANY, NO_STREAM, STREAM_EXISTS]), st.integers(0, 4))
@@ -210,22 +229,12 @@ def test_appends_to_different_streams_never_conflict() -> None:
     append with its first transaction: no key is shared by appends to different streams."""
     backend = MachineBackend(read_delay=0.002)
     writers = [EventStreams(backend) for _ in range(4)]
-    errors: list[BaseException] = []
 
     def write(w: int) -> None:
-        try:
-            for i in range(25):
-                writers[w].append(f"own-{w}", [NewEvent("T", id=f"o{w}-{i}-{k}")
-                                               for k in range(2)])
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for i in range(25):
+            writers[w].append(f"own-{w}", [NewEvent("T", id=f"o{w}-{i}-{k}") for k in range(2)])
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors, errors
+    assert in_threads(write, 4) == []
     assert backend.transactions == 100
     everything = writers[0].read_all()
     assert len(everything) == 200 and all(b.position > a.position
@@ -249,22 +258,13 @@ def test_bad_appends_say_what_is_wrong() -> None:
 def test_writers_racing_on_one_replica_lose_no_event() -> None:
     backend = MachineBackend(read_delay=0.002)
     writers = [EventStreams(backend) for _ in range(4)]     # separate locks: they race
-    errors: list[BaseException] = []
 
     def write(w: int) -> None:
-        try:
-            for i in range(50):
-                stream = STREAMS[(w + i) % 3]
-                writers[w].append(stream, [NewEvent("T", id=f"w{w}-{i}-{k}") for k in range(2)])
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for i in range(50):
+            stream = STREAMS[(w + i) % 3]
+            writers[w].append(stream, [NewEvent("T", id=f"w{w}-{i}-{k}") for k in range(2)])
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors, errors
+    assert in_threads(write, 4) == []
     everything = writers[0].read_all()
     assert all(b.position > a.position for a, b in zip(everything, everything[1:]))
     assert len(everything) == 400
