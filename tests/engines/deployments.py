@@ -46,23 +46,18 @@ class Deployment:
         return [sm for sm in self.managers.values() if sm is not leader]
 
 
-def start_managers(deployment: Deployment, ids: list[str]) -> None:
-    """Build and start one manager per instance id from the deployment's cluster file."""
-    for instance in ids:
-        deployment.managers[instance] = StateManager.from_config(
-            deployment.config, instance, serve_http=False, write_timeout=15.0)
-    for sm in deployment.managers.values():
-        sm.start()
-    deployment.leader()
-
-
 @contextlib.contextmanager
-def raft(workdir: Path) -> Iterator[Deployment]:
-    """The embedded engine: the three bots are the Raft cluster."""
-    cluster = LocalCluster(workdir, name="contract")
-    deployment = Deployment("raft", cluster.config_path)
+def deployed(engine: str, config: Path, ids: list[str]) -> Iterator[Deployment]:
+    """One started manager per instance id of ``config``, once one leads; all stopped on
+    exit."""
+    deployment = Deployment(engine, config)
     try:
-        start_managers(deployment, cluster.ids)
+        for instance in ids:
+            deployment.managers[instance] = StateManager.from_config(
+                config, instance, serve_http=False, write_timeout=15.0)
+        for sm in deployment.managers.values():
+            sm.start()
+        deployment.leader()
         yield deployment
     finally:
         for sm in deployment.managers.values():
@@ -70,32 +65,31 @@ def raft(workdir: Path) -> Iterator[Deployment]:
 
 
 @contextlib.contextmanager
+def raft(workdir: Path) -> Iterator[Deployment]:
+    """The embedded engine: the three bots are the Raft cluster."""
+    cluster = LocalCluster(workdir, name="contract")
+    with deployed("raft", cluster.config_path, cluster.ids) as deployment:
+        yield deployment
+
+
+@contextlib.contextmanager
 def etcd(workdir: Path) -> Iterator[Deployment]:
     """Three bots on a real three-member etcd cluster (Debian's etcd-server) on loopback."""
     with etcd_store.running(workdir) as store:
         config = write_cluster_file(workdir / "cluster.toml", store.endpoints)
-        deployment = Deployment("etcd", config)
-        try:
-            start_managers(deployment, ["instance-1", "instance-2", "instance-3"])
+        with deployed("etcd", config, ["instance-1", "instance-2", "instance-3"]) as deployment:
             yield deployment
-        finally:
-            for sm in deployment.managers.values():
-                sm.stop()
 
 
 @contextlib.contextmanager
 def firestore(workdir: Path) -> Iterator[Deployment]:
     """Three bots on one real Firestore emulator (started here, stopped at the end)."""
     with firestore_emulator.running(workdir):
+        ids = ["bot-1", "bot-2", "bot-3"]
         config = firestore_emulator.cluster_file(workdir / "cluster.toml", name="contract",
-                                                 ids=["bot-1", "bot-2", "bot-3"])
-        deployment = Deployment("firestore", config)
-        try:
-            start_managers(deployment, ["bot-1", "bot-2", "bot-3"])
+                                                 ids=ids)
+        with deployed("firestore", config, ids) as deployment:
             yield deployment
-        finally:
-            for sm in deployment.managers.values():
-                sm.stop()
 
 
 #: engine name -> builder of a running deployment (skips, loudly, when its store is missing).
