@@ -6,7 +6,6 @@ control feeds the checker a stale read."""
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ pytestmark = pytest.mark.integration
 IDS = ["bot-1", "bot-2", "bot-3"]
 Write = tuple[str, int, float, float]                 # key, value, start, acknowledged
 Read = tuple[float, float, dict[str, int]]            # start, end, values
+WRITES_PER_BOT = 6
 
 
 def stale_reads(writes: list[Write], reads: list[Read]) -> list[tuple]:
@@ -51,32 +51,36 @@ def test_linearizable_reads_see_every_write_acknowledged_before_them(
         bots: list[StateManager]) -> None:
     writes: list[Write] = []
     reads: list[Read] = []
-    stop = threading.Event()
+    writers_done = threading.Event()
     keys = [f"reg/{sm.instance_id}" for sm in bots]
 
     def writer(sm: StateManager, key: str) -> None:
-        for value in itertools.count(1):
-            if stop.is_set():
-                return
+        for value in range(1, WRITES_PER_BOT + 1):
             start = time.monotonic()
             sm.save_state({key: value})
             writes.append((key, value, start, time.monotonic()))
 
     def reader(sm: StateManager) -> None:
-        while not stop.is_set():
+        # A short pause between reads keeps three readers from starving the emulator's
+        # writers on a busy machine; the history still interleaves reads with every write.
+        while not writers_done.is_set():
             start = time.monotonic()
             values = sm.get_state(keys=keys)
             reads.append((start, time.monotonic(), values))
+            time.sleep(0.01)
 
-    threads = [threading.Thread(target=writer, args=(sm, k)) for sm, k in zip(bots, keys)]
-    threads += [threading.Thread(target=reader, args=(sm,)) for sm in bots]
-    for t in threads:
+    writer_threads = [threading.Thread(target=writer, args=(sm, k))
+                      for sm, k in zip(bots, keys)]
+    reader_threads = [threading.Thread(target=reader, args=(sm,)) for sm in bots]
+    for t in writer_threads + reader_threads:
         t.start()
-    time.sleep(6)
-    stop.set()
-    for t in threads:
+    for t in writer_threads:
+        t.join(120)
+    writers_done.set()
+    for t in reader_threads:
         t.join(60)
-    assert len(writes) >= 6 and len(reads) >= 30, (len(writes), len(reads))
+    assert len(writes) == WRITES_PER_BOT * len(bots), len(writes)
+    assert len(reads) >= 30, len(reads)
     assert stale_reads(writes, reads) == []
 
 
