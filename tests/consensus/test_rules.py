@@ -87,6 +87,26 @@ class TestNextIndexClamp:
         assert next_index == 9
 
 
+class TestNextIndexAfterAck:
+    @given(st.integers(1, 100), st.none() | st.integers(1, 100))
+    def test_a_success_reply_only_moves_next_index_forward(self, acked_next: int,
+                                                           current: int | None) -> None:
+        result = rules.next_index_after_ack(acked_next, current)
+        assert result == (acked_next if current is None else max(acked_next, current))
+
+    @given(st.lists(st.integers(1, 50), min_size=1, max_size=30))
+    def test_acks_of_a_pipeline_never_resend_what_is_in_flight(self, batches: list[int]) -> None:
+        """A leader sends batches back to back, then the acks arrive in order: nextIndex
+        stays past everything sent, so no entry is sent twice."""
+        next_index, sent = 1, []
+        for size in batches:
+            sent.append(next_index + size - 1)          # last index of the batch
+            next_index += size
+        for last in sent:
+            next_index = rules.next_index_after_ack(last + 1, next_index)
+            assert next_index == sent[-1] + 1
+
+
 class TestStaleDump:
     def test_examples(self) -> None:
         assert rules.dump_is_stale(10, 2, commit_index=10, term_at_dump=None)

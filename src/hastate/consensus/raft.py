@@ -442,7 +442,13 @@ class HastateSyncObj(SyncObj):
             # loading a dump sets it, the next regular append_entries advances it.
             leader_commit = message["commit_index"]
             message = {**message, "commit_index": self._SyncObj__raftCommitIndex}
+        sent_next = self._SyncObj__raftNextIndex.get(node) \
+            if kind == "next_node_idx" and message["success"] else None
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+        if sent_next is not None and self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            # Defect 2: PySyncObj moves nextIndex back to the ack, resending what is in flight.
+            self._SyncObj__raftNextIndex[node] = rules.next_index_after_ack(
+                self._SyncObj__raftNextIndex.get(node, sent_next), sent_next)
         if leader_commit is not None:
             self._SyncObj__leaderCommitIndex = leader_commit
         if kind == "append_entries" and message["term"] >= term and node == self._getLeader():

@@ -61,6 +61,17 @@ def clamp_next_index(hint: int, current: int | None) -> int:
     return current if current is not None and hint > current else hint
 
 
+def next_index_after_ack(acked_next: int, current: int | None) -> int:
+    """Leader: nextIndex after a success reply; it never moves back (defect 2).
+
+    Batches sent after the acknowledged one are still in flight: sending them again for every
+    ack multiplied what a pipelined leader sent by the depth of its pipeline. A batch that
+    really was lost is sent again when the follower's failure reply (a gap) moves nextIndex
+    back, or when the window stays unacknowledged for an election timeout.
+    """
+    return acked_next if current is None or acked_next > current else current
+
+
 def dump_is_stale(dump_index: int, dump_term: int, commit_index: int,
                   term_at_dump: int | None) -> bool:
     """A dump sent by the leader ends at an entry we committed or hold (defect 2, Raft section 7).
