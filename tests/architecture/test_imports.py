@@ -124,3 +124,18 @@ def test_long_modules_say_why_at_their_top() -> None:
             unexplained.append(f"{name} ({len(lines)} lines)")
     assert unexplained == [], (f"modules over {MAX_LINES} lines need a '{LENGTH_REASON} ...' "
                                "line in their docstring saying why they are not split")
+
+
+#: Product modules that may use the test harnesses: the demo runs a local cluster with them.
+USES_TESTING = {"hastate.cli.demo"}
+
+
+def test_product_code_does_not_import_the_test_harnesses() -> None:
+    """``hastate.testing`` starts servers and traces leases for tests; an engine or the
+    manager reading a test seam would ship it to every bot."""
+    modules = _modules()
+    offenders = sorted(name for name, path in modules.items()
+                       if not name.startswith("hastate.testing") and name not in USES_TESTING
+                       and any(i.startswith("hastate.testing")
+                               for i in _imports(path, name, modules)))
+    assert offenders == []

@@ -5,12 +5,13 @@ records each write the engine acknowledged.
 a lease of :data:`LEASE_TTL` seconds kept alive in the background, then writes
 ``w/<INSTANCE>/<n>`` = n for n = 0, 1, ... and appends ``n`` to ACKS after each
 acknowledged write (a failed write is logged to stderr and retried as the next n). HASTATE_LEASE_TRACE, when set, makes the
-engine log its leader-lease intervals there.
+engine's leadership log its lease intervals there.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import time
 import traceback
@@ -21,9 +22,12 @@ LEASE_TTL = 10.0
 
 def main() -> None:
     from hastate import StateManager
+    from hastate.testing.lease_trace import ENV as LEASE_TRACE_ENV
 
     config, instance, acks = sys.argv[1:4]
     sm = StateManager.from_config(config, instance, serve_http=False, write_timeout=10.0)
+    if os.environ.get(LEASE_TRACE_ENV):
+        sm.engine.leadership.trace_to(os.environ[LEASE_TRACE_ENV])
     sm.start()
     while True:
         try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 import uuid
@@ -42,7 +41,6 @@ from hastate.state.leases import LeaseInfo
 from hastate.state.machine import ChangeListener
 from hastate.state.txn import Record
 from hastate.state.watch import Watcher, WatchHub
-from hastate.testing.lease_trace import ENV as LEASE_TRACE_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +76,7 @@ class FirestoreEngine:
                                            settings.change_log_retention))
         self._health_ok = True
         self.leadership = Leadership(self.store, instance_id, settings,
-                                     eligible=lambda: self._health_ok,
-                                     trace_path=os.environ.get(LEASE_TRACE_ENV) or None)
+                                     eligible=lambda: self._health_ok)
         self.lease_view = LeaseView(self.store)
         self.expirer = LeaseExpirer(self.lease_view, leader_term=self.leadership.fencing_token,
                                     propose=self._propose)

@@ -78,8 +78,7 @@ class Leadership:
 
     def __init__(self, store: Store, instance_id: str, settings: FirestoreSettings, *,
                  clock: Callable[[], float] = time.monotonic,
-                 eligible: Callable[[], bool] = lambda: True,
-                 trace_path: str | None = None) -> None:
+                 eligible: Callable[[], bool] = lambda: True) -> None:
         self.store = store
         self.eligible = eligible             # False: this instance's health check fails
         self.me = instance_id
@@ -96,10 +95,14 @@ class Leadership:
         self._first_seen: tuple[tuple[str, int, int, str], float] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._trace = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) \
-            if trace_path else None
+        self._trace: int | None = None
         self.changes = 0
         self.last_contact = float("-inf")
+
+    def trace_to(self, path: str) -> None:
+        """Append every lease interval this instance takes to ``path`` (JSON lines on the
+        machine's monotonic clock), for tests that check two leases never overlap."""
+        self._trace = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
