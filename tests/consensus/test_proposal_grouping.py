@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import pickle
 import threading
+from queue import Empty
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from hastate.consensus import wire
+from hastate.consensus.backpressure import ProposalQueue
+from hastate.consensus.grouping import MAX_BATCH_BYTES, Grouper, Proposal
 from hastate.consensus.outcome import Outcome
 from hastate.state.codec import MAX_BATCH_COMMANDS, Command, encode_value
 from hastate.testing import wait_for
@@ -122,3 +125,56 @@ def test_a_lone_proposal_stays_a_plain_command(cluster: MemoryCluster) -> None:
     assert outcome == Outcome.SUCCESS and result[0] == "ok"
     [entry] = entry_commands(cluster, leader, before + 1, so.last_log_index())
     assert entry.op == "update" and entry.client == b"solo"
+
+
+# -- the queue's grouping, without a cluster ----------------------------------------------------
+
+def test_the_queue_groups_runs_of_proposals_within_its_budget_and_fans_results_out() -> None:
+    answers: list[tuple[int, Any, int]] = []
+    queue = ProposalQueue(100, Grouper(lambda raw: b"call:" + raw))
+
+    def proposal(i: int, raw: bytes | None = None) -> Proposal:
+        return Proposal(raw or write(b"q", i + 1),
+                        lambda result, error: answers.append((i, result, error)))
+
+    for i in range(5):
+        queue.put_nowait(proposal(i))
+    queue.put_nowait((b"membership", None))           # not a proposal: ends the run
+    queue.put_nowait(proposal(5))
+    queue.put_nowait(proposal(6, b"G" * MAX_BATCH_BYTES))   # too big to join: goes alone
+    queue.drain_budget(4, 10**6)                      # room for 4 commands
+    command, callback = queue.get_nowait()
+    members = Command.decode(command[len(b"call:"):])
+    assert [m.seq for m in members.batch] == [1, 2, 3, 4]
+    assert queue.drained_grouped == 3 and len(queue) == 4
+    with pytest.raises(Empty):                        # budget spent: 4 commands
+        queue.get_nowait()
+    callback(("batch", ["r0", "r1", "r2", "r3"]), Outcome.SUCCESS)
+    assert answers == [(i, f"r{i}", Outcome.SUCCESS) for i in range(4)]
+    queue.drain_budget(None)
+    assert queue.get_nowait()[0] == b"call:" + write(b"q", 5)   # alone before the
+    assert queue.get_nowait() == (b"membership", None)          # membership change
+    assert queue.get_nowait()[0] == b"call:" + write(b"q", 6)   # alone: the next is too big
+    big, big_callback = queue.get_nowait()
+    assert big == b"call:" + b"G" * MAX_BATCH_BYTES
+    answers.clear()
+    big_callback(None, Outcome.QUEUE_FULL)
+    assert answers == [(6, None, Outcome.QUEUE_FULL)]
+
+
+def test_a_failed_batch_fails_every_member_and_a_raising_callback_spares_the_others() -> None:
+    answers: list[tuple[int, Any, int]] = []
+
+    def callback(i: int) -> Any:
+        def answer(result: Any, error: int) -> None:
+            if i == 0:
+                raise RuntimeError("a caller's bug")
+            answers.append((i, result, error))
+        return answer
+
+    grouper = Grouper(lambda raw: raw)
+    raws = [write(b"c", i) for i in range(1, 4)]
+    command, fan_out = grouper.pack([Proposal(raw, callback(i)) for i, raw in enumerate(raws)])
+    assert [m.seq for m in Command.decode(command).batch] == [1, 2, 3]
+    fan_out(None, Outcome.LEADER_CHANGED)
+    assert answers == [(1, None, Outcome.LEADER_CHANGED), (2, None, Outcome.LEADER_CHANGED)]

@@ -51,15 +51,11 @@ class Grouper:
 
     def __init__(self, encode_call: Callable[[bytes], bytes]) -> None:
         self._encode_call = encode_call
-        self.entries = 0       # batch entries built
-        self.grouped = 0       # commands that went into them
 
     def pack(self, group: list[Proposal]) -> tuple[bytes, Callback]:
         """The command and callback for ``group`` (one proposal: itself, unbatched)."""
         if len(group) == 1:
             return self._encode_call(group[0].raw), group[0].callback
-        self.entries += 1
-        self.grouped += len(group)
         callbacks = [p.callback for p in group]
         return self._encode_call(encode_batch([p.raw for p in group])), \
             lambda result, error: _fan_out(callbacks, result, error)

@@ -34,7 +34,7 @@ from hastate.consensus.journal import DurableJournal, DurableSerializer
 from hastate.consensus.lease import LeaderLease, Stickiness
 from hastate.consensus.membership import Change, Member, decode_change
 from hastate.consensus.profiles import TimingProfile
-from hastate.errors import CorruptDataError
+from hastate.errors import CorruptDataError, HAStateError
 from hastate.observability.tracing import now_ns
 from hastate.state.dump import read_header
 
@@ -266,6 +266,9 @@ class HastateSyncObj(SyncObj):
         """Any thread: queue an encoded state-machine command, which may share its log entry
         with the proposals waiting next to it; ``callback(result, error)`` gets its own
         result. A full queue answers ``QUEUE_FULL`` at once, on the caller's thread."""
+        if self.grouper is None:
+            raise HAStateError("this SyncObj was built without encode_call; propose through "
+                               "the replicated method instead")
         try:
             self._SyncObj__commandsQueue.put_nowait(Proposal(raw, callback))
         except queue_mod.Full:
