@@ -1,11 +1,13 @@
 """Bounds on what a node holds but has not committed, so overload fails fast instead of queueing.
 
-Three bounds, all counted in entries and bytes of encoded commands:
+Three bounds, all counted in commands and bytes of encoded commands (a log entry that
+groups several waiting proposals, ``consensus/grouping.py``, counts each of them):
 
 * :class:`ProposalQueue` replaces PySyncObj's command queue: it refuses a command once it
   holds ``max_uncommitted_entries`` (PySyncObj then reports ``QUEUE_FULL``), and the leader
   drains it only while its uncommitted tail has room (:meth:`ProposalQueue.drain_budget`).
-* :class:`UncommittedTail` is the leader's count of bytes appended but not yet committed.
+* :class:`UncommittedTail` is the leader's count of bytes (and grouped commands) appended
+  but not yet committed.
 * :class:`Admission` bounds the writes a process has proposed and not yet seen complete;
   past it a write is refused before it is proposed (``OverloadedError``).
 
@@ -33,8 +35,8 @@ from hastate.consensus.grouping import Grouper, Proposal, take_group
 class Limits:
     """Back-pressure settings (the cluster file's ``[limits]`` table)."""
 
-    #: Most entries a leader holds appended-or-queued but not committed; also the bound of
-    #: each process's own writes in flight.
+    #: Most commands a leader holds appended-or-queued but not committed (each member of a
+    #: grouped entry counts); also the bound of each process's own writes in flight.
     max_uncommitted_entries: int = 4096
     #: Same bound in bytes of encoded commands (4 MiB).
     max_uncommitted_bytes: int = 4 * 1024 * 1024

@@ -358,8 +358,7 @@ class RaftNode:
             leader_changes=self.leader_changes, fatal_error=self.fatal_error,
             compactions=so.compactions_total, prevotes_started=so.prevotes_started,
             elections_started=so.elections_started,
-            uncommitted_entries=so.last_log_index() - so.raftCommitIndex
-            if role == "leader" else 0,
+            uncommitted_entries=so.uncommitted()[0] if role == "leader" else 0,
             queued_proposals=so.queued(),
             behind_leader_entries=max(0, so.leader_commit_index() - so.raftLastApplied))
 
