@@ -171,13 +171,19 @@ class HastateEngine:
             return count
         log.flush = traced_flush
 
-    def _on_apply(self, index: int, _previous: int, command: Any, result: Any) -> None:
-        if self._durability_fd is not None and command.client == self.sm.engine.client_id:
-            self._trace({"node": self.sm.instance_id, "kind": "apply", "index": index,
-                         "t": time.monotonic_ns()})
-        # A dedup hit returns the first application's result, whose index is not this one.
-        if command.client and result and result[0] == "ok" and result[-1] == index:
-            self.executed[f"{command.client.hex()}:{command.seq}"] += 1
+    def _on_apply(self, index: int, _previous: int, entry: Any, entry_result: Any) -> None:
+        from hastate.state.machine import applied_commands
+        executed_here: set[str] = set()
+        for command, result in applied_commands(entry, entry_result):
+            if self._durability_fd is not None and command.client == self.sm.engine.client_id:
+                self._trace({"node": self.sm.instance_id, "kind": "apply", "index": index,
+                             "t": time.monotonic_ns()})
+            # A dedup hit returns the first application's result, whose index is not this
+            # one, unless it repeats a member of the same batch entry (counted once).
+            if command.client and result and result[0] == "ok" and result[-1] == index:
+                executed_here.add(f"{command.client.hex()}:{command.seq}")
+        for request in executed_here:
+            self.executed[request] += 1
 
     def status(self) -> dict[str, Any]:
         so = self.sm.node.syncobj

@@ -115,11 +115,11 @@ def test_full_leader_queue_refuses_with_overloaded_error_that_never_applies(
                        values={key: encode_value(key, "x")}).encode()
 
     # Fill the leader's uncommitted tail and queue to the bound, as forwarded writes would.
+    # Both bounds count commands, also when waiting ones share a log entry.
     so = sm.node.syncobj
     n = 0
     deadline = time.monotonic() + 10
-    while not (full.is_set() and so.queued() == LIMIT and
-               so.last_log_index() - so.raftCommitIndex >= LIMIT):
+    while not (full.is_set() and so.queued() == LIMIT and so.uncommitted()[0] >= LIMIT):
         assert time.monotonic() < deadline, (n, so.queued(), errors[:5])
         sm.node.propose(raw(f"f{n}"), lambda _r, err: err and (errors.append(err), full.set()))
         n += 1

@@ -16,6 +16,7 @@ import pytest
 from hastate import StateManager
 from hastate.errors import WriteError
 from hastate.state.codec import Command
+from hastate.state.machine import applied_commands
 from hastate.testing import free_port, wait_for
 
 from tracing_support import Spans, spans  # noqa: F401  (fixture)
@@ -133,7 +134,8 @@ def test_only_traced_commands_carry_trace_context(cluster: dict[str, StateManage
                                                   request: pytest.FixtureRequest) -> None:
     leader, follower = leader_and_follower(cluster)
     seen: list[Command] = []
-    leader.machine.add_listener(lambda _i, _p, command, _r: seen.append(command))
+    leader.machine.add_listener(lambda _i, _p, entry, result: seen.extend(
+        command for command, _ in applied_commands(entry, result)))
     follower.save_state({"untraced": 1})            # tracing is off outside ``spans``
     wait_for(lambda: any("untraced" in c.values for c in seen), what="the untraced write")
     assert all(c.meta == {} for c in seen)

@@ -1,11 +1,13 @@
 """Bounds on what a node holds but has not committed, so overload fails fast instead of queueing.
 
-Three bounds, all counted in entries and bytes of encoded commands:
+Three bounds, all counted in commands and bytes of encoded commands (a log entry that
+groups several waiting proposals, ``consensus/grouping.py``, counts each of them):
 
 * :class:`ProposalQueue` replaces PySyncObj's command queue: it refuses a command once it
   holds ``max_uncommitted_entries`` (PySyncObj then reports ``QUEUE_FULL``), and the leader
   drains it only while its uncommitted tail has room (:meth:`ProposalQueue.drain_budget`).
-* :class:`UncommittedTail` is the leader's count of bytes appended but not yet committed.
+* :class:`UncommittedTail` is the leader's count of bytes (and grouped commands) appended
+  but not yet committed.
 * :class:`Admission` bounds the writes a process has proposed and not yet seen complete;
   past it a write is refused before it is proposed (``OverloadedError``).
 
@@ -24,15 +26,17 @@ from array import array
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
+
+from hastate.consensus.grouping import Grouper, Proposal, take_group
 
 
 @dataclass(frozen=True)
 class Limits:
     """Back-pressure settings (the cluster file's ``[limits]`` table)."""
 
-    #: Most entries a leader holds appended-or-queued but not committed; also the bound of
-    #: each process's own writes in flight.
+    #: Most commands a leader holds appended-or-queued but not committed (each member of a
+    #: grouped entry counts); also the bound of each process's own writes in flight.
     max_uncommitted_entries: int = 4096
     #: Same bound in bytes of encoded commands (4 MiB).
     max_uncommitted_bytes: int = 4 * 1024 * 1024
@@ -49,18 +53,24 @@ class ProposalQueue:
     ``get_nowait`` also stops (raises ``queue.Empty``) once the budget set by
     :meth:`drain_budget` is spent, so the leader appends no more than its tail has room for;
     the rest stays queued, where :meth:`put_nowait` refuses new commands past ``max_entries``.
+
+    It also holds :class:`~hastate.consensus.grouping.Proposal` items (state-machine
+    commands): ``get_nowait`` hands a run of them to ``grouper`` and returns the one batch
+    entry it builds. Bounds and budgets count commands, whether or not they share an entry.
     """
 
-    def __init__(self, max_entries: int) -> None:
-        self._items: deque[tuple[bytes, object]] = deque()
+    def __init__(self, max_entries: int, grouper: Grouper | None = None) -> None:
+        self._items: deque[Any] = deque()
         self._lock = threading.Lock()
         self._max = max_entries
+        self._grouper = grouper
         self._entries_left: int | None = None
         self._bytes_left = 0
         self.drained_bytes = 0
         self.drained_sizes: list[int] = []
+        self.drained_grouped = 0  # commands drained beyond one per entry (batch members)
 
-    def put_nowait(self, item: tuple[bytes, object]) -> None:
+    def put_nowait(self, item: tuple[bytes, object] | Proposal) -> None:
         with self._lock:
             if len(self._items) >= self._max:
                 raise queue.Full()
@@ -76,13 +86,24 @@ class ProposalQueue:
             item = self._items.popleft()
         except IndexError:
             raise queue.Empty() from None
+        count = 1
+        if type(item) is Proposal:
+            group = take_group(item, self._peek, self._items.popleft, self._entries_left,
+                               self._bytes_left)
+            item = self._grouper.pack(group)
+            count = len(group)
+            self.drained_grouped += count - 1
         size = len(item[0])
         self.drained_bytes += size
         self.drained_sizes.append(size)
         if self._entries_left is not None:
-            self._entries_left -= 1
+            self._entries_left -= count
             self._bytes_left -= size
         return item
+
+    def _peek(self) -> Any:
+        items = self._items
+        return items[0] if items else None
 
     def drain_budget(self, entries: int | None, nbytes: int = 0) -> None:
         """Allow the next drain ``entries`` commands and about ``nbytes`` (None: no bound).
@@ -93,34 +114,52 @@ class ProposalQueue:
         self._entries_left = entries
         self._bytes_left = nbytes
         self.drained_bytes = 0
-        self.drained_sizes: list[int] = []
+        self.drained_sizes = []
+        self.drained_grouped = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
 
 class UncommittedTail:
-    """Leader: bytes of the entries it appended and has not committed, by batch."""
+    """Leader: bytes of the entries it appended and has not committed, by drain, and the
+    commands they hold beyond one per entry (members of grouped entries). Thread-safe, so
+    status readers may ask too."""
 
     def __init__(self) -> None:
-        self._batches: deque[tuple[int, int]] = deque()  # (last index of batch, bytes)
+        # (last index of the drain, bytes, extra commands)
+        self._drains: deque[tuple[int, int, int]] = deque()
+        self._lock = threading.Lock()
         self._bytes = 0
+        self._extra = 0
 
-    def add(self, last_index: int, nbytes: int) -> None:
-        if nbytes:
-            self._batches.append((last_index, nbytes))
-            self._bytes += nbytes
+    def add(self, last_index: int, nbytes: int, extra: int = 0) -> None:
+        if nbytes or extra:
+            with self._lock:
+                self._drains.append((last_index, nbytes, extra))
+                self._bytes += nbytes
+                self._extra += extra
+
+    def after(self, commit_index: int) -> tuple[int, int]:
+        """(extra commands, bytes) not yet committed once everything up to ``commit_index``
+        is."""
+        with self._lock:
+            drains = self._drains
+            while drains and drains[0][0] <= commit_index:
+                _, nbytes, extra = drains.popleft()
+                self._bytes -= nbytes
+                self._extra -= extra
+            return self._extra, self._bytes
 
     def bytes_after(self, commit_index: int) -> int:
         """Bytes not yet committed once everything up to ``commit_index`` is."""
-        batches = self._batches
-        while batches and batches[0][0] <= commit_index:
-            self._bytes -= batches.popleft()[1]
-        return self._bytes
+        return self.after(commit_index)[1]
 
     def reset(self) -> None:
-        self._batches.clear()
-        self._bytes = 0
+        with self._lock:
+            self._drains.clear()
+            self._bytes = 0
+            self._extra = 0
 
 
 class EntrySizes:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from pysyncobj import SyncObjConsumer, replicated
+from pysyncobj import pickle as pysyncobj_pickle
+
+_REGULAR = 0  # PySyncObj's command type of a replicated call
 
 
 class AppliesCommands(Protocol):
@@ -30,3 +33,11 @@ class MachineConsumer(SyncObjConsumer):
     def apply(self, raw: bytes) -> Any:
         """Apply one encoded command at the next log index; return its result."""
         return self.machine.apply_at(self._syncObj.raftLastApplied + 1, raw)
+
+    def call_bytes(self, raw: bytes) -> bytes:
+        """The PySyncObj command that calls :meth:`apply` with ``raw``, exactly as the
+        ``@replicated`` wrapper builds it (so the proposal grouping can queue it itself)."""
+        so = self._syncObj
+        name = so._getFuncName((id(self), "apply"))
+        call = (so._methodToID[(id(self), name)], (raw,))
+        return bytes((_REGULAR,)) + pysyncobj_pickle.dumps(call)

@@ -26,6 +26,7 @@ from hastate._fsutil import atomic_write
 from hastate.consensus.backpressure import Limits
 from hastate.consensus.consumer import MachineConsumer
 from hastate.consensus.dumper import DumpWriter
+from hastate.consensus.entry_trace import MARKER
 from hastate.consensus.journal import DurableJournal
 from hastate.consensus.membership import Change, Member, check_change
 from hastate.consensus.outcome import Outcome
@@ -204,7 +205,7 @@ class RaftNode:
                 on_transfer_request=self._on_transfer_request, is_healthy=self._is_healthy,
                 journal=self._journal, prepare_dump=self._prepare_dump,
                 seeded_at=self._seeded_at, cluster=self.spec.cluster,
-                limits=self.spec.limits)
+                limits=self.spec.limits, encode_call=self._consumer.call_bytes)
             # PySyncObj does not wake its poller for a proposal in batch mode.
             self._waker = PollWaker(self._syncobj._poller)
         except HAStateError as exc:  # journal or dump refused; its message says why
@@ -315,9 +316,18 @@ class RaftNode:
 
     # -- proposals and reads ----------------------------------------------------------------
     def propose(self, raw: bytes, callback: Callable[[Any, Outcome], None]) -> None:
-        """Queue an encoded command; ``callback(result, outcome)`` runs on the tick thread."""
-        self._consumer.apply(raw, callback=lambda result, error: callback(result,
-                                                                          Outcome(error)))
+        """Queue an encoded command; ``callback(result, outcome)`` runs on the tick thread.
+
+        Commands waiting together may share one log entry (``consensus/grouping.py``); a
+        traced one goes alone through the replicated call, so its entry spans stay its own.
+        """
+        def done(result: Any, error: int) -> None:
+            callback(result, Outcome(error))
+
+        if MARKER in raw:
+            self._consumer.apply(raw, callback=done)
+        else:
+            self.syncobj.propose(raw, done)
         if self._waker is not None:
             self._waker.wake()
 
@@ -348,8 +358,7 @@ class RaftNode:
             leader_changes=self.leader_changes, fatal_error=self.fatal_error,
             compactions=so.compactions_total, prevotes_started=so.prevotes_started,
             elections_started=so.elections_started,
-            uncommitted_entries=so.last_log_index() - so.raftCommitIndex
-            if role == "leader" else 0,
+            uncommitted_entries=so.uncommitted()[0] if role == "leader" else 0,
             queued_proposals=so.queued(),
             behind_leader_entries=max(0, so.leader_commit_index() - so.raftLastApplied))
 

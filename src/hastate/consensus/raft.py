@@ -14,6 +14,7 @@ name-mangled state; splitting it would spread those private names over several f
 from __future__ import annotations
 
 import logging
+import queue as queue_mod
 import threading
 import os
 import time
@@ -28,11 +29,12 @@ from hastate import _malloc
 from hastate.consensus import rules
 from hastate.consensus.backpressure import EntrySizes, Limits, ProposalQueue, UncommittedTail
 from hastate.consensus.entry_trace import EntryTraces
+from hastate.consensus.grouping import Callback, Grouper, Proposal
 from hastate.consensus.journal import DurableJournal, DurableSerializer
 from hastate.consensus.lease import LeaderLease, Stickiness
 from hastate.consensus.membership import Change, Member, decode_change
 from hastate.consensus.profiles import TimingProfile
-from hastate.errors import CorruptDataError
+from hastate.errors import CorruptDataError, HAStateError
 from hastate.observability.tracing import now_ns
 from hastate.state.dump import read_header
 
@@ -82,7 +84,8 @@ class HastateSyncObj(SyncObj):
                  is_healthy: Callable[[], bool] = lambda: True,
                  journal: DurableJournal | None = None,
                  prepare_dump: PrepareDump | None = None, seeded_at: int = 0,
-                 cluster: str = "", limits: Limits | None = None) -> None:
+                 cluster: str = "", limits: Limits | None = None,
+                 encode_call: Callable[[bytes], bytes] | None = None) -> None:
         self._self_id = self_id
         #: Spans for traced entries (consensus/entry_trace.py); idle while tracing is off.
         self.traces = EntryTraces(self_id, cluster, replica_name=self._peer_id)
@@ -128,7 +131,10 @@ class HastateSyncObj(SyncObj):
         kwargs = {"transportClass": transport_class} if transport_class is not None else {}
         super().__init__(self_addr, peers, conf, consumers=consumers, **kwargs)
         # Bounded, and drained by the leader only while its uncommitted tail has room.
-        self._SyncObj__commandsQueue = ProposalQueue(self.limits.max_uncommitted_entries)
+        # Waiting state-machine proposals leave it grouped into one entry (grouping.py).
+        self.grouper = Grouper(encode_call) if encode_call is not None else None
+        self._SyncObj__commandsQueue = ProposalQueue(self.limits.max_uncommitted_entries,
+                                                     self.grouper)
         if journal is not None:
             self._install_durable_storage(journal)
 
@@ -208,7 +214,8 @@ class HastateSyncObj(SyncObj):
         try:
             super()._checkCommandsToApply()
             if leading:
-                self._replicate_drained(before, queue.drained_bytes, queue.drained_sizes)
+                self._replicate_drained(before, queue.drained_bytes, queue.drained_sizes,
+                                        queue.drained_grouped)
         finally:
             replies, self._held_replies = self._held_replies, None
         # Forwarded proposals learn their entry's position only now, after the one fsync of
@@ -218,12 +225,17 @@ class HastateSyncObj(SyncObj):
         for node, message in replies or ():
             self._SyncObj__transport.send(node, message)
 
-    def _replicate_drained(self, before: int, nbytes: int, sizes: list[int]) -> None:
-        """Leader: send the entries appended after ``before``, then make them durable."""
+    def _replicate_drained(self, before: int, nbytes: int, sizes: list[int],
+                           grouped: int = 0) -> None:
+        """Leader: send the entries appended after ``before``, then make them durable.
+
+        ``grouped``: commands appended beyond one per entry (batch members), so the
+        uncommitted bound keeps counting commands.
+        """
         if self.last_log_index() == before:
             return
         traces = self.traces
-        self._tail.add(self.last_log_index(), nbytes)
+        self._tail.add(self.last_log_index(), nbytes, grouped)
         if len(sizes) != self.last_log_index() - before:  # a refused membership change
             sizes = [len(e[0]) for e in self._SyncObj__getEntries(before + 1)]
         self._sizes.add(before + 1, sizes)
@@ -249,6 +261,18 @@ class HastateSyncObj(SyncObj):
             self.traces.on_enqueue(command if commandType is None
                                    else bytes((commandType,)) + command)
         super()._applyCommand(command, callback, commandType)
+
+    def propose(self, raw: bytes, callback: Callback) -> None:
+        """Any thread: queue an encoded state-machine command, which may share its log entry
+        with the proposals waiting next to it; ``callback(result, error)`` gets its own
+        result. A full queue answers ``QUEUE_FULL`` at once, on the caller's thread."""
+        if self.grouper is None:
+            raise HAStateError("this SyncObj was built without encode_call; propose through "
+                               "the replicated method instead")
+        try:
+            self._SyncObj__commandsQueue.put_nowait(Proposal(raw, callback))
+        except queue_mod.Full:
+            callback(None, FAIL_REASON.QUEUE_FULL)
 
     def _SyncObj__doApplyCommand(self, command: bytes) -> Any:
         """Apply one entry; a traced one is timed (its apply span)."""
@@ -330,9 +354,13 @@ class HastateSyncObj(SyncObj):
         return True
 
     def uncommitted(self) -> tuple[int, int]:
-        """Leader: (entries, bytes) appended but not committed; tick thread."""
+        """Leader: (commands, bytes) appended but not committed (any thread).
+
+        Commands, not entries: an entry grouping several proposals counts each of them.
+        """
         commit = self._SyncObj__raftCommitIndex
-        return self.last_log_index() - commit, self._tail.bytes_after(commit)
+        extra, nbytes = self._tail.after(commit)
+        return self.last_log_index() - commit + extra, nbytes
 
     def leader_commit_index(self) -> int:
         """The commit index the leader last told this node (its own on the leader; 0 before

@@ -45,7 +45,8 @@ class RaftStatus:
     compactions: int
     prevotes_started: int
     elections_started: int          # since this node's start, each a new term as candidate
-    #: Back-pressure and lag: entries appended and not committed (leader; else 0), proposals
+    #: Back-pressure and lag: commands appended and not committed (leader; else 0; each
+    #: member of a grouped entry counts, as for ``max_uncommitted_entries``), proposals
     #: waiting in the queue, and committed entries (as last told by the leader) this node has
     #: not applied yet (grows while a follower falls behind, shrinks as it catches up).
     uncommitted_entries: int = 0

@@ -143,8 +143,9 @@ class _StatusCollector:
         yield gauge("hastate_log_entries", "Entries held in the Raft journal", st["log_entries"])
         yield gauge("hastate_behind_leader_entries", "Committed entries (as last told by the "
                     "leader) this node has not applied yet", st["behind_leader_entries"])
-        yield gauge("hastate_uncommitted_entries", "Leader only: entries appended and not yet "
-                    "committed (bounded by limits.max_uncommitted_entries)",
+        yield gauge("hastate_uncommitted_entries", "Leader only: commands appended and not yet "
+                    "committed, each member of a grouped entry counted (bounded by "
+                    "limits.max_uncommitted_entries)",
                     st["uncommitted_entries"])
         yield counter("hastate_elections_started", "Elections this node started (as candidate)",
                       stats.elections_started)

@@ -26,6 +26,11 @@ import msgpack
 COMMAND_FORMAT_VERSION = 2
 LEGACY_COMMAND_FORMAT = 1
 
+#: Op of a command that groups several proposals into one log entry (see ``Command.batch``).
+BATCH_OP = "batch"
+#: Most commands one batch holds (the proposal grouping never builds larger ones).
+MAX_BATCH_COMMANDS = 256
+
 _EXT_DATETIME = 1         # aware datetime, ISO 8601 with its offset
 _EXT_DECIMAL = 2
 _EXT_NAIVE_DATETIME = 3   # naive datetime, ISO 8601 without offset (kept naive on decode)
@@ -141,6 +146,10 @@ class Command:
     ``meta`` (str -> str) travels with the command but never changes what it does: it
     carries the W3C trace context (``traceparent``) of the proposer; older commands decode
     with ``meta == {}``.
+
+    ``batch`` groups several proposals into one log entry (built by :func:`encode_batch`):
+    its members apply in order at the entry's index, each with its own client id, sequence
+    number, revision and result. It is a tenth envelope element, present only then.
     """
 
     op: str
@@ -152,11 +161,13 @@ class Command:
     meta: dict[str, str] = field(default_factory=dict)
     txn: Any = None
     format: int = COMMAND_FORMAT_VERSION
+    batch: tuple["Command", ...] = ()
 
     #: Lock commands of older versions: applied when replayed, never proposed any more.
     LOCK_OPS = ("lock_acquire", "lock_renew", "lock_release", "lock_purge")
     #: Lease commands, built and applied by :mod:`hastate.state.leases`.
     LEASE_OPS = ("lease_grant", "lease_keepalive", "lease_revoke", "lease_expire")
+    #: Ops of single commands (a batch, ``BATCH_OP``, only groups them).
     OPS = ("update", "delete", "cas", "barrier", "txn") + LOCK_OPS + LEASE_OPS
 
     @property
@@ -188,6 +199,8 @@ class Command:
 
     def encode(self) -> bytes:
         """Serialize the command for the Raft log (always the current format)."""
+        if self.op == BATCH_OP:
+            return encode_batch([member.encode() for member in self.batch])
         return msgpack.packb([COMMAND_FORMAT_VERSION, self.op, self.client, self.seq,
                               self.values, list(self.keys), self.expected, self.meta,
                               self.txn], use_bin_type=True)
@@ -200,6 +213,8 @@ class Command:
                 fields[0] not in (LEGACY_COMMAND_FORMAT, COMMAND_FORMAT_VERSION) or \
                 len(fields) < 7:
             raise ValueError(f"unsupported command format: {fields[:1] if isinstance(fields, list) else type(fields)}")
+        if fields[1] == BATCH_OP:
+            return cls._decode_batch(fields)
         if len(fields) > 9:
             # More fields come from a newer hastate: applying without them could diverge.
             raise ValueError(f"command has {len(fields)} fields, this hastate reads 7 to 9; "
@@ -214,3 +229,41 @@ class Command:
             raise ValueError(f"command meta must map str to str, got {meta!r}")
         return cls(op=op, client=client, seq=seq, values=values, keys=tuple(keys),
                    expected=expected, meta=meta, txn=txn, format=version)
+
+    @classmethod
+    def _decode_batch(cls, fields: list[Any]) -> "Command":
+        """A batch envelope: ten fields, the tenth a non-empty list of encoded commands."""
+        if len(fields) != 10 or fields[0] != COMMAND_FORMAT_VERSION:
+            raise ValueError(f"malformed batch command: expected a format-"
+                             f"{COMMAND_FORMAT_VERSION} envelope of 10 fields, got "
+                             f"{len(fields)} fields of format {fields[0]!r}")
+        members = fields[9]
+        if not isinstance(members, list) or not members or len(members) > MAX_BATCH_COMMANDS:
+            count = len(members) if isinstance(members, list) else "?"
+            raise ValueError(f"malformed batch command: its members must be a list of 1 to "
+                             f"{MAX_BATCH_COMMANDS} encoded commands, got "
+                             f"{type(members).__name__} of {count}")
+        decoded = []
+        for position, raw in enumerate(members):
+            if not isinstance(raw, bytes):
+                raise ValueError(f"malformed batch command: member {position} is "
+                                 f"{type(raw).__name__}, not an encoded command")
+            try:
+                member = cls.decode(raw)
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise ValueError(f"malformed batch command: member {position}: {exc}") from None
+            if member.op == BATCH_OP:
+                raise ValueError(f"malformed batch command: member {position} is itself a "
+                                 "batch; batches do not nest")
+            decoded.append(member)
+        return cls(op=BATCH_OP, batch=tuple(decoded))
+
+
+def encode_batch(members: list[bytes]) -> bytes:
+    """One log entry's command applying the encoded commands ``members`` in order.
+
+    Built on the Raft thread from commands already encoded by their proposers, so nothing
+    is decoded here; :meth:`Command.decode` checks every member when the entry applies.
+    """
+    return msgpack.packb([COMMAND_FORMAT_VERSION, BATCH_OP, b"", 0, {}, [], {}, {}, None,
+                          members], use_bin_type=True)

@@ -50,7 +50,7 @@ import msgpack
 
 from hastate.state import record as rec
 from hastate.state import txn as txn_mod
-from hastate.state.codec import Command, decode_value
+from hastate.state.codec import BATCH_OP, Command, decode_value
 from hastate.state.dump import UnpackedView
 from hastate.state.export import StateExport
 from hastate.state.history import Change, PackedChanges
@@ -73,6 +73,7 @@ Result = tuple  # ("ok", revision, index) | ("conflict", key, expected, actual) 
 #                 | ("txn", succeeded, revision, responses) | ("purged", [names])
 #                 | ("lock", granted, token, owner, expires_at) | ("invalid", reason)
 #                 | ("lease", id, ttl) | ("lease_end", [ids], revision) | ("no_lease", id)
+#                 | ("batch", [one result per member command])
 # Bodies written before revisions hold ("ok", index) results in their dedup table.
 # listener(index, previous command's index, command, result)
 ApplyListener = Callable[[int, int, Command, Result], None]
@@ -111,11 +112,32 @@ class ReplicatedState:
 
     # -- replicated (consensus/consumer.py calls this for each committed entry) -------------
     def apply_at(self, index: int, raw: bytes) -> Result:
-        """Apply an encoded command at log ``index`` (Raft thread, or restore's replay)."""
+        """Apply an encoded command at log ``index`` (Raft thread, or restore's replay).
+
+        A batch (``Command.batch``) applies its members in order at ``index``, each as if it
+        were alone (own dedup, revision, changes); its result is ``("batch", [results])``.
+        Apply listeners hear of the entry once, with the batch command and that result
+        (:func:`applied_commands` lists the members with their results).
+        """
         command = Command.decode(raw)
-        changes: list[Any] = []   # flat: key, new packed record or None, old one or None
         with self._lock:
             previous = self._applied_index
+        if command.op == BATCH_OP:
+            result: Result = ("batch", [self._apply_one(index, member)
+                                        for member in command.batch])
+        else:
+            result = self._apply_one(index, command)
+        for listener in self._listeners:
+            try:
+                listener(index, previous, command, result)
+            except Exception:  # a listener must never break apply
+                logger.exception("apply listener failed", extra={"index": index})
+        return result
+
+    def _apply_one(self, index: int, command: Command) -> Result:
+        """Apply one (non-batch) command at ``index`` and tell the change listeners."""
+        changes: list[Any] = []   # flat: key, new packed record or None, old one or None
+        with self._lock:
             result = self._dedup_lookup(command)
             if result is None:
                 revision = index if command.legacy else self._revision + 1
@@ -134,11 +156,6 @@ class ReplicatedState:
                     sink.changed(revision, packed)
                 except Exception:  # a listener must never break apply
                     logger.exception("change listener failed", extra={"revision": revision})
-        for listener in self._listeners:
-            try:
-                listener(index, previous, command, result)
-            except Exception:  # a listener must never break apply
-                logger.exception("apply listener failed", extra={"index": index})
         return result
 
     # -- pure helpers (deterministic) ---------------------------------------------------
@@ -387,6 +404,8 @@ class ReplicatedState:
 
         ``previous`` is the index of the command applied before this one, so a consumer can
         tell a gap (commands it never saw) from indexes that held no command (Raft no-ops).
+        A batch entry is one call (its command and ``("batch", [results])``); listeners that
+        look at individual commands iterate :func:`applied_commands`.
         """
         self._listeners.append(listener)
 
@@ -444,6 +463,14 @@ class ReplicatedState:
                    for rev, changes in body.get("history", [])]
         for sink in self._change_listeners:
             sink.reset(revision, history)
+
+
+def applied_commands(command: Command, result: Result) -> list[tuple[Command, Result]]:
+    """The (command, result) pairs an apply listener's call stands for: a batch's members
+    with their own results, else the command itself."""
+    if command.op == BATCH_OP:
+        return list(zip(command.batch, result[1]))
+    return [(command, result)]
 
 
 def _put(old: bytes | None, value: bytes, revision: int) -> bytes:
