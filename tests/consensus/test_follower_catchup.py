@@ -1,6 +1,6 @@
 """A follower that falls behind catches up while the load goes on; its lag is visible.
 
-instance-1 (this process) leads and compacts its log every 1,000 entries; instance-3 is
+instance-1 (this process) leads and compacts its log every 300 entries; instance-3 is
 paused (SIGSTOP) long enough for the leader to compact past it, so it needs the leader's
 dump, then resumed while pipelined writes continue. Real processes over TCP.
 """
@@ -23,7 +23,10 @@ from hastate.testing.embedded import EmbeddedCluster
 
 from .conftest import lead_with_lease
 
-COMPACT_EVERY = 1000
+COMPACT_EVERY = 300
+#: Entries the leader commits while the follower is paused (pipelined writes share entries,
+#: so this takes several times as many writes).
+PAUSED_ENTRIES = 1000
 
 
 @pytest.fixture
@@ -80,7 +83,8 @@ def test_paused_follower_catches_up_through_the_dump_while_writes_continue(
         # The leader compacts past the paused follower: entries alone cannot catch it up.
         _until("the leader's log to start past the paused follower",
                lambda: so._SyncObj__raftLog[0][1] > (so.match_index().get(
-                   c.raft["instance-3"]) or 0) and so.raftCommitIndex > paused_at + 3000, 60)
+                   c.raft["instance-3"]) or 0)
+               and so.raftCommitIndex > paused_at + PAUSED_ENTRIES, 60)
         lag = sm.status()["peers"]["instance-3"]["lag"]
         assert lag > COMPACT_EVERY
         scraped = NodeMetrics(sm).render().decode()
