@@ -33,7 +33,8 @@ class ScriptedNode:
         self.silent: list[Callable[[Any, int], None]] = []
         self.epoch: int | None = None   # None: this node does not lead
 
-    def propose(self, raw: bytes, callback: Callable[[Any, int], None]) -> None:
+    def propose(self, raw: bytes, callback: Callable[[Any, int], None], *,
+                alone: bool = False) -> None:
         self.proposed.append(raw)
         if not self.script:
             self.silent.append(callback)

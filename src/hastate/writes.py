@@ -41,7 +41,8 @@ Finish = Callable[[tuple], Any]               # the state machine's result -> th
 
 
 class _Node(Protocol):
-    def propose(self, raw: bytes, callback: Callable[[Any, int], None]) -> None: ...
+    def propose(self, raw: bytes, callback: Callable[[Any, int], None], *,
+                alone: bool = False) -> None: ...
     def leader_id(self) -> str | None: ...
     def leaderless_for(self) -> float: ...
     def leading_epoch(self) -> int | None: ...
@@ -140,7 +141,8 @@ class Proposer:
         # Traced when the caller's write span is current (the first attempt of a blocking
         # write; retries run on the sweeper thread, outside it).
         self._node.propose(*traced_attempt(self._node, write.raw, lambda result, error:
-                                           self._on_result(write, attempt, result, error)))
+                                           self._on_result(write, attempt, result, error)),
+                           alone=write.op in Command.ALONE_OPS)
 
     def _on_result(self, write: _Write, attempt: int, result: Any, error: int) -> None:
         """A proposal's callback (Raft tick thread, or the proposer's when refused at once)."""

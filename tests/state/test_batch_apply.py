@@ -8,6 +8,7 @@ from hypothesis import given, strategies as st
 
 from hastate.state.codec import MAX_BATCH_COMMANDS, Command, encode_batch, encode_value
 from hastate.state.machine import ReplicatedState, applied_commands
+from hastate.state.leases import grant_command
 
 keys = st.sampled_from(["a", "b", "c"])
 clients = st.sampled_from([b"", b"client-1", b"client-2"])
@@ -121,6 +122,7 @@ good = Command(op="barrier").encode()
     (_envelope([good, 3]), "member 1 is int, not an encoded command"),
     (_envelope([b"\x93\x01"]), "member 0: "),
     (_envelope([encode_batch([good])]), "member 0 is itself a batch"),
+    (_envelope([good, grant_command(30).encode()]), "member 1 is a lease_grant command"),
     (_envelope([good], fields=9), "envelope of 10 fields, got 9"),
 ])
 def test_a_malformed_batch_is_refused_with_a_clear_error(raw: bytes, reason: str) -> None:

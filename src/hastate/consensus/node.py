@@ -315,16 +315,19 @@ class RaftNode:
         return tuple(raft["last"]), tuple(raft["prev"]), list(raft["cluster"])
 
     # -- proposals and reads ----------------------------------------------------------------
-    def propose(self, raw: bytes, callback: Callable[[Any, Outcome], None]) -> None:
+    def propose(self, raw: bytes, callback: Callable[[Any, Outcome], None], *,
+                alone: bool = False) -> None:
         """Queue an encoded command; ``callback(result, outcome)`` runs on the tick thread.
 
-        Commands waiting together may share one log entry (``consensus/grouping.py``); a
-        traced one goes alone through the replicated call, so its entry spans stay its own.
+        Commands waiting together may share one log entry (``consensus/grouping.py``). One
+        that must have an entry of its own (``alone``: its apply depends on the log index,
+        as a lease grant's id does) or a traced one (its entry spans stay its own) goes
+        through the replicated call directly.
         """
         def done(result: Any, error: int) -> None:
             callback(result, Outcome(error))
 
-        if MARKER in raw:
+        if alone or MARKER in raw:
             self._consumer.apply(raw, callback=done)
         else:
             self.syncobj.propose(raw, done)

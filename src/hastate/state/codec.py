@@ -149,7 +149,8 @@ class Command:
 
     ``batch`` groups several proposals into one log entry (built by :func:`encode_batch`):
     its members apply in order at the entry's index, each with its own client id, sequence
-    number, revision and result. It is a tenth envelope element, present only then.
+    number, revision and result. It is a tenth envelope element, present only then. Lease
+    and lock commands (:attr:`ALONE_OPS`) are never members.
     """
 
     op: str
@@ -169,6 +170,9 @@ class Command:
     LEASE_OPS = ("lease_grant", "lease_keepalive", "lease_revoke", "lease_expire")
     #: Ops of single commands (a batch, ``BATCH_OP``, only groups them).
     OPS = ("update", "delete", "cas", "barrier", "txn") + LOCK_OPS + LEASE_OPS
+    #: Ops whose apply depends on the log index (a lease id or a lock token is the index of
+    #: its grant): they never join a batch, whose members all apply at one index.
+    ALONE_OPS = LOCK_OPS + LEASE_OPS
 
     @property
     def legacy(self) -> bool:
@@ -255,6 +259,10 @@ class Command:
             if member.op == BATCH_OP:
                 raise ValueError(f"malformed batch command: member {position} is itself a "
                                  "batch; batches do not nest")
+            if member.op in Command.ALONE_OPS:
+                raise ValueError(f"malformed batch command: member {position} is a "
+                                 f"{member.op} command, which names things by its own log "
+                                 "index and never shares an entry")
             decoded.append(member)
         return cls(op=BATCH_OP, batch=tuple(decoded))
 
