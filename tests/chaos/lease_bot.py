@@ -9,7 +9,7 @@ time) stop keeping it alive so it expires. A watcher of ``lw/`` records when thi
 delete. Everything is appended to FILE as JSON lines on the machine-wide monotonic clock,
 which every process and namespace of the run shares:
 
-``{"t": "grant", "lease", "ttl", "sent", "end"}`` a grant that succeeded (sent before it);
+``{"t": "grant", "lease", "ttl", "sent", "end", "bot"}`` a grant that succeeded (sent before it);
 ``{"t": "attempt", "lease", "sent"}`` before each keep-alive, then ``{"t": "ka", "lease",
 "sent", "end", "outcome"}`` (ok / unknown / fail / ended) unless the process died first;
 ``{"t": "revoke", "lease", "sent"}`` before a revoke; ``{"t": "put" | "delete", "key",
@@ -70,7 +70,7 @@ def run_bot(sm: StateManager, rec: Recorder, stop: threading.Event, name: str, t
         except HAStateError:
             stop.wait(0.2)
             continue
-        rec(t="grant", lease=lease.id, ttl=ttl, sent=sent, end=time.monotonic())
+        rec(t="grant", lease=lease.id, ttl=ttl, sent=sent, end=time.monotonic(), bot=name)
         try:
             sm.transaction((), [txn.put(f"{PREFIX}{lease.id}/{name}-{n}-{i}", name, lease=lease)
                                 for i in range(2)])

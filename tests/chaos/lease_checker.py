@@ -11,6 +11,9 @@ delete of the key by a client, is an early expiry.
 last moment a lease may have been refreshed, the lease's keys must be gone within its TTL
 plus a slack (the expirer's look interval, its notice of leadership, commit and watch
 delivery): no key outlives its lease by more than that bound (docs/leases.md).
+
+:func:`shared_grants` checks that every grant that succeeded got a lease of its own: two
+holders of one lease id could end each other's keys.
 """
 
 from __future__ import annotations
@@ -143,3 +146,12 @@ def check_expiry_bound(lives: dict[int, LeaseLife], leaders: list[tuple[float, f
             elif seen is not None and seen > bound:
                 late.append(LateExpiry(lease, key, bound, seen))
     return late
+
+
+def shared_grants(grants: list[tuple[int, str]]) -> list[str]:
+    """The lease ids that more than one succeeded grant returned (``(lease, bot)`` pairs)."""
+    holders: dict[int, list[str]] = {}
+    for lease, bot in grants:
+        holders.setdefault(lease, []).append(bot)
+    return [f"lease {lease} granted {len(bots)} times ({', '.join(bots)})"
+            for lease, bots in sorted(holders.items()) if len(bots) > 1]

@@ -4,7 +4,8 @@ expired before its TTL and none outlived it by more than the documented bound.
 
 Hooked into :mod:`.campaign` by ``RunConfig.lease`` (None: no lease workload): the nodes get
 ``--lease-out`` (and the bug of a negative control in their environment), and
-:func:`check_run` adds ``lease_early`` and ``lease_late`` to the run's violations.
+:func:`check_run` adds ``lease_early``, ``lease_late`` and ``lease_ids`` (one lease id returned
+by two grants) to the run's violations.
 
 Negative controls (:func:`run_lease_bug_control`), node ``n2`` isolated twice and every
 node's expirer wrong on purpose (``lease_bot.inject_bug``): with ``half-ttl`` the bots keep
@@ -22,7 +23,7 @@ from typing import Any, Iterable, TYPE_CHECKING
 
 from .lease_bot import BUG_ENV, PREFIX, lease_of_key
 from .lease_checker import (LeaseHistory, LeaseLife, check_expiry_bound,
-                            check_no_early_expiry, expiry_bound)
+                            check_no_early_expiry, expiry_bound, shared_grants)
 
 if TYPE_CHECKING:
     from .campaign import RunResult
@@ -116,8 +117,8 @@ def check_run(result: "RunResult", settings: LeaseSettings | None, workdir: Path
     ``["lease_late"]``, counts in ``diagnostics["lease_workload"]``)."""
     if settings is None:
         return
-    early, late = histories(load_records(record_path(workdir, n) for n in nodes),
-                            write_timeout)
+    records = load_records(record_path(workdir, n) for n in nodes)
+    early, late = histories(records, write_timeout)
     found = check_no_early_expiry(early)
     spans = [(start / 1e9, end / 1e9) for spans in leaders.values() for start, end in spans]
     present = {key for key in final_state if key.startswith(PREFIX)}
@@ -126,6 +127,8 @@ def check_run(result: "RunResult", settings: LeaseSettings | None, workdir: Path
         f"{v.key!r} of lease {v.lease} deleted on {v.node} {v.early_by:.3f}s before its TTL"
         for v in found.violations[:50]]
     result.violations["lease_late"] = [str(v) for v in outlived[:50]]
+    result.violations["lease_ids"] = shared_grants(
+        [(r["lease"], r.get("bot", "?")) for r in records if r["t"] == "grant"])[:50]
     faults = [(f["start_ns"] / 1e9, f["end_ns"] / 1e9) for f in result.faults
               if f.get("end_ns")]
     result.diagnostics["lease_workload"] = {

@@ -16,7 +16,7 @@ from hastate.state.codec import Command
 from hastate.state.housekeeping import LeaseExpirer
 from hastate.state.machine import ReplicatedState
 
-from .lease_checker import LeaseHistory, check_no_early_expiry
+from .lease_checker import LeaseHistory, check_no_early_expiry, shared_grants
 
 
 class WallClockExpirer:
@@ -179,3 +179,9 @@ def test_revoke_exempts_and_a_hand_made_early_delete_is_flagged() -> None:
     assert check_no_early_expiry({1: revoked}).ok
     on_time = LeaseHistory(5.0, [0.0, 2.0], None, [("n1", "k", 7.0)])
     assert check_no_early_expiry({1: on_time}).ok
+
+
+def test_a_lease_id_returned_by_two_grants_is_flagged() -> None:
+    assert shared_grants([(3, "n0b0"), (4, "n1b0"), (5, "n0b0")]) == []
+    assert shared_grants([(3, "n0b0"), (4, "n1b0"), (3, "n2b1")]) == \
+        ["lease 3 granted 2 times (n0b0, n2b1)"]
