@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol
 from hastate.errors import HAStateError
 from hastate.state.codec import Command
 from hastate.state.leases import LeaseInfo, expire_command
-from hastate.state.machine import ReplicatedState, applied_commands
+from hastate.state.machine import ReplicatedState
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +99,15 @@ class LeaseExpirer(_Periodic):
         if isinstance(table, ReplicatedState):
             table.add_listener(self._on_apply)
 
-    def _on_apply(self, index: int, _previous: int, entry: Command, entry_result: Any) -> None:
-        """Raft thread: note when a grant or keep-alive took effect on this replica."""
-        for command, result in applied_commands(entry, entry_result):
-            if command.op in ("lease_grant", "lease_keepalive") and result[0] == "lease" \
-                    and result[1]:
-                with self._lock:
-                    self._seen[result[1]] = (index, self._clock())
+    def _on_apply(self, index: int, _previous: int, command: Command, result: Any) -> None:
+        """Raft thread: note when a grant or keep-alive took effect on this replica.
+
+        Lease commands always have an entry of their own (a batch never holds one), so a
+        batch entry is skipped whole."""
+        if command.op in ("lease_grant", "lease_keepalive") and result[0] == "lease" \
+                and result[1]:
+            with self._lock:
+                self._seen[result[1]] = (index, self._clock())
 
     def deadlines(self) -> dict[int, tuple[int, float]]:
         """lease -> (refreshed, monotonic deadline on this node), as the leader would judge.
