@@ -111,12 +111,12 @@ def test_uncommitted_tail_forgets_committed_batches() -> None:
     tail.add(10, 100)
     tail.add(15, 50)
     tail.add(15, 0)
-    assert tail.bytes_after(9) == 150
-    assert tail.bytes_after(10) == 50
-    assert tail.bytes_after(20) == 0
+    assert tail.after(9) == (0, 150)
+    assert tail.after(10) == (0, 50)
+    assert tail.after(20) == (0, 0)
     tail.add(30, 7)
     tail.reset()
-    assert tail.bytes_after(0) == 0
+    assert tail.after(0) == (0, 0)
 
 
 @pytest.mark.parametrize("done_per_s", [100, 20_000])

@@ -151,10 +151,6 @@ class UncommittedTail:
                 self._extra -= extra
             return self._extra, self._bytes
 
-    def bytes_after(self, commit_index: int) -> int:
-        """Bytes not yet committed once everything up to ``commit_index`` is."""
-        return self.after(commit_index)[1]
-
     def reset(self) -> None:
         with self._lock:
             self._drains.clear()
