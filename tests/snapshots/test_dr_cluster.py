@@ -161,7 +161,7 @@ def _nodes(cluster: LocalCluster):
 def test_store_outage_does_not_slow_writes_and_uploads_recover(tmp_path: Path, restartable_gcs,
                                                                open_test_store) -> None:
     bucket = restartable_gcs.create_bucket()
-    url = f"gs://{bucket}/dr"
+    url = f"gs://{bucket}/dr?retry_deadline=3"
     cluster = DRCluster(tmp_path, 3, name="dr", snapshot_store=url, snapshot_interval=0.3,
                         ship_interval=0.2)
     try:
@@ -172,7 +172,7 @@ def test_store_outage_does_not_slow_writes_and_uploads_recover(tmp_path: Path, r
         restartable_gcs.stop()
         for i in range(50):                            # writes keep working with the store down
             cluster.sm.save_state({f"down{i}": i}, timeout=5)
-        # the client retries for its 15 s deadline before an attempt counts as failed
+        # the client retries for the URL's 3 s deadline before an attempt counts as failed
         wait_for(lambda: cluster.sm.status()["snapshots"]["failures_total"] >= 1, timeout=45)
         assert cluster.sm.status()["snapshots"]["last_error"]
         uploads = cluster.sm.status()["snapshots"]["uploads_total"]

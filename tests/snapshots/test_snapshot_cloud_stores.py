@@ -155,13 +155,26 @@ class TestCloudURLs:
         ("s3://b/p?profile=", "'profile' is empty"),
         ("az://c/p?account=", "'account' is empty"),
         ("az://c/p#frag", "no #fragment"),
+        ("gs:///prefix", "needs a bucket"),
+        ("gs://b/p?retry=3", "unknown URL option 'retry'"),
+        ("gs://b/p?retry_deadline=soon", "'retry_deadline' must be a positive number"),
+        ("gs://b/p?retry_deadline=0", "'retry_deadline' must be a positive number"),
     ])
     def test_bad_cloud_urls_are_refused(self, url: str, message: str) -> None:
         """Each malformed URL names what is wrong."""
         pytest.importorskip("boto3")
         pytest.importorskip("azure.storage.blob")
+        pytest.importorskip("google.cloud.storage")
         with pytest.raises(SnapshotError, match=message):
             open_store(url)
+
+    def test_gcs_retry_deadline_comes_from_the_url(self) -> None:
+        """``?retry_deadline=`` sets how long one call retries; the prefix loses the query."""
+        pytest.importorskip("google.cloud.storage")
+        store = open_store("gs://bucket/some/prefix?retry_deadline=2.5")
+        assert (store.bucket_name, store.prefix, store.retry_deadline) == \
+            ("bucket", "some/prefix", 2.5)
+        assert open_store("gs://bucket/p").retry_deadline == 15.0
 
     @pytest.mark.parametrize("scheme, module, extra", [("s3", "boto3", "s3"),
                                                        ("az", "azure.core", "azure")])

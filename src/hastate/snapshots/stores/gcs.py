@@ -1,4 +1,5 @@
-"""Snapshot store in Google Cloud Storage: ``gs://bucket/prefix`` (needs ``hastate[gcs]``).
+"""Snapshot store in Google Cloud Storage: ``gs://bucket/prefix[?retry_deadline=SECONDS]``
+(needs ``hastate[gcs]``).
 
 Uses the official google-cloud-storage client (imported only here) with short, explicit
 retries and timeouts: the library default retries for up to 120 s, which would stall the
@@ -15,8 +16,6 @@ from __future__ import annotations
 import builtins
 import logging
 import threading
-from urllib.parse import urlsplit
-
 import google.auth.exceptions
 import requests
 from google.api_core import exceptions as gexc
@@ -26,6 +25,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from hastate.errors import CorruptDataError, SnapshotError, SnapshotNotFoundError
 from hastate.snapshots.store import ObjectInfo, PreconditionFailed, check_name
+from hastate.snapshots.stores._url import split_cloud_url
 
 logger = logging.getLogger(__name__)
 
@@ -185,9 +185,23 @@ class GCSStore:
 def from_url(url: str, *, client: storage.Client | None = None, project: str | None = None,
              timeout: tuple[float, float] = DEFAULT_TIMEOUT,
              retry_deadline: float = DEFAULT_RETRY_DEADLINE) -> GCSStore:
-    """Open ``gs://bucket/prefix``; the keyword options are GCSStore's."""
-    parts = urlsplit(url)
-    if not parts.netloc:
-        raise SnapshotError(f"{url}: a GCS store URL needs a bucket, e.g. gs://my-bucket/hastate")
-    return GCSStore(parts.netloc, parts.path, client=client, project=project, timeout=timeout,
+    """Open ``gs://bucket/prefix``; the keyword options are GCSStore's, and the URL's
+    ``retry_deadline`` (seconds) overrides the keyword of that name."""
+    bucket, prefix, options = split_cloud_url(url, container="bucket",
+                                              example="gs://my-bucket/hastate",
+                                              options=frozenset({"retry_deadline"}))
+    if "retry_deadline" in options:
+        retry_deadline = _seconds(options["retry_deadline"], url)
+    return GCSStore(bucket, prefix, client=client, project=project, timeout=timeout,
                     retry_deadline=retry_deadline)
+
+
+def _seconds(text: str, url: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise SnapshotError(f"{url}: URL option 'retry_deadline' must be a positive number of "
+                            f"seconds, got {text!r}")
+    return value
