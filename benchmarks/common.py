@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -90,13 +89,6 @@ def _on_term(signum: int, _frame: Any) -> None:
 def install_signal_handlers() -> None:
     """SIGTERM behaves like Ctrl-C, so ``finally`` blocks and atexit clean up."""
     signal.signal(signal.SIGTERM, _on_term)
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:

@@ -26,7 +26,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from benchmarks.common import CLEANUP, Child, REPO_ROOT, free_port, log, percentile, wait_for
+from benchmarks.common import CLEANUP, Child, REPO_ROOT, log, percentile, wait_for
+from hastate.testing import free_port
 
 PROBE_INTERVAL = 0.02
 

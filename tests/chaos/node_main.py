@@ -428,7 +428,7 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     if args.watch_out is not None:
         threading.Thread(target=record_watch, args=(sm, args.watch_out, stop),
                          name="watch-recorder", daemon=True).start()

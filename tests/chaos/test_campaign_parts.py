@@ -12,6 +12,8 @@ from types import ModuleType
 
 import pytest
 
+from hastate.testing import free_port
+
 from . import campaign
 from .campaign import (ALL_KINDS, DISK_KINDS, RunConfig, kinds_for, lease_intervals,
                        percentile, plan_schedule)
@@ -103,9 +105,7 @@ def single_node(tmp_path: Path):
     """A one-node hastate cluster on loopback (it leads alone)."""
     from hastate import StateManager
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sm = StateManager("solo", {"solo": f"127.0.0.1:{port}"}, data_dir=tmp_path / "solo",
                       write_timeout=5.0)
     sm.start(wait_ready=15)

@@ -86,7 +86,7 @@ class OtlpReceiver:
             return [s for s in self.spans if s.trace_id == trace_id]
 
     def start(self) -> "OtlpReceiver":
-        threading.Thread(target=self._server.serve_forever, daemon=True,
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
                          name="otlp-receiver").start()
         return self
 

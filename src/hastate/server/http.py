@@ -39,6 +39,11 @@ def _routes() -> dict[tuple[str, str], tuple[Handler, bool]]:
             **events_api.ROUTES}
 
 
+#: How often the serving thread looks for a stop request (s): shutdown waits this long at
+#: most, where socketserver's default of 0.5 s made every node stop and handover slower.
+SHUTDOWN_POLL = 0.05
+
+
 class NodeHTTPServer:
     """Serves one node's probes, status, metrics and admin actions on its ``http`` address.
 
@@ -66,6 +71,7 @@ class NodeHTTPServer:
         self._server.daemon_threads = True
         self.metrics = NodeMetrics(manager)
         self._thread = threading.Thread(target=self._server.serve_forever,
+                                        args=(SHUTDOWN_POLL,),
                                         name=f"hastate-http-{manager.instance_id}", daemon=True)
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -25,13 +26,37 @@ REGIONS = ("asia-northeast1", "us-central1", "europe-west1", "southamerica-east1
 ADMIN_TOKEN_ENV = "HASTATE_ADMIN_TOKEN"
 
 
-#: Ports this process handed out: the kernel may offer a just-closed port again, and two
-#: nodes of one cluster file must never share one.
+#: Ports this process handed out: two nodes of one cluster file must never share one.
 _HANDED_OUT: set[int] = set()
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago and not handed out before here."""
+    """A TCP port on 127.0.0.1 that was free a moment ago and not handed out before here.
+
+    It lies below the kernel's ephemeral range where there is room, so no outgoing
+    connection takes it as its source port while its node is down for a restart.
+    """
+    low, _high = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(200 if low > 12000 else 0):
+        port = rng.randrange(10000, low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

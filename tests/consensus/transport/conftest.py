@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import pytest
 
 from hastate.consensus import tls
 from hastate.consensus.transport import TransportSecurity
+from hastate.testing import free_port
 from hastate.testing.stdio import JsonLinesProcess
 
 NODE_MAIN = Path(__file__).with_name("node_main.py")
@@ -69,15 +69,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1 (bound and released together)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+    """Distinct free TCP ports on 127.0.0.1."""
+    return [free_port() for _ in range(count)]
 
 
 class NodeProcess(JsonLinesProcess):
