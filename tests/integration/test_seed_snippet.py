@@ -138,8 +138,10 @@ def test_readme_example_is_the_seed_code_verbatim() -> None:
 
 def test_seed_code_runs_unchanged_in_three_processes(bots: dict[str, Bot]) -> None:
     ready = {i: bot.answer(timeout=90) for i, bot in bots.items()}
+    # Each bot wrote its own datetime.now() once (two bots woken by the same store event
+    # may read the clock in the same microsecond, so the values need not differ).
+    assert [len(r["written"]) for r in ready.values()] == [1, 1, 1], ready
     written = {ts for r in ready.values() for ts in r["written"]}
-    assert len(written) == 3            # each bot wrote its own datetime.now()
 
     states = {i: bot.ask(cmd="state") for i, bot in bots.items()}
     assert all(s["naive"] and s["type"] == "datetime" for s in states.values()), states
