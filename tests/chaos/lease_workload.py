@@ -17,6 +17,7 @@ keep alive through the majority expire, early, and the checker must say so; with
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, TYPE_CHECKING
@@ -72,8 +73,15 @@ def load_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 
 def histories(records: list[dict[str, Any]], write_timeout: float,
+              judged_until: float = float("inf"),
               ) -> tuple[dict[int, LeaseHistory], dict[int, LeaseLife]]:
-    """Per lease: what the early checker needs, and what the late checker needs."""
+    """Per lease: what the early checker needs, and what the late checker needs.
+
+    Deletes seen after ``judged_until`` are not judged early: the bots still run while their
+    files are read one after another, so a delete in a later file may come from a revoke
+    whose record (written before the revoke is sent) missed the earlier file's read. Any
+    delete seen before the first read has its revoke on file.
+    """
     early: dict[int, LeaseHistory] = {}
     late: dict[int, LeaseLife] = {}
     pending: dict[tuple[int, float], bool] = {}       # keep-alive attempts without an answer
@@ -102,7 +110,8 @@ def histories(records: list[dict[str, Any]], write_timeout: float,
         elif kind == "put":
             life.deleted.setdefault(r["key"], None)
         elif kind == "delete":
-            history.deletes.append((r["node"], r["key"], r["seen"]))
+            if r["seen"] <= judged_until:
+                history.deletes.append((r["node"], r["key"], r["seen"]))
             seen = life.deleted.get(r["key"])
             life.deleted[r["key"]] = r["seen"] if seen is None else min(seen, r["seen"])
     for lease, sent in pending:                       # the process died waiting for it
@@ -117,8 +126,9 @@ def check_run(result: "RunResult", settings: LeaseSettings | None, workdir: Path
     ``["lease_late"]``, counts in ``diagnostics["lease_workload"]``)."""
     if settings is None:
         return
+    first_read = time.monotonic()
     records = load_records(record_path(workdir, n) for n in nodes)
-    early, late = histories(records, write_timeout)
+    early, late = histories(records, write_timeout, first_read)
     found = check_no_early_expiry(early)
     spans = [(start / 1e9, end / 1e9) for spans in leaders.values() for start, end in spans]
     present = {key for key in final_state if key.startswith(PREFIX)}

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from .campaign import SESSION, RunConfig, run_campaign
-from .lease_checker import LeaseLife, check_expiry_bound, expiry_bound
+from .lease_checker import LeaseLife, check_expiry_bound, check_no_early_expiry, expiry_bound
 from .lease_workload import LATE_SLACK, LeaseSettings, histories, run_lease_bug_control
 from .test_campaign import describe
 
@@ -39,6 +39,20 @@ def test_records_become_early_and_late_histories() -> None:
     assert early[7].deletes == [("n1", "lw/7/n0b0-1-0", 12.0), ("n2", "lw/7/n0b0-1-0", 12.2)]
     assert late[7].refreshed_by == 11.3 + 3.0                # an unanswered keep-alive
     assert late[7].deleted == {"lw/7/n0b0-1-0": 12.0} and late[9].revoked
+
+
+def test_deletes_after_the_first_read_are_not_judged_early() -> None:
+    """The files are read while the bots run: a delete seen after the first read may come
+    from a revoke whose record missed its own file's read, so only earlier ones are judged;
+    an early delete before the first read is still caught."""
+    records = [grant(7, 10.0), {"t": "ka", "lease": 7, "sent": 10.6, "end": 10.7,
+                                "outcome": "ok"},
+               seen("delete", 7, 11.0, "n1"), seen("delete", 7, 12.5, "n2")]
+    early, _ = histories(records, write_timeout=3.0, judged_until=12.0)
+    assert early[7].deletes == [("n1", "lw/7/n0b0-1-0", 11.0)]
+    assert [v.node for v in check_no_early_expiry(early).violations] == ["n1"]
+    late_read, _ = histories(records[:2] + records[3:], write_timeout=3.0, judged_until=12.0)
+    assert check_no_early_expiry(late_read).ok
 
 
 def test_a_key_outliving_its_bound_is_late_unless_no_leader_owed_it() -> None:
