@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -111,6 +112,44 @@ def test_a_held_state_lock_does_not_block_the_child(tmp_path: Path) -> None:
     finally:
         release.set()
         thread.join()
+
+
+def test_abort_ends_a_running_child_and_frees_the_sockets_it_inherited(tmp_path: Path) -> None:
+    """A dump child holds copies of its node's sockets: while it runs, a node restarted in
+    this process cannot listen on its port; abort() (called as the node stops) ends it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    writer = DumpWriter(filled(10), tmp_path / "state.dump", cluster="c", node_id="n1")
+    parent = os.getpid()
+    original = DumpWriter.write
+
+    def slow_in_child(self: DumpWriter, *args: object) -> None:
+        if os.getpid() != parent:
+            time.sleep(60)
+        original(self, *args)
+
+    writer.write = slow_in_child.__get__(writer)  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+    write = writer.prepare((b"", 10, 1), (b"", 9, 1), [])
+    compaction = threading.Thread(target=lambda: _catch(write, errors))
+    compaction.start()
+    listener.close()
+    with pytest.raises(OSError):      # the child still listens on the node's port
+        socket.create_server(("127.0.0.1", port)).close()
+    writer.abort()
+    socket.create_server(("127.0.0.1", port)).close()
+    compaction.join(10)
+    assert not compaction.is_alive()
+    assert [type(e) for e in errors] == [DumpChildError] and "signal 9" in str(errors[0])
+    assert writer.stats() == {"forked": 0, "in_process": 0, "failed": 1}
+    writer.abort()                    # nothing left to end: a no-op
+
+
+def _catch(call: Callable[[], None], errors: list[BaseException]) -> None:
+    try:
+        call()
+    except BaseException as exc:
+        errors.append(exc)
 
 
 @pytest.fixture

@@ -59,6 +59,8 @@ class DumpWriter:
         self.in_process = 0
         self.failed = 0
         self._fallback_next = False
+        self._child: int | None = None   # a forked child not yet reaped
+        self._child_lock = threading.Lock()
 
     def stats(self) -> dict[str, int]:
         """Dumps written by a forked child, on a thread, and forked ones that failed."""
@@ -71,6 +73,7 @@ class DumpWriter:
         if self.fork and not self._fallback_next:
             pid = self._fork(raft, last, created_at)
             if pid is not None:
+                self._child = pid
                 return lambda: self._wait(pid)
         self._fallback_next = False
         capture = self.machine.capture()
@@ -115,7 +118,10 @@ class DumpWriter:
 
     def _wait(self, pid: int) -> None:
         """Compaction thread: wait for the child; raise if it did not write the dump."""
-        _, status = os.waitpid(pid, 0)
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)   # exited, still waitable
+        with self._child_lock:      # reaped only once abort() can no longer signal it
+            self._child = None
+            _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         if code == 0:
             self.forked += 1
@@ -125,6 +131,26 @@ class DumpWriter:
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
         raise DumpChildError(f"dump child {pid} ended with {how}; the journal is kept and the "
                              "next dump is written on a thread")
+
+    def abort(self, timeout: float = 5.0) -> None:
+        """Kill a dump child still running and wait until it has exited (the compaction
+        thread reaps it, and keeps the journal). The node calls this as it stops: the child
+        holds copies of the node's sockets, so a restart in this process could not bind its
+        ports while the child lived."""
+        with self._child_lock:
+            pid = self._child
+            if pid is None:
+                return
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                    return
+            except ChildProcessError:   # reaped meanwhile
+                return
+            time.sleep(0.005)
+        logger.warning("the dump child did not exit after SIGKILL", extra={"pid": pid})
 
 
 def _lower_priority() -> None:

@@ -240,6 +240,7 @@ class RaftNode:
             self._fatal = "raft tick loop crashed; see the log"
         finally:
             syncobj._doDestroy()
+            self.dumper.abort()   # a dump child must not outlive its node's sockets
             self._waker.close()
 
     def _run_tasks(self) -> None:
