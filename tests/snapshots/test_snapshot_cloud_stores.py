@@ -157,8 +157,9 @@ class TestCloudURLs:
         ("az://c/p#frag", "no #fragment"),
         ("gs:///prefix", "needs a bucket"),
         ("gs://b/p?retry=3", "unknown URL option 'retry'"),
-        ("gs://b/p?retry_deadline=soon", "'retry_deadline' must be a positive number"),
-        ("gs://b/p?retry_deadline=0", "'retry_deadline' must be a positive number"),
+        ("gs://b/p?retry_deadline=soon", "option retry_deadline: not a duration"),
+        ("gs://b/p?retry_deadline=nan", "option retry_deadline: not a duration"),
+        ("gs://b/p?retry_deadline=0", "option retry_deadline: must be at least"),
     ])
     def test_bad_cloud_urls_are_refused(self, url: str, message: str) -> None:
         """Each malformed URL names what is wrong."""
@@ -174,6 +175,7 @@ class TestCloudURLs:
         store = open_store("gs://bucket/some/prefix?retry_deadline=2.5")
         assert (store.bucket_name, store.prefix, store.retry_deadline) == \
             ("bucket", "some/prefix", 2.5)
+        assert open_store("gs://bucket/p?retry_deadline=500ms").retry_deadline == 0.5
         assert open_store("gs://bucket/p").retry_deadline == 15.0
 
     @pytest.mark.parametrize("scheme, module, extra", [("s3", "boto3", "s3"),

@@ -1,4 +1,4 @@
-"""Snapshot store in Google Cloud Storage: ``gs://bucket/prefix[?retry_deadline=SECONDS]``
+"""Snapshot store in Google Cloud Storage: ``gs://bucket/prefix[?retry_deadline=DURATION]``
 (needs ``hastate[gcs]``).
 
 Uses the official google-cloud-storage client (imported only here) with short, explicit
@@ -23,7 +23,8 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from hastate.errors import CorruptDataError, SnapshotError, SnapshotNotFoundError
+from hastate.durations import parse_duration
+from hastate.errors import ConfigError, CorruptDataError, SnapshotError, SnapshotNotFoundError
 from hastate.snapshots.store import ObjectInfo, PreconditionFailed, check_name
 from hastate.snapshots.stores._url import split_cloud_url
 
@@ -186,22 +187,23 @@ def from_url(url: str, *, client: storage.Client | None = None, project: str | N
              timeout: tuple[float, float] = DEFAULT_TIMEOUT,
              retry_deadline: float = DEFAULT_RETRY_DEADLINE) -> GCSStore:
     """Open ``gs://bucket/prefix``; the keyword options are GCSStore's, and the URL's
-    ``retry_deadline`` (seconds) overrides the keyword of that name."""
+    ``retry_deadline`` (seconds, or a duration such as ``500ms``) overrides the keyword."""
     bucket, prefix, options = split_cloud_url(url, container="bucket",
                                               example="gs://my-bucket/hastate",
                                               options=frozenset({"retry_deadline"}))
     if "retry_deadline" in options:
-        retry_deadline = _seconds(options["retry_deadline"], url)
+        retry_deadline = _duration(options["retry_deadline"], url)
     return GCSStore(bucket, prefix, client=client, project=project, timeout=timeout,
                     retry_deadline=retry_deadline)
 
 
-def _seconds(text: str, url: str) -> float:
+def _duration(text: str, url: str) -> float:
+    """A URL option read by hastate's one duration parser (a bare number is seconds)."""
     try:
-        value = float(text)
+        value: float | str = float(text)
     except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise SnapshotError(f"{url}: URL option 'retry_deadline' must be a positive number of "
-                            f"seconds, got {text!r}")
-    return value
+        value = text
+    try:
+        return parse_duration(value, field="retry_deadline", minimum=0.001)
+    except ConfigError as exc:
+        raise SnapshotError(f"{url}: URL option {exc}") from None
