@@ -14,9 +14,9 @@ from pysyncobj import SyncObj
 from pysyncobj.config import FAIL_REASON
 
 from benchmarks.common import CLEANUP, Child, log, wait_for
-from hastate.testing import free_port
 from benchmarks.node import Store, TaskRunner, pysyncobj_conf
 from benchmarks.workloads import System
+from hastate.testing import free_port
 
 
 class PySyncObjCluster:
